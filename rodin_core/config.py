@@ -1,0 +1,256 @@
+"""Dataclass configs with named presets (`tiny`, `small`, `paper`).
+
+Every stage of the pipeline reads one section of :class:`RodinConfig`. A config is built from a
+preset, then a YAML file, then ``section.field=value`` overrides from the command line, in that
+order; every step is validated and an unknown key or a bad value raises :class:`ConfigError`
+naming the key, the value and the valid choices.
+
+The ``paper`` preset carries the numbers of the Rodin paper (§4.1, appendix B.2: 300 views per
+subject at 256x256).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS = ("tiny", "small", "paper")
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names it and the valid choices."""
+
+
+@dataclass
+class CorpusConfig:
+    """Which synthetic subjects exist and how they are grouped into shards (paper §4.1)."""
+
+    subjects: int = 100_000
+    """Number of subjects in the corpus (paper: 100K)."""
+    seed: int = 0
+    """Corpus seed: (seed, subject id) determines an avatar completely."""
+    shard_size: int = 100
+    """Subjects per shard: the unit of work, retry and commit."""
+    asset_dir: str | None = None
+    """Optional asset-library folder (one sub-folder per category of .blend/.glb/.gltf files)."""
+
+    def validate(self) -> None:
+        _check_range("corpus.subjects", self.subjects, low=1)
+        _check_range("corpus.seed", self.seed, low=0, high=2**31 - 1)
+        _check_range("corpus.shard_size", self.shard_size, low=1)
+
+
+@dataclass
+class RenderConfig:
+    """Multi-view rendering of each subject with Blender Cycles on CPU (paper appendix B.2)."""
+
+    views: int = 300
+    """Views per subject; view 0 is the frontal view (paper: 300)."""
+    resolution: int = 256
+    """Square image side in pixels (paper: 256)."""
+    samples: int = 16
+    """Cycles path-tracing samples per pixel (denoised afterwards)."""
+    denoise: bool = True
+    """Run Cycles' OpenImageDenoise pass (lets a low sample count reach high-sample quality)."""
+    max_bounces: int = 4
+    """Cycles total light bounces (diffuse/glossy/transmission capped below this)."""
+    fov_deg: float = 30.0
+    """Horizontal = vertical field of view of the fixed pinhole intrinsics, in degrees."""
+    camera_radius: float = 4.0
+    """Distance of every camera from the head centre (world units, avatar in [-1, 1]^3)."""
+    elevation_min_deg: float = -25.0
+    """Lowest camera elevation above the head's horizontal plane, degrees."""
+    elevation_max_deg: float = 50.0
+    """Highest camera elevation, degrees."""
+    timeout_s: float = 3600.0
+    """Wall-clock limit of one Blender process rendering one shard; past it the attempt fails."""
+    threads: int = 1
+    """CPU threads Blender may use per shard (one shard per core scales best)."""
+
+    def validate(self) -> None:
+        _check_range("render.views", self.views, low=1)
+        _check_range("render.resolution", self.resolution, low=8, high=4096)
+        _check_range("render.samples", self.samples, low=1)
+        _check_range("render.max_bounces", self.max_bounces, low=0, high=64)
+        _check_range("render.fov_deg", self.fov_deg, low=1.0, high=120.0)
+        _check_range("render.camera_radius", self.camera_radius, low=1.8)
+        _check_range("render.elevation_min_deg", self.elevation_min_deg, low=-89.0, high=89.0)
+        _check_range("render.elevation_max_deg", self.elevation_max_deg, low=-89.0, high=89.0)
+        if self.elevation_min_deg > self.elevation_max_deg:
+            raise ConfigError(
+                f"render.elevation_min_deg={self.elevation_min_deg} is above "
+                f"render.elevation_max_deg={self.elevation_max_deg}; swap them"
+            )
+        _check_range("render.timeout_s", self.timeout_s, low=1.0)
+        _check_range("render.threads", self.threads, low=0)
+
+
+@dataclass
+class RodinConfig:
+    """The whole pipeline's configuration: one section per stage."""
+
+    preset: str = "paper"
+    """Name of the preset this config started from."""
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+
+    def validate(self) -> RodinConfig:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"preset={self.preset!r} is not a preset; choose one of {PRESETS}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RodinConfig:
+        """Rebuild a config saved by :meth:`to_dict` (unknown keys are errors)."""
+        preset = data.get("preset", "paper")
+        cfg = preset_config(preset) if preset in PRESETS else cls(preset=preset)
+        _merge(cfg, {k: v for k, v in data.items() if k != "preset"}, prefix="")
+        return cfg.validate()
+
+
+def preset_config(name: str) -> RodinConfig:
+    """The named preset: ``tiny`` (minutes on 2 CPU cores), ``small``, ``paper`` (§4.1)."""
+    if name == "paper":
+        return RodinConfig(preset="paper").validate()
+    if name == "small":
+        return RodinConfig(
+            preset="small",
+            corpus=CorpusConfig(subjects=2_000, shard_size=50),
+            render=RenderConfig(views=100, resolution=128, samples=12, timeout_s=3600.0),
+        ).validate()
+    if name == "tiny":
+        return RodinConfig(
+            preset="tiny",
+            corpus=CorpusConfig(subjects=16, shard_size=4),
+            render=RenderConfig(views=32, resolution=64, samples=8, max_bounces=3, timeout_s=900.0),
+        ).validate()
+    raise ConfigError(f"unknown preset {name!r}; choose one of {PRESETS}")
+
+
+def load_config(
+    preset: str = "tiny",
+    yaml_path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+) -> RodinConfig:
+    """Preset, then YAML file, then ``section.field=value`` overrides; validated at each step."""
+    cfg = preset_config(preset)
+    if yaml_path is not None:
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}")
+        if "preset" in data and data["preset"] != preset:
+            cfg = preset_config(str(data["preset"]))
+        _merge(cfg, {k: v for k, v in data.items() if k != "preset"}, prefix="")
+        cfg.validate()
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: RodinConfig, overrides: Iterable[str]) -> RodinConfig:
+    """Apply ``section.field=value`` strings (values parsed as YAML scalars) and validate."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form section.field=value, e.g. render.views=32")
+        path = key.strip().split(".")
+        target: Any = cfg
+        for depth, part in enumerate(path[:-1]):
+            target = _get_section(target, part, ".".join(path[:depth]))
+        _set_field(target, path[-1], yaml.safe_load(raw) if raw.strip() else None, ".".join(path[:-1]))
+    return cfg.validate()
+
+
+def _merge(target: Any, data: Mapping[str, Any], prefix: str) -> None:
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        current = getattr(target, key) if key in _field_names(target) else None
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{name} must be a mapping of fields, got {value!r}")
+            _merge(current, value, prefix=f"{name}.")
+        else:
+            _set_field(target, key, value, prefix.rstrip("."))
+
+
+def _field_names(obj: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj)]
+
+
+def _get_section(obj: Any, name: str, where: str) -> Any:
+    _check_key(obj, name, where)
+    section = getattr(obj, name)
+    if not dataclasses.is_dataclass(section):
+        raise ConfigError(f"{_join(where, name)} is a field, not a section; write {_join(where, name)}=VALUE")
+    return section
+
+
+def _check_key(obj: Any, name: str, where: str) -> None:
+    names = _field_names(obj)
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"unknown config key {_join(where, name)!r}{hint}; valid keys"
+            f"{' in ' + repr(where) if where else ''}: {', '.join(names)}"
+        )
+
+
+def _set_field(obj: Any, name: str, value: Any, where: str) -> None:
+    _check_key(obj, name, where)
+    if dataclasses.is_dataclass(getattr(obj, name)):
+        raise ConfigError(f"{_join(where, name)} is a section; set its fields, e.g. {_join(where, name)}.FIELD=VALUE")
+    hints = typing.get_type_hints(type(obj))
+    setattr(obj, name, _coerce(_join(where, name), value, hints[name]))
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the field's annotation; ints are accepted for floats."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"bad value for {key}: {value!r} is not a {getattr(hint, '__name__', hint)}")
+
+
+def _check_range(key: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ConfigError(f"bad value for {key}: {value!r} is outside the valid range {bounds}")
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name

@@ -1,0 +1,86 @@
+"""Presets, YAML files and command-line overrides, and the errors on bad keys or values."""
+
+import json
+import sys
+
+import pytest
+
+from rodin_core.config import ConfigError, RodinConfig, apply_overrides, load_config, preset_config
+
+
+def test_presets_hold_their_numbers():
+    paper = preset_config("paper")
+    assert (paper.render.views, paper.render.resolution, paper.corpus.subjects) == (300, 256, 100_000)
+    tiny = preset_config("tiny")
+    assert tiny.render.resolution == 64 and tiny.render.views < paper.render.views
+    assert preset_config("small").preset == "small"
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ConfigError, match=r"unknown preset 'huge'.*tiny.*small.*paper"):
+        preset_config("huge")
+
+
+def test_overrides_are_typed_and_applied():
+    cfg = load_config("tiny", overrides=["render.views=12", "render.fov_deg=35", "render.denoise=false",
+                                         "corpus.asset_dir=/assets"])
+    assert cfg.render.views == 12 and isinstance(cfg.render.views, int)
+    assert cfg.render.fov_deg == 35.0 and isinstance(cfg.render.fov_deg, float)
+    assert cfg.render.denoise is False and cfg.corpus.asset_dir == "/assets"
+    assert load_config("tiny", overrides=["corpus.asset_dir=null"]).corpus.asset_dir is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("render.viewz=3", r"unknown config key 'render.viewz' \(did you mean 'views'\?\).*resolution"),
+        ("rendr.views=3", r"unknown config key 'rendr'.*corpus, render"),
+        ("render.views=many", r"bad value for render.views: 'many' is not a int"),
+        ("render.views=0", r"render.views: 0 is outside the valid range \[1, inf\]"),
+        ("render.denoise=3", r"render.denoise: 3 is not a bool"),
+        ("render.views", r"not of the form section.field=value"),
+        ("render=3", r"render is a section"),
+        ("render.elevation_min_deg=60", r"elevation_min_deg=60.0 is above"),
+    ],
+)
+def test_bad_overrides_name_key_value_and_choices(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(preset_config("tiny"), [override])
+
+
+def test_yaml_file_then_overrides(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("render:\n  views: 20\n  samples: 4\ncorpus:\n  seed: 7\n")
+    cfg = load_config("tiny", path, ["render.samples=6"])
+    assert (cfg.render.views, cfg.render.samples, cfg.corpus.seed) == (20, 6, 7)
+    assert cfg.render.resolution == preset_config("tiny").render.resolution  # untouched keys keep the preset
+
+
+def test_yaml_file_may_switch_preset(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("preset: paper\nrender:\n  views: 10\n")
+    cfg = load_config("tiny", path)
+    assert cfg.preset == "paper" and cfg.render.views == 10 and cfg.render.resolution == 256
+
+
+def test_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("tiny", tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("render:\n  colour: red\n")
+    with pytest.raises(ConfigError, match="unknown config key 'render.colour'"):
+        load_config("tiny", bad)
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config("tiny", flat)
+
+
+def test_dict_round_trip():
+    cfg = load_config("small", overrides=["render.samples=5"])
+    again = RodinConfig.from_dict(json.loads(cfg.to_json()))
+    assert again == cfg
+
+
+def test_core_config_imports_no_orchestration():
+    assert not {"prefect", "ray", "bpy"} & {m.split(".")[0] for m in sys.modules if m.startswith("rodin_core")}
