@@ -21,7 +21,6 @@ def principled(
 ) -> bpy.types.Material:
     """A node material with one Principled BSDF; ``rgb`` is sRGB in 0..1."""
     mat = bpy.data.materials.new(name)
-    mat.use_nodes = True
     bsdf = mat.node_tree.nodes["Principled BSDF"]
     bsdf.inputs["Base Color"].default_value = (*[srgb_to_linear(c) for c in rgb], 1.0)
     bsdf.inputs["Roughness"].default_value = roughness
