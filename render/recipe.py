@@ -137,7 +137,7 @@ def sample_recipe(seed: int, subject_id: int, asset_catalog: Mapping[str, Sequen
     """Sample the recipe of ``subject_id`` in the corpus of ``seed``.
 
     ``asset_catalog`` maps asset categories to the files available in an asset library (see
-    :func:`render.assets.scan_asset_library`); each category present replaces the procedural part
+    :func:`render.asset_library.scan_asset_library`); each category present replaces the procedural part
     with a file drawn from it. The same arguments always give the same recipe.
     """
     rng = subject_rng(seed, subject_id)
