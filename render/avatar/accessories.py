@@ -20,7 +20,7 @@ import bpy
 import numpy as np
 
 from render.anatomy import Anatomy
-from render.avatar.assets import grid_faces, mesh_object, tube_mesh
+from render.avatar.geometry import grid_faces, mesh_object, tube_mesh
 from render.avatar.hair import Scalp, direction, hair_thickness
 from render.avatar.materials import principled
 from render.recipe import ACCESSORIES, ACCESSORY_STYLES, AvatarRecipe

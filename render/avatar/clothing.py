@@ -24,7 +24,7 @@ import bpy
 import numpy as np
 
 from render.anatomy import Anatomy
-from render.avatar.assets import grid_faces, mesh_object, tube_mesh
+from render.avatar.geometry import grid_faces, mesh_object, tube_mesh
 from render.avatar.materials import principled
 from render.recipe import GARMENTS, PATTERNS, AvatarRecipe
 

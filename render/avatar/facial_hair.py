@@ -17,7 +17,8 @@ import bpy
 import numpy as np
 
 from render.anatomy import Anatomy
-from render.avatar.head import HeadSurface, head_surface, mesh_object
+from render.avatar.geometry import mesh_object, smoothstep, vertex_normals
+from render.avatar.head import HeadSurface, head_surface
 from render.avatar.materials import assign, principled
 from render.recipe import FACIAL_HAIR, AvatarRecipe
 
@@ -29,26 +30,6 @@ BASE_OFFSET = 0.003
 """Gap between the skin and the shell at the mask's border (avoids z-fighting)."""
 
 
-def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
-    t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
-def vertex_normals(vertices: np.ndarray, faces: list[tuple[int, ...]]) -> np.ndarray:
-    """Area-weighted unit normals (N, 3) of a polygon mesh (quads and triangles)."""
-    normals = np.zeros_like(vertices)
-    for size in (3, 4):
-        polys = np.array([f for f in faces if len(f) == size], dtype=np.int64)
-        if len(polys) == 0:
-            continue
-        for i in range(1, size - 1):
-            a, b, c = vertices[polys[:, 0]], vertices[polys[:, i]], vertices[polys[:, i + 1]]
-            n = np.cross(b - a, c - a)
-            for k in (0, i, i + 1):
-                np.add.at(normals, polys[:, k], n)
-    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-
-
 def _masks(surface: HeadSurface, a: Anatomy) -> dict[str, np.ndarray]:
     """Soft region (N,) in [0, 1] of every style, on the neutral face's vertices."""
     x, y, z = surface.vertices.T
@@ -58,28 +39,28 @@ def _masks(surface: HeadSurface, a: Anatomy) -> dict[str, np.ndarray]:
     tip_z, chin_z, ear_y, ear_z = a.nose_tip[2], a.chin[2], a.ear_left[1], a.ear_left[2]
     mouth_hole = (x / (half + 0.02)) ** 2 + ((z - mz + 0.004) / 0.034) ** 2
     not_neck = surface.above_neck
-    before_ear = _smoothstep(ear_y - 0.02, ear_y - 0.07, y)
+    before_ear = smoothstep(ear_y - 0.02, ear_y - 0.07, y)
 
     top = np.interp(side_deg, [0, 12, 22, 40, 65, 80, 95], [tip_z - 0.05, tip_z - 0.05, mz + 0.01,
                                                             mz + 0.08, ear_z - 0.03, ear_z + 0.05, ear_z + 0.05])
-    beard = _smoothstep(top + 0.01, top - 0.015, z) * not_neck * before_ear * (side_deg < 100)
-    beard *= _smoothstep(0.8, 1.3, mouth_hole)
+    beard = smoothstep(top + 0.01, top - 0.015, z) * not_neck * before_ear * (side_deg < 100)
+    beard *= smoothstep(0.8, 1.3, mouth_hole)
 
     mustache_top = tip_z - 0.045
     droop = np.clip((np.abs(x) - half + 0.01) / 0.03, 0.0, 1.0)
     mustache_bottom = mz + 0.012 - 0.035 * droop
-    mustache = (_smoothstep(mustache_top + 0.005, mustache_top - 0.01, z)
-                * _smoothstep(mustache_bottom - 0.008, mustache_bottom + 0.004, z)
-                * _smoothstep(half + 0.045, half + 0.02, np.abs(x)) * (side_deg < 45))
+    mustache = (smoothstep(mustache_top + 0.005, mustache_top - 0.01, z)
+                * smoothstep(mustache_bottom - 0.008, mustache_bottom + 0.004, z)
+                * smoothstep(half + 0.045, half + 0.02, np.abs(x)) * (side_deg < 45))
 
-    chin_patch = (_smoothstep(0.12, 0.085, np.abs(x)) * _smoothstep(mz - 0.02, mz - 0.04, z)
-                  * _smoothstep(chin_z - 0.06, chin_z - 0.02, z) * (side_deg < 40) * (y < a.chin[1] + 0.16))
+    chin_patch = (smoothstep(0.12, 0.085, np.abs(x)) * smoothstep(mz - 0.02, mz - 0.04, z)
+                  * smoothstep(chin_z - 0.06, chin_z - 0.02, z) * (side_deg < 40) * (y < a.chin[1] + 0.16))
     goatee = np.maximum(chin_patch, 0.8 * mustache)
 
     taper = np.clip((ear_z + 0.1 - z) / 0.25, 0.0, 1.0)
-    sideburns = (_smoothstep(ear_y - 0.01, ear_y - 0.05, y)
-                 * _smoothstep(ear_y - 0.24 + 0.06 * taper, ear_y - 0.19 + 0.06 * taper, y)
-                 * _smoothstep(ear_z + 0.15, ear_z + 0.1, z) * _smoothstep(ear_z - 0.18, ear_z - 0.12, z)
+    sideburns = (smoothstep(ear_y - 0.01, ear_y - 0.05, y)
+                 * smoothstep(ear_y - 0.24 + 0.06 * taper, ear_y - 0.19 + 0.06 * taper, y)
+                 * smoothstep(ear_z + 0.15, ear_z + 0.1, z) * smoothstep(ear_z - 0.18, ear_z - 0.12, z)
                  * (side_deg > 55))
 
     return {"beard": np.maximum(beard, mustache), "mustache": mustache, "goatee": goatee,
@@ -142,12 +123,12 @@ def build_facial_hair(recipe: AvatarRecipe, anatomy: Anatomy) -> list[bpy.types.
     down = np.zeros_like(normals)
     if style in ("beard", "goatee"):
         # Hair on the jaw hangs: lean the offset downwards below the mouth.
-        below = _smoothstep(anatomy.mouth_centre[2] - 0.02, anatomy.chin[2], neutral.vertices[:, 2])
+        below = smoothstep(anatomy.mouth_centre[2] - 0.02, anatomy.chin[2], neutral.vertices[:, 2])
         down[:, 2] = -0.6 * below
     direction = normals + down
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    sides = 1.0 - 0.5 * _smoothstep(50.0, 90.0, np.degrees(np.abs(neutral.azimuth))) if style == "beard" else 1.0
-    thickness = BASE_OFFSET + THICKNESS[style] * mask * jitter * _smoothstep(0.0, 0.6, mask) * sides
+    sides = 1.0 - 0.5 * smoothstep(50.0, 90.0, np.degrees(np.abs(neutral.azimuth))) if style == "beard" else 1.0
+    thickness = BASE_OFFSET + THICKNESS[style] * mask * jitter * smoothstep(0.0, 0.6, mask) * sides
     shell = surface.vertices + direction * thickness[:, None]
     keep = [f for f in surface.faces if max(mask[list(f)]) > 0.05]
     used = np.unique(np.concatenate([np.asarray(f) for f in keep]))

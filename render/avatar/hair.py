@@ -26,7 +26,7 @@ import bpy
 import numpy as np
 
 from render.anatomy import Anatomy
-from render.avatar.assets import grid_faces, mesh_object, strands_object, tube_mesh
+from render.avatar.geometry import grid_faces, mesh_object, strands_object, tube_mesh
 from render.avatar.materials import principled
 from render.recipe import HAIRSTYLES, AvatarRecipe
 

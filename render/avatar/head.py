@@ -21,6 +21,7 @@ import numpy as np
 from mathutils import Matrix
 
 from render.anatomy import Anatomy
+from render.avatar.geometry import mesh_object, smoothstep, uv_sphere
 from render.avatar.materials import assign, principled, srgb_to_linear
 from render.recipe import AvatarRecipe
 
@@ -51,11 +52,6 @@ class HeadSurface:
     """Number of rings (the two pole vertices come last)."""
     above_neck: np.ndarray
     """(N,) 0 on the neck rings (inside the body's neck), rising to 1 at the jaw line."""
-
-
-def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
-    t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
 
 
 def _gauss(d2: np.ndarray, sigma: float) -> np.ndarray:
@@ -111,7 +107,7 @@ def _ring_profile(recipe: AvatarRecipe, a: Anatomy) -> np.ndarray:
     elevations = np.concatenate([face_keys, crown_keys])
     ce, se = np.cos(elevations), np.sin(elevations)
     crown = ce ** np.where(se > 0.0, 0.8, 1.0)
-    n_front = 2.0 + 0.4 * (1.0 - _smoothstep(0.15, 0.55, se))
+    n_front = 2.0 + 0.4 * (1.0 - smoothstep(0.15, 0.55, se))
     cranium = np.stack([cz + rz * se] * 3 + [cy - ry * crown, cy + ry * crown, np.full_like(ce, cy), rx * crown,
                                                n_front, np.full_like(ce, 2.0)], axis=1)
     keys = np.vstack([lower, cranium])
@@ -161,7 +157,7 @@ def _sculpt_identity(recipe: AvatarRecipe, a: Anatomy, v: np.ndarray, front: np.
     x, y, z = v[:, 0], v[:, 1], v[:, 2]
     eye_z = a.eye_left[2]
     brow = 0.014 + 0.012 * s["brow_ridge"] + (0.01 if man else 0.0)
-    y -= front * brow * _gauss((z - (a.brow_z - 0.012)) ** 2, 0.03) * (1 - _smoothstep(0.22, 0.34, np.abs(x)))
+    y -= front * brow * _gauss((z - (a.brow_z - 0.012)) ** 2, 0.03) * (1 - smoothstep(0.22, 0.34, np.abs(x)))
     cheek = 0.018 + 0.014 * s["cheeks"]
     for side in (1.0, -1.0):
         g = front * _gauss((x - side * 0.22) ** 2 + (z - eye_z + 0.1) ** 2, 0.065)
@@ -180,7 +176,7 @@ def _sculpt_identity(recipe: AvatarRecipe, a: Anatomy, v: np.ndarray, front: np.
     t = np.clip((root_z - z) / (root_z - tip_z), 0.0, 1.0)
     above = p_root + (p_tip - p_root) * t**1.4 + 0.012 * s["nose_bridge"] * np.sin(np.pi * t) * (1 - t)
     below = p_tip * np.clip(1.0 - ((tip_z - z) / (tip_z - base_z)) ** 2, 0.0, 1.0)
-    height = np.where(z >= tip_z, above, below) * _smoothstep(root_z + 0.04, root_z - 0.01, z)
+    height = np.where(z >= tip_z, above, below) * smoothstep(root_z + 0.04, root_z - 0.01, z)
     width = a.nose_width * (0.22 + 0.3 * t)
     y -= front * height * np.exp(-0.5 * x**2 / width**2)
     y -= front * 0.45 * p_tip * _gauss((np.abs(x) - 0.55 * a.nose_width) ** 2 + (z - tip_z + 0.022) ** 2, 0.018)
@@ -236,16 +232,16 @@ def _express(recipe: AvatarRecipe, a: Anatomy, v: np.ndarray, front: np.ndarray,
             z += k * (0.02 * g + 0.02 * lift)
             y += k * (0.014 * g - 0.016 * lift)
     if kind == "raised_brows":
-        band = (1 - _smoothstep(0.25, 0.4, np.abs(x))) * (z > a.eye_left[2] + 0.03)
+        band = (1 - smoothstep(0.25, 0.4, np.abs(x))) * (z > a.eye_left[2] + 0.03)
         z += 0.035 * k * front * _gauss((z - a.brow_z) ** 2, 0.08) * band
-        wrinkles = front * _smoothstep(a.brow_z + 0.04, a.brow_z + 0.07, z) * _smoothstep(a.brow_z + 0.22, a.brow_z + 0.16, z)
+        wrinkles = front * smoothstep(a.brow_z + 0.04, a.brow_z + 0.07, z) * smoothstep(a.brow_z + 0.22, a.brow_z + 0.16, z)
         y += 0.004 * k * wrinkles * np.sin(2 * np.pi * (z - a.brow_z) / 0.045) ** 2 * (np.abs(x) < 0.22)
     gap = mouth_gap(recipe)
     if gap > 0.0:
         # Everything below the mouth line drops with the jaw; the stretched band between the lips
         # is pushed in behind the mouth interior.
-        below = _smoothstep(mz + 0.012, mz - 0.012, z)
-        jaw = _smoothstep(a.ear_left[1] + 0.02, a.ear_left[1] - 0.25, y) * above_neck
+        below = smoothstep(mz + 0.012, mz - 0.012, z)
+        jaw = smoothstep(a.ear_left[1] + 0.02, a.ear_left[1] - 0.25, y) * above_neck
         cavity = 4.0 * below * (1.0 - below) * lip_x * front
         z -= gap * below * jaw
         y += MOUTH_DEPTH * cavity
@@ -274,8 +270,8 @@ def head_surface(recipe: AvatarRecipe, anatomy: Anatomy) -> HeadSurface:
     rings = len(profile)
     azimuth = np.tile(_azimuths(), rings)
     v = _loft(profile, _azimuths())
-    front = _smoothstep(0.1, 0.5, np.cos(azimuth))
-    above_neck = _smoothstep(_LOWER_SUBDIVISIONS[0], sum(_LOWER_SUBDIVISIONS[:3]), np.arange(len(v)) // AZIMUTH_SEGMENTS)
+    front = smoothstep(0.1, 0.5, np.cos(azimuth))
+    above_neck = smoothstep(_LOWER_SUBDIVISIONS[0], sum(_LOWER_SUBDIVISIONS[:3]), np.arange(len(v)) // AZIMUTH_SEGMENTS)
 
     lips = _sculpt_identity(recipe, a, v, front, azimuth == 0.0)
     _sculpt_eyes(recipe, a, v, front)
@@ -293,40 +289,6 @@ def head_surface(recipe: AvatarRecipe, anatomy: Anatomy) -> HeadSurface:
                           [[a.cranium_centre[0], a.cranium_centre[1], a.head_top_z]]])
     return HeadSurface(vertices, _lofted_faces(rings), np.vstack([colours, colours[:2]]),
                        np.concatenate([azimuth, [0.0, 0.0]]), rings, np.concatenate([above_neck, [0.0, 1.0]]))
-
-
-def mesh_object(name: str, vertices: np.ndarray, faces: list[tuple[int, ...]], smooth: bool = True) -> bpy.types.Object:
-    """A mesh object linked to the scene from ``vertices`` (N, 3) and polygon index tuples."""
-    mesh = bpy.data.meshes.new(name)
-    mesh.from_pydata(np.asarray(vertices, dtype=np.float64).tolist(), [], faces)
-    mesh.validate()
-    if smooth:
-        mesh.shade_smooth()
-    obj = bpy.data.objects.new(name, mesh)
-    bpy.context.scene.collection.objects.link(obj)
-    return obj
-
-
-def uv_sphere(segments: int, rings: int) -> tuple[np.ndarray, list[tuple[int, ...]], np.ndarray]:
-    """Unit sphere: vertices (N, 3), faces, and each vertex's (azimuth, elevation) (N, 2).
-
-    Poles on +-Y (the viewing axis of eyes and ears), azimuth around Y."""
-    el = np.linspace(-np.pi / 2, np.pi / 2, rings + 1)[1:-1]
-    azi = np.arange(segments) / segments * 2 * np.pi
-    e, t = np.meshgrid(el, azi, indexing="ij")
-    verts = np.stack([np.cos(e) * np.cos(t), np.sin(e), np.cos(e) * np.sin(t)], axis=-1).reshape(-1, 3)
-    params = np.stack([t, e], axis=-1).reshape(-1, 2)
-    faces: list[tuple[int, ...]] = []
-    n = segments
-    for r in range(rings - 2):
-        faces += [(r * n + (j + 1) % n, r * n + j, (r + 1) * n + j, (r + 1) * n + (j + 1) % n) for j in range(n)]
-    south, north = len(verts), len(verts) + 1
-    last = (rings - 2) * n
-    faces += [(south, j, (j + 1) % n) for j in range(n)]
-    faces += [(last + (j + 1) % n, last + j, north) for j in range(n)]
-    verts = np.vstack([verts, [[0.0, -1.0, 0.0], [0.0, 1.0, 0.0]]])
-    params = np.vstack([params, [[0.0, -np.pi / 2], [0.0, np.pi / 2]]])
-    return verts, faces, params
 
 
 def _paint(obj: bpy.types.Object, colours: np.ndarray) -> None:

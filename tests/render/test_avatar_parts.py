@@ -9,10 +9,18 @@ bpy = pytest.importorskip("bpy")
 
 from render.anatomy import Anatomy, anatomy_for  # noqa: E402
 from render.avatar.accessories import build_accessory  # noqa: E402
-from render.avatar.assets import import_asset, mesh_object, object_points, tube_mesh  # noqa: E402
+from render.avatar.assets import import_asset
 from render.avatar.clothing import build_clothing  # noqa: E402
+from render.avatar.geometry import mesh_object, object_points, tube_mesh  # noqa: E402
 from render.avatar.hair import build_hair  # noqa: E402
-from render.recipe import ACCESSORY_STYLES, GARMENTS, HAIRSTYLES, SHAPE_KEYS, AvatarRecipe, sample_recipe  # noqa: E402
+from render.recipe import (  # noqa: E402
+    ACCESSORY_STYLES,
+    GARMENTS,
+    HAIRSTYLES,
+    SHAPE_KEYS,
+    AvatarRecipe,
+    sample_recipe,
+)
 
 ACCESSORY_CHOICES = [(a, s) for a, styles in ACCESSORY_STYLES.items() for s in styles]
 

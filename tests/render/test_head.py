@@ -11,10 +11,17 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 from render.anatomy import anatomy_for  # noqa: E402
-from render.avatar.facial_hair import build_facial_hair, vertex_normals  # noqa: E402
+from render.avatar.facial_hair import build_facial_hair  # noqa: E402
+from render.avatar.geometry import vertex_normals  # noqa: E402
 from render.avatar.head import build_head, head_surface  # noqa: E402
 from render.blender_scene import reset_scene  # noqa: E402
-from render.recipe import EXPRESSIONS, FACIAL_HAIR, SHAPE_KEYS, AvatarRecipe, sample_recipe  # noqa: E402
+from render.recipe import (  # noqa: E402
+    EXPRESSIONS,
+    FACIAL_HAIR,
+    SHAPE_KEYS,
+    AvatarRecipe,
+    sample_recipe,
+)
 
 
 @pytest.fixture(autouse=True)
