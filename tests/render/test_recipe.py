@@ -8,7 +8,14 @@ import pytest
 from render.anatomy import anatomy_for
 from render.caption import caption_for
 from render.recipe import (
-    ACCESSORIES, EXPRESSIONS, FACIAL_HAIR, GARMENTS, HAIRSTYLES, SHAPE_KEYS, AvatarRecipe, sample_recipe,
+    ACCESSORIES,
+    EXPRESSIONS,
+    FACIAL_HAIR,
+    GARMENTS,
+    HAIRSTYLES,
+    SHAPE_KEYS,
+    AvatarRecipe,
+    sample_recipe,
 )
 
 
