@@ -141,7 +141,6 @@ def add_lights(scene: bpy.types.Scene | None = None) -> list[bpy.types.Object]:
     ]
     world = scene.world or bpy.data.worlds.new("studio")
     scene.world = world
-    world.use_nodes = True
     background = world.node_tree.nodes["Background"]
     background.inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
     background.inputs["Strength"].default_value = WORLD_LIGHT_STRENGTH
