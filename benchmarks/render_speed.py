@@ -27,7 +27,13 @@ import numpy as np
 from PIL import Image
 
 from render.avatar.build import build_avatar
-from render.blender_scene import add_camera, add_lights, configure_cycles, reset_scene, set_camera_pose
+from render.blender_scene import (
+    add_camera,
+    add_lights,
+    configure_cycles,
+    reset_scene,
+    set_camera_pose,
+)
 from render.recipe import sample_recipe
 from rodin_core.cameras import make_rig
 from rodin_core.config import RenderConfig, preset_config
@@ -69,13 +75,15 @@ def seconds_per_view(resolution: int, avatars: int, views: int, workdir: Path) -
 
 def blender_defaults(scene: bpy.types.Scene) -> None:
     """Restore Blender's factory Cycles sampling, light-path and denoising settings."""
-    factory = bpy.types.CyclesRenderSettings.bl_rna.properties
+    factory = scene.cycles.bl_rna.properties
     for name in ("samples", "use_adaptive_sampling", "adaptive_threshold", "adaptive_min_samples",
-                 "use_denoising", "denoiser", "denoising_input_passes", "denoising_prefilter",
+                 "use_denoising", "denoiser", "denoising_input_passes", "denoising_prefilter", "denoising_quality",
                  "max_bounces", "diffuse_bounces", "glossy_bounces", "transmission_bounces",
                  "volume_bounces", "transparent_max_bounces", "caustics_reflective",
                  "caustics_refractive", "blur_glossy", "sample_clamp_indirect", "tile_size"):
-        setattr(scene.cycles, name, factory[name].default)
+        default = factory[name].default
+        if default != "":  # enums whose default depends on the build (the denoiser) keep their value
+            setattr(scene.cycles, name, default)
 
 
 def reference(scene: bpy.types.Scene) -> None:
@@ -113,7 +121,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        print(f"Blender {bpy.app.version_string}, Cycles on CPU, {bpy.context.scene.render.threads} threads")
+        threads = preset_config("paper").render.threads
+        print(f"Blender {bpy.app.version_string}, Cycles on CPU, {threads} thread(s) per render "
+              "(the corpus flow runs one shard per core)")
         for resolution in (64, 256):
             spv = seconds_per_view(resolution, args.avatars, args.views, workdir)
             print(f"project settings {resolution:>3}x{resolution:<3}: {spv:.3f} s/view "

@@ -13,15 +13,15 @@ Pure host-side code (no bpy): the tri-plane fitting stage and the tests read ren
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
+import pyarrow.compute as pc
 
+from rodin_core.imaging import contact_sheet, decode_png, thumbnail
 from rodin_core.storage import StageStore
 
 VIEWS_TABLE = "views.parquet"
@@ -61,27 +61,12 @@ class RenderedView:
     """(3, 3) float64 pinhole matrix in pixels."""
 
 
-def encode_png(rgba: np.ndarray) -> bytes:
-    """RGBA uint8 (H, W, 4) -> PNG bytes with no metadata (same pixels, same bytes)."""
-    if rgba.dtype != np.uint8 or rgba.ndim != 3 or rgba.shape[2] != 4:
-        raise ValueError(f"encode_png needs an RGBA uint8 (H, W, 4) array, got {rgba.dtype} {rgba.shape}")
-    buffer = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", compress_level=6)
-    return buffer.getvalue()
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """PNG bytes -> RGBA uint8 (H, W, 4)."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGBA"))
-
-
 def decode_view_row(row: dict[str, Any]) -> RenderedView:
     """Decode one row of ``views.parquet`` (as a dict of Python values) into a :class:`RenderedView`."""
     rgba = decode_png(row["png"])  # (H, W, 4)
-    if rgba.shape[:2] != (row["height"], row["width"]):
-        raise ValueError(f"subject {row['subject_id']} view {row['view_index']}: PNG is {rgba.shape[1]}x"
-                         f"{rgba.shape[0]} but the row says {row['width']}x{row['height']}; re-render the shard")
+    if rgba.shape != (row["height"], row["width"], 4):
+        raise ValueError(f"subject {row['subject_id']} view {row['view_index']}: PNG is {rgba.shape} but the row says "
+                         f"({row['height']}, {row['width']}, 4) RGBA; re-render the shard")
     return RenderedView(
         subject_id=int(row["subject_id"]),
         view_index=int(row["view_index"]),
@@ -112,3 +97,25 @@ def read_views(stage: StageStore, shard_id: str, subject_id: int | None = None) 
 def read_subjects(stage: StageStore, shard_id: str) -> list[dict[str, Any]]:
     """Rows of ``subjects.parquet`` of a committed renders shard, as dicts."""
     return stage.read_table(shard_id, SUBJECTS_TABLE).to_pylist()
+
+
+def frontal_contact_sheet(stage: StageStore, shard_ids: Iterable[str], count: int = 16, columns: int = 4,
+                          tile_px: int | None = None, labels: bool = True) -> np.ndarray | None:
+    """View 0 (frontal) of the first ``count`` subjects of ``shard_ids`` tiled into one RGB image.
+
+    Reads one shard at a time (only its subject id, view index and PNG columns) until ``count``
+    subjects are found; tiles are shrunk to ``tile_px`` when given and labelled with the subject id.
+    Returns None when the shards hold no view.
+    """
+    images, names = [], []
+    for shard_id in shard_ids:
+        table = stage.read_table(shard_id, VIEWS_TABLE, columns=["subject_id", "view_index", "png"])
+        for row in table.filter(pc.equal(table["view_index"], 0)).to_pylist()[: count - len(images)]:
+            image = decode_png(row["png"])
+            images.append(thumbnail(image, tile_px) if tile_px else image)
+            names.append(f"#{row['subject_id']}")
+        if len(images) >= count:
+            break
+    if not images:
+        return None
+    return contact_sheet(images, min(len(images), columns), names if labels else None)

@@ -36,7 +36,6 @@ from render.corpus import (
     SUBJECTS_TABLE,
     VIEWS_SCHEMA,
     VIEWS_TABLE,
-    encode_png,
 )
 from render.launcher import (
     LOG_NAME,
@@ -53,6 +52,7 @@ from render.launcher import (
 from render.recipe import RECIPE_VERSION, AvatarRecipe
 from rodin_core.cameras import make_rig
 from rodin_core.config import RodinConfig
+from rodin_core.imaging import encode_png
 from rodin_core.storage import StageStore, config_hash, open_store, shard_id_for
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,12 @@ def _subjects_table(workdir: Path, subject_ids: list[int], seconds: dict[int, fl
     }, schema=SUBJECTS_SCHEMA)
 
 
-def _already_done(stage: StageStore, shard_id: str, subject_ids: list[int], digest: str) -> str | None:
-    """Attempt id of the committed shard when it matches these subjects and config, else None."""
+def committed_attempt(stage: StageStore, shard_id: str, subject_ids: list[int], digest: str) -> str | None:
+    """Attempt id of the committed shard when it holds these subjects rendered with config ``digest``.
+
+    None when the shard has no manifest, or was committed for other subjects or another config
+    (then it must be rendered again).
+    """
     if not stage.is_committed(shard_id):
         return None
     manifest = stage.read_manifest(shard_id)
@@ -168,7 +172,7 @@ def render_shard_to_store(cfg: RodinConfig, out_uri: str, shard_index: int,
     stage = open_store(out_uri, storage_options).stage(STAGE)
     catalog = asset_catalog(cfg)
     digest = render_config_hash(cfg, catalog)
-    done = _already_done(stage, shard_id, subject_ids, digest)
+    done = committed_attempt(stage, shard_id, subject_ids, digest)
     if done is not None:
         log.info("renders shard %s already committed (attempt %s); skipping", shard_id, done)
         return ShardReport(shard_id, done, subject_ids, cfg.render.views, time.perf_counter() - start, True)

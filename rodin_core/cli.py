@@ -3,6 +3,7 @@
     rodin render --preset tiny --subjects 8 --out data/tiny      # render-avatars flow (§4.1)
     rodin config --preset small --set render.views=50            # print the resolved config
     rodin status --out data/tiny                                  # committed shards and failures
+    rodin contact-sheet --out data/tiny --dest sheet.png          # frontal views of the corpus
 
 Orchestration lives in ``workflows``; it is imported only when a command runs a flow, so that
 ``rodin_core`` itself never imports Prefect or Ray.
@@ -49,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="list committed shards and recorded failures of a dataset")
     status.add_argument("--out", required=True, help="dataset root URI")
     status.add_argument("--stage", default="renders", help="stage folder (default: renders)")
+    sheet = sub.add_parser("contact-sheet", help="tile the frontal views (view 0) of a rendered corpus into a PNG")
+    sheet.add_argument("--out", required=True, help="dataset root URI")
+    sheet.add_argument("--dest", required=True, help="PNG file to write")
+    sheet.add_argument("--count", type=int, default=16, help="subjects to show (default 16)")
+    sheet.add_argument("--columns", type=int, default=4, help="tiles per row (default 4)")
+    sheet.add_argument("--tile", type=int, default=None, help="shrink tiles to this many pixels")
+    sheet.add_argument("--no-labels", action="store_true", help="leave out the subject-id labels")
     return parser
 
 
@@ -63,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args.out, args.stage)
         if args.command == "render":
             return _render(args)
+        if args.command == "contact-sheet":
+            return _contact_sheet(args)
     except ConfigError as err:
         print(f"rodin: config error: {err}", file=sys.stderr)
         return 2
@@ -93,6 +103,25 @@ def _status(out: str, stage_name: str) -> int:
     print(f"{stage.uri}: {len(shards)} committed shards, {subjects} subjects")
     for failure in stage.failures():
         print(f"  failed attempt {failure.get('shard_id')}/{failure.get('attempt_id')}: {failure.get('error')}")
+    return 0
+
+
+def _contact_sheet(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rodin_core.imaging import encode_png
+    from rodin_core.storage import open_store
+
+    corpus = importlib.import_module("render.corpus")
+    stage = open_store(args.out).stage("renders")
+    shards = stage.committed_shards()
+    sheet = corpus.frontal_contact_sheet(stage, shards, args.count, args.columns, args.tile, not args.no_labels)
+    if sheet is None:
+        print(f"rodin: no committed renders shard under {stage.uri}; run `rodin render --out {args.out}` first",
+              file=sys.stderr)
+        return 1
+    Path(args.dest).write_bytes(encode_png(sheet))
+    print(f"wrote {args.dest}: {sheet.shape[1]}x{sheet.shape[0]} px")
     return 0
 
 

@@ -25,6 +25,7 @@ from render.caption import caption_for
 from render.recipe import AvatarRecipe, sample_recipe
 from rodin_core.cameras import make_rig, project_points
 from rodin_core.config import preset_config
+from rodin_core.imaging import encode_png
 from rodin_core.storage import open_store
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("bpy") is None,
@@ -198,7 +199,7 @@ def test_without_denoiser_renders_are_bit_identical(tmp_path, caplog):
         first, second = (launcher.load_view(launcher.subject_dir(r.output_dir, 2) / launcher.view_name(k), RES)
                          for r in runs)
         assert np.array_equal(first, second) and (first[..., 3] > 127).any()
-        assert corpus.encode_png(first) == corpus.encode_png(second)
+        assert encode_png(first) == encode_png(second)
     progress = [r.getMessage() for r in caplog.records if "subject 1/1 id=2 views=2" in r.getMessage()]
     assert len(progress) == 2 and all("s/view" in line for line in progress)  # relayed from each run
 

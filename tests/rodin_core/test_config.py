@@ -5,7 +5,13 @@ import sys
 
 import pytest
 
-from rodin_core.config import ConfigError, RodinConfig, apply_overrides, load_config, preset_config
+from rodin_core.config import (
+    ConfigError,
+    RodinConfig,
+    apply_overrides,
+    load_config,
+    preset_config,
+)
 
 
 def test_presets_hold_their_numbers():

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from rodin_core import cameras
-from rodin_core.triplane.planes import PLANE_AXES, PLANE_NAMES, pixel_of, project_to_planes
+from rodin_core.triplane.planes import (
+    PLANE_AXES,
+    PLANE_NAMES,
+    pixel_of,
+    project_to_planes,
+)
 
 
 def test_world_axes_are_right_handed_z_up_face_minus_y():

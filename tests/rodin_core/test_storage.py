@@ -16,8 +16,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from rodin_core.storage import (
-    FileNotInManifestError, Manifest, ShardCorruptError, ShardNotFoundError, StageStore, Store,
-    StorageError, config_hash, open_store, shard_id_for,
+    FileNotInManifestError,
+    Manifest,
+    ShardCorruptError,
+    ShardNotFoundError,
+    StageStore,
+    StorageError,
+    Store,
+    config_hash,
+    open_store,
+    shard_id_for,
 )
 
 S1, S2 = shard_id_for(1), shard_id_for(2)

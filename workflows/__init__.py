@@ -1,0 +1,4 @@
+"""Prefect flows of the Rodin pipeline and their Ray glue (DESIGN.md, "Engines").
+
+Thin: each flow builds a config, plans shards and hands the work to ``render`` and ``rodin_core``.
+"""

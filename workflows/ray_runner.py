@@ -1,0 +1,121 @@
+"""Task runners for the Prefect flows: Ray (local or a cluster) or a thread pool (DESIGN.md, "Engines").
+
+Embedded default: a local Ray instance started with every core of the machine and its dashboard
+when ``ray[default]`` is installed. With ``address`` (``ray://head:10001`` or ``auto``) the flow
+runs its tasks on that cluster instead. ``threads`` is the in-process alternative for tests and
+for machines without Ray.
+
+Ray workers must import this project: on a local instance they get the project root on their
+``PYTHONPATH``; on a cluster the project root is shipped as the job's ``working_dir`` unless a
+``runtime_env`` is given (e.g. when the cluster's image already contains the project).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect_ray.task_runners import RayTaskRunner
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TASK_RUNNERS = ("ray", "threads")
+WORKING_DIR_EXCLUDES = [".git", ".venv", "data", "**/__pycache__", "*.egg-info", ".pytest_cache"]
+"""Paths left out of the project when it is shipped to a Ray cluster as ``working_dir``."""
+
+
+class RodinRayTaskRunner(RayTaskRunner):
+    """:class:`RayTaskRunner` that remembers the dashboard URL of the Ray instance it started."""
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """``http://host:port`` of the Ray dashboard, or None (not started, no dashboard, or Ray was already up)."""
+        url = getattr(self._ray_context, "dashboard_url", None)
+        if not url:
+            return None
+        return url if "://" in url else f"http://{url}"
+
+    def describe(self) -> str:
+        """Where the tasks run and where to watch them (call after the runner was entered)."""
+        if self.address is not None and self.address != "auto":
+            return f"tasks run on the Ray cluster at {self.address}; watch them on that cluster's dashboard"
+        if self._ray_context is None:
+            return "tasks run on the Ray instance already connected in this process"
+        if self.dashboard_url is None:
+            return "tasks run on a local Ray instance without a dashboard (install ray[default] to get one)"
+        return f"Ray dashboard: {self.dashboard_url}"
+
+
+def dashboard_available() -> bool:
+    """Whether the Ray dashboard can start here (``ray[default]`` brings ``aiohttp`` and the dashboard)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("aiohttp", "ray.dashboard"))
+
+
+def ray_runtime_env(address: str | None, runtime_env: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The runtime environment Ray workers need to import ``rodin_core``, ``render`` and ``workflows``.
+
+    A given ``runtime_env`` wins. Local instance: the project root is prepended to ``PYTHONPATH``
+    (nothing is copied). Cluster: the project root becomes the job's ``working_dir``.
+    """
+    if runtime_env is not None:
+        return dict(runtime_env)
+    if address is None:
+        path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+        return {"env_vars": {"PYTHONPATH": path}}
+    return {"working_dir": str(PROJECT_ROOT), "excludes": list(WORKING_DIR_EXCLUDES)}
+
+
+def build_ray_task_runner(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    include_dashboard: bool | None = None,
+) -> RodinRayTaskRunner:
+    """A Ray task runner: a local instance (``address=None``) or the cluster at ``address``.
+
+    Local: ``num_cpus`` defaults to ``os.cpu_count()``; the dashboard starts when
+    :func:`dashboard_available` (or as ``include_dashboard`` says). For a cluster, ``num_cpus`` and
+    ``include_dashboard`` must stay None: the cluster's own resources and dashboard are used.
+    """
+    if address is not None and (num_cpus is not None or include_dashboard is not None):
+        raise ValueError(f"num_cpus={num_cpus!r} and include_dashboard={include_dashboard!r} apply to a local Ray "
+                         f"instance only; leave them unset when connecting to the cluster at {address!r}")
+    init_kwargs: dict[str, Any] = {"runtime_env": ray_runtime_env(address, runtime_env)}
+    if address is None:
+        cpus = (os.cpu_count() or 1) if num_cpus is None else num_cpus
+        if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
+            raise ValueError(f"num_cpus must be a positive integer, got {num_cpus!r}")
+        dashboard = dashboard_available() if include_dashboard is None else include_dashboard
+        init_kwargs.update(num_cpus=cpus, include_dashboard=dashboard)
+    return RodinRayTaskRunner(address=address, init_kwargs=init_kwargs)
+
+
+def build_task_runner(
+    kind: str,
+    ray_address: str | None = None,
+    workers: int | None = None,
+    runtime_env: dict[str, Any] | None = None,
+) -> TaskRunner:
+    """The task runner named ``kind`` (one of :data:`TASK_RUNNERS`).
+
+    ``workers``: CPUs of a local Ray instance, or threads of the thread pool (default: all cores).
+    """
+    if kind == "ray":
+        return build_ray_task_runner(ray_address, num_cpus=None if ray_address else workers, runtime_env=runtime_env)
+    if kind == "threads":
+        if ray_address is not None:
+            raise ValueError(f"ray_address={ray_address!r} needs task_runner='ray', got task_runner='threads'")
+        return ThreadPoolTaskRunner(max_workers=workers or os.cpu_count() or 1)
+    raise ValueError(f"unknown task runner {kind!r}; choose one of {TASK_RUNNERS}")
+
+
+def dashboard_message(runner: TaskRunner) -> str | None:
+    """A log line telling where the Ray dashboard is, or None for runners without Ray."""
+    if not isinstance(runner, RodinRayTaskRunner):
+        return None
+    return runner.describe()

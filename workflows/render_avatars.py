@@ -1,0 +1,280 @@
+"""The corpus stage as a Prefect flow: render every shard of synthetic avatars (paper §4.1, appendix B.2).
+
+``render-avatars`` builds the config, skips the shards already committed for that config, renders
+the others as ``render_shard`` tasks in parallel (a local Ray instance by default, a Ray cluster
+with ``ray_address``, or a thread pool), then publishes a per-shard table, the totals and a
+contact sheet of frontal views as artifacts.
+
+A shard that still fails after its retries does not stop the others: the flow finishes every
+shard, publishes its reports, and only then fails, naming each failed shard and its error.
+Re-running the flow renders only what is not committed (failed shards, or shards whose manifest
+was deleted). Storage credentials belong in the environment (e.g. ``AWS_*``), not in
+``storage_options``, which the Prefect server stores with the run's parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner
+from prefect_ray.context import remote_options
+from ray import cloudpickle as ray_cloudpickle
+
+from render.corpus import frontal_contact_sheet
+from render.shard_job import (
+    ShardReport,
+    asset_catalog,
+    committed_attempt,
+    render_config_hash,
+    render_shard_to_store,
+    shard_plan,
+)
+from rodin_core.config import RodinConfig, load_config
+from rodin_core.imaging import encode_png
+from rodin_core.storage import open_store, shard_id_for
+from workflows.artifacts import ShardRow, publish_image, publish_shard_report
+from workflows.ray_runner import build_task_runner, dashboard_message
+
+MODULE = "workflows.render_avatars"
+"""The import name of this module, under which Ray workers find its tasks."""
+STAGE = "renders"
+ARTIFACT_KEY = "render-avatars"
+CONTACT_SHEET_PATH = "reports/render-contact-sheet.png"
+CONTACT_SHEET_SUBJECTS = 16
+CONTACT_SHEET_COLUMNS = 8
+THUMBNAIL_PX = 64
+RETRIES = 2
+RETRY_DELAY_S = 5
+PARAMETER_FIELDS = {
+    "subjects": "corpus.subjects", "seed": "corpus.seed", "shard_size": "corpus.shard_size",
+    "asset_dir": "corpus.asset_dir", "views": "render.views", "resolution": "render.resolution",
+}
+"""Flow parameters that override one config field each."""
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+"""Terminal colour codes (Ray colours its task names in error messages)."""
+
+
+class ShardsFailedError(RuntimeError):
+    """Some shards failed after all their retries; ``summary`` is the flow's summary of the run."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        failed = summary["shards_failed"]
+        listing = "; ".join(f"{shard}: {error.splitlines()[0] if error else ''}" for shard, error in failed.items())
+        super().__init__(
+            f"{len(failed)} of {summary['shards_total']} render shards failed, each after up to {RETRIES} retries "
+            f"({listing}). "
+            f"The other shards are committed; re-run the flow to retry only the failed ones. "
+            f"Failure records with Blender's log: {summary['store']}/{STAGE}/failures/")
+        self.summary = summary
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.summary,)
+
+
+def build_config(preset: str, config_file: str | None, overrides: list[str] | None,
+                 **fields: Any) -> RodinConfig:
+    """Preset, then YAML file, then ``overrides``, then the flow's own parameters (``subjects=`` ...).
+
+    Raises :class:`~rodin_core.config.ConfigError` naming any bad key or value.
+    """
+    unknown = sorted(set(fields) - set(PARAMETER_FIELDS))
+    if unknown:
+        raise TypeError(f"unknown config parameters {unknown}; valid ones: {sorted(PARAMETER_FIELDS)}")
+    extra = [f"{PARAMETER_FIELDS[name]}={json.dumps(value)}" for name, value in fields.items() if value is not None]
+    return load_config(preset, config_file, [*(overrides or []), *extra])
+
+
+@task(cache_policy=NO_CACHE, tags=["rodin", "render"])
+def find_pending_shards(cfg: RodinConfig, out: str, storage_options: dict | None) -> tuple[list[int], list[ShardReport]]:
+    """Shard indices still to render, and reports of the shards committed for the same config."""
+    stage = open_store(out, storage_options).stage(STAGE)
+    digest = render_config_hash(cfg, asset_catalog(cfg))
+    pending, skipped = [], []
+    for index, subject_ids in shard_plan(cfg):
+        shard_id = shard_id_for(index)
+        attempt = committed_attempt(stage, shard_id, subject_ids, digest)
+        if attempt is not None:
+            skipped.append(ShardReport(shard_id, attempt, subject_ids, cfg.render.views, 0.0, True))
+        else:
+            pending.append(index)
+    return pending, skipped
+
+
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, cache_policy=NO_CACHE, tags=["rodin", "render"],
+      task_run_name="render-shard-{shard_index}")
+def render_shard(cfg: RodinConfig, out: str, shard_index: int, storage_options: dict | None) -> ShardReport:
+    """Render and commit one shard in an isolated Blender process; every failure is one attempt."""
+    return render_shard_to_store(cfg, out, shard_index, storage_options)
+
+
+def render_pending_shards(cfg: RodinConfig, out: str, pending: list[int], storage_options: dict | None,
+                          runner: TaskRunner) -> tuple[list[ShardReport], dict[str, str]]:
+    """Run ``render_shard`` for every pending shard on ``runner``; wait for all of them.
+
+    Returns the reports of the committed shards and ``{shard id: error}`` of those that failed
+    after their retries. Each task reserves ``render.threads`` CPUs on Ray (1 when threads is 0).
+    """
+    logger = get_run_logger()
+    if not pending:
+        return [], {}
+    with runner:
+        message = dashboard_message(runner)
+        if message:
+            logger.info(message)
+        make_importable_by_ray_workers()
+        with remote_options(num_cpus=max(1, cfg.render.threads)):
+            futures = {shard_id_for(i): runner.submit(render_shard, {
+                "cfg": cfg, "out": out, "shard_index": i, "storage_options": storage_options}) for i in pending}
+        return wait_for_shards(futures)
+
+
+def make_importable_by_ray_workers() -> None:
+    """Let Ray workers unpickle this module's flow and tasks even when Prefect loaded it by file path.
+
+    A file entrypoint (``workflows/render_avatars.py:render_avatars``) loads this file as a module
+    named ``render_avatars``, which workers cannot import; Ray then pickles it by value instead.
+    """
+    if __name__ != MODULE:
+        ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def wait_for_shards(futures: dict[str, PrefectFuture]) -> tuple[list[ShardReport], dict[str, str]]:
+    """Results of every future; a failed one becomes ``{shard id: "ErrorType: message"}``."""
+    logger = get_run_logger()
+    reports, failures = [], {}
+    for shard_id, future in futures.items():
+        try:
+            reports.append(future.result())
+        except Exception as exc:  # noqa: BLE001 - one shard's failure must not lose the others' results
+            failures[shard_id] = ANSI_ESCAPE.sub("", f"{type(exc).__name__}: {exc}")
+            logger.error("shard %s failed: %s", shard_id, failures[shard_id])
+    return reports, failures
+
+
+@task(retries=1, cache_policy=NO_CACHE, tags=["rodin", "render"])
+def make_contact_sheet(out: str, storage_options: dict | None, shard_ids: list[str]) -> tuple[bytes, str] | None:
+    """Thumbnails of view 0 (frontal) of the first subjects of ``shard_ids``, as one PNG in ``reports/``.
+
+    Reads whole shards until :data:`CONTACT_SHEET_SUBJECTS` subjects are found; returns the PNG and
+    its URI, or None when there is no shard.
+    """
+    store = open_store(out, storage_options)
+    sheet = frontal_contact_sheet(store.stage(STAGE), shard_ids, CONTACT_SHEET_SUBJECTS, CONTACT_SHEET_COLUMNS,
+                                  THUMBNAIL_PX)
+    if sheet is None:
+        return None
+    png = encode_png(sheet)
+    path = f"{store.root}/{CONTACT_SHEET_PATH}"
+    if "file" in (store.fs.protocol if isinstance(store.fs.protocol, (tuple, list)) else (store.fs.protocol,)):
+        store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    store.fs.pipe_file(path, png)
+    return png, f"{store.uri}/{CONTACT_SHEET_PATH}"
+
+
+def shard_rows(cfg: RodinConfig, out: str, storage_options: dict | None, rendered: list[ShardReport],
+               skipped: list[ShardReport], failed: dict[str, str]) -> list[ShardRow]:
+    """One table row per shard of the plan, with the last failed attempt of each failed shard."""
+    rows = [ShardRow(r.shard_id, "skipped" if r.skipped else "rendered", len(r.subject_ids),
+                     len(r.subject_ids) * r.views, r.seconds, r.attempt_id) for r in [*rendered, *skipped]]
+    stage = open_store(out, storage_options).stage(STAGE)
+    sizes = {shard_id_for(i): len(ids) for i, ids in shard_plan(cfg)}
+    for shard_id, error in failed.items():
+        records = stage.failures(shard_id)
+        attempt = str(records[-1].get("attempt_id", "")) if records else ""
+        rows.append(ShardRow(shard_id, "failed", sizes[shard_id], 0, 0.0, attempt, error))
+    return rows
+
+
+@flow(name="render-avatars")
+def render_avatars(
+    preset: str = "tiny",
+    out: str = "data/tiny",
+    subjects: int | None = None,
+    views: int | None = None,
+    resolution: int | None = None,
+    seed: int | None = None,
+    shard_size: int | None = None,
+    asset_dir: str | None = None,
+    config_file: str | None = None,
+    overrides: list[str] | None = None,
+    ray_address: str | None = None,
+    storage_options: dict | None = None,
+    task_runner: Literal["ray", "threads"] = "ray",
+) -> dict[str, Any]:
+    """Render the synthetic avatar corpus into ``{out}/renders``, resuming from the committed shards.
+
+    ``task_runner``: ``ray`` (local Ray with every core, or the cluster at ``ray_address``) or
+    ``threads``. Returns the summary ``{shards_total, shards_rendered, shards_skipped,
+    shards_failed: {shard id: error}, subjects, views, seconds, contact_sheet, store}`` where
+    ``subjects``/``views`` count what this run rendered; raises :class:`ShardsFailedError` (with
+    that summary) after the artifacts when some shard failed.
+    """
+    start = time.perf_counter()
+    cfg = build_config(preset, config_file, overrides, subjects=subjects, views=views, resolution=resolution,
+                       seed=seed, shard_size=shard_size, asset_dir=asset_dir)
+    runner = build_task_runner(task_runner, ray_address, workers=_parallel_shards(cfg, task_runner))
+    pending, skipped = find_pending_shards(cfg, out, storage_options)
+    get_run_logger().info("%d subjects in %d shards: %d already committed, %d to render", cfg.corpus.subjects,
+                          len(pending) + len(skipped), len(skipped), len(pending))
+    rendered, failed = render_pending_shards(cfg, out, pending, storage_options, runner)
+    seconds = time.perf_counter() - start
+    sheet_uri = publish_reports(cfg, out, storage_options, rendered, skipped, failed, seconds)
+    summary = summarize(rendered, skipped, failed, seconds, sheet_uri, out)
+    if failed:
+        raise ShardsFailedError(summary)
+    return summary
+
+
+def publish_reports(cfg: RodinConfig, out: str, storage_options: dict | None, rendered: list[ShardReport],
+                    skipped: list[ShardReport], failed: dict[str, str], seconds: float) -> str | None:
+    """Publish the shard table, the totals and the contact sheet; returns the contact sheet's URI.
+
+    A contact sheet that cannot be made is logged, never fatal: the renders are what matters.
+    """
+    rows = shard_rows(cfg, out, storage_options, rendered, skipped, failed)
+    publish_shard_report(ARTIFACT_KEY, "Render avatars", rows, seconds, out)
+    committed = sorted(r.shard_id for r in [*rendered, *skipped])
+    state = make_contact_sheet(out, storage_options, committed, return_state=True)
+    if not state.is_completed():
+        get_run_logger().warning("no contact sheet: %s", state.message)
+        return None
+    sheet = state.result()
+    if sheet is None:
+        return None
+    png, uri = sheet
+    publish_image(f"{ARTIFACT_KEY}-contact-sheet", "Frontal views", png, uri,
+                  caption=f"View 0 of the first subjects of {len(committed)} committed shards.")
+    return uri
+
+
+def summarize(rendered: list[ShardReport], skipped: list[ShardReport], failed: dict[str, str], seconds: float,
+              contact_sheet_uri: str | None, out: str) -> dict[str, Any]:
+    """The flow's summary; ``subjects`` and ``views`` count what this run rendered."""
+    skipped = [*skipped, *(r for r in rendered if r.skipped)]  # committed meanwhile by another run
+    rendered = [r for r in rendered if not r.skipped]
+    summary = {
+        "shards_total": len(rendered) + len(skipped) + len(failed), "shards_rendered": len(rendered),
+        "shards_skipped": len(skipped), "shards_failed": dict(sorted(failed.items())),
+        "subjects": sum(len(r.subject_ids) for r in rendered),
+        "views": sum(len(r.subject_ids) * r.views for r in rendered),
+        "seconds": round(seconds, 3), "contact_sheet": contact_sheet_uri, "store": out,
+    }
+    get_run_logger().info("rendered %d shards (%d views) in %.1f s; %d skipped, %d failed",
+                          summary["shards_rendered"], summary["views"], seconds, summary["shards_skipped"],
+                          len(failed))
+    return summary
+
+
+def _parallel_shards(cfg: RodinConfig, task_runner: str) -> int | None:
+    """Threads of the thread-pool runner: one shard per ``render.threads`` cores (Ray schedules itself)."""
+    if task_runner != "threads":
+        return None
+    return max(1, (os.cpu_count() or 1) // max(1, cfg.render.threads))
