@@ -41,6 +41,7 @@ from rodin_core.config import RodinConfig, load_config
 from rodin_core.imaging import encode_png
 from rodin_core.storage import open_store, shard_id_for
 from workflows.artifacts import ShardRow, publish_image, publish_shard_report
+from workflows.logs import relay_logs
 from workflows.ray_runner import build_task_runner, dashboard_message
 
 MODULE = "workflows.render_avatars"
@@ -112,7 +113,8 @@ def find_pending_shards(cfg: RodinConfig, out: str, storage_options: dict | None
       task_run_name="render-shard-{shard_index}")
 def render_shard(cfg: RodinConfig, out: str, shard_index: int, storage_options: dict | None) -> ShardReport:
     """Render and commit one shard in an isolated Blender process; every failure is one attempt."""
-    return render_shard_to_store(cfg, out, shard_index, storage_options)
+    with relay_logs("render"):
+        return render_shard_to_store(cfg, out, shard_index, storage_options)
 
 
 def render_pending_shards(cfg: RodinConfig, out: str, pending: list[int], storage_options: dict | None,

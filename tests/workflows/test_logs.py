@@ -1,0 +1,31 @@
+"""relay_logs forwards the stage code's records of the calling thread only, and restores the logger."""
+
+import logging
+import threading
+
+from workflows import logs
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.lines: list[tuple[int, str]] = []
+
+    def log(self, level: int, fmt: str, *args: object) -> None:
+        self.lines.append((level, fmt % args))
+
+
+def test_relay_forwards_this_threads_records_only(monkeypatch):
+    recorder = _Recorder()
+    monkeypatch.setattr(logs, "get_run_logger", lambda: recorder)
+    source = logging.getLogger("render.test_relay")
+    parent = logging.getLogger("render")
+    level_before, handlers_before = parent.level, list(parent.handlers)
+    with logs.relay_logs("render"):
+        source.info("subject %d/%d", 1, 2)
+        source.debug("too detailed")
+        other = threading.Thread(target=lambda: source.warning("from a sibling task"))
+        other.start()
+        other.join()
+    source.info("after the block")
+    assert recorder.lines == [(logging.INFO, "subject 1/2")]
+    assert parent.level == level_before and parent.handlers == handlers_before

@@ -1,0 +1,39 @@
+"""Relay the log records of the host-side stage code (e.g. Blender progress) into Prefect run logs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect import get_run_logger
+
+
+class _RunLoggerRelay(logging.Handler):
+    """Forwards records emitted by one thread to the current Prefect run logger."""
+
+    def __init__(self, run_logger: logging.LoggerAdapter, level: int) -> None:
+        super().__init__(level)
+        self.run_logger = run_logger
+        self.thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:  # tasks running in sibling threads keep their own logs
+            self.run_logger.log(record.levelno, "%s", record.getMessage())
+
+
+@contextmanager
+def relay_logs(logger_name: str, level: int = logging.INFO) -> Iterator[None]:
+    """While the block runs, records of ``logger_name`` from this thread go to the run's log."""
+    source = logging.getLogger(logger_name)
+    handler = _RunLoggerRelay(get_run_logger(), level)
+    previous = source.level
+    source.addHandler(handler)
+    if source.getEffectiveLevel() > level:
+        source.setLevel(level)
+    try:
+        yield
+    finally:
+        source.removeHandler(handler)
+        source.setLevel(previous)
