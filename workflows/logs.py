@@ -25,11 +25,16 @@ class _RunLoggerRelay(logging.Handler):
 
 @contextmanager
 def relay_logs(logger_name: str, level: int = logging.INFO) -> Iterator[None]:
-    """While the block runs, records of ``logger_name`` from this thread go to the run's log."""
+    """While the block runs, records of ``logger_name`` from this thread go to the run's log.
+
+    They stop propagating meanwhile: the run logger prints them already, so a root handler (a Ray
+    worker installs one) would print them twice.
+    """
     source = logging.getLogger(logger_name)
     handler = _RunLoggerRelay(get_run_logger(), level)
-    previous = source.level
+    previous, propagate = source.level, source.propagate
     source.addHandler(handler)
+    source.propagate = False
     if source.getEffectiveLevel() > level:
         source.setLevel(level)
     try:
@@ -37,3 +42,4 @@ def relay_logs(logger_name: str, level: int = logging.INFO) -> Iterator[None]:
     finally:
         source.removeHandler(handler)
         source.setLevel(previous)
+        source.propagate = propagate

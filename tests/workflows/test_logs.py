@@ -20,12 +20,18 @@ def test_relay_forwards_this_threads_records_only(monkeypatch):
     source = logging.getLogger("render.test_relay")
     parent = logging.getLogger("render")
     level_before, handlers_before = parent.level, list(parent.handlers)
+    propagated = []
+    root_handler = logging.Handler()
+    root_handler.emit = propagated.append
+    logging.getLogger().addHandler(root_handler)
     with logs.relay_logs("render"):
         source.info("subject %d/%d", 1, 2)
         source.debug("too detailed")
         other = threading.Thread(target=lambda: source.warning("from a sibling task"))
         other.start()
         other.join()
+    logging.getLogger().removeHandler(root_handler)
     source.info("after the block")
     assert recorder.lines == [(logging.INFO, "subject 1/2")]
-    assert parent.level == level_before and parent.handlers == handlers_before
+    assert not [r for r in propagated if r.thread == threading.get_ident()]  # not printed twice
+    assert parent.level == level_before and parent.handlers == handlers_before and parent.propagate
