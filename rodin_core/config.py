@@ -95,6 +95,89 @@ class RenderConfig:
 
 
 @dataclass
+class TriplaneConfig:
+    """The tri-plane representation and its shared MLP decoder (paper §3.1, Eq. 1, B.2, Fig. 12)."""
+
+    channels: int = 32
+    """Feature channels C of each plane (paper: 32)."""
+    resolution: int = 256
+    """Plane side H = W (paper: 256)."""
+    rescale_min: int = 64
+    """Smallest size of random rescaling: the base diffusion resolution (paper: 64, §3.1, Fig. 3)."""
+    decoder_hidden: int = 128
+    """Width of the shared MLP decoder's hidden layers."""
+    decoder_layers: int = 4
+    """Fully connected layers of the decoder (paper: 4)."""
+    feature_frequencies: int = 4
+    """Octaves of the Fourier embedding applied to the queried feature (Eq. 1's ξ)."""
+    direction_frequencies: int = 4
+    """Octaves of the Fourier embedding of the viewing direction."""
+
+    def validate(self) -> None:
+        _check_range("triplane.channels", self.channels, low=1)
+        _check_range("triplane.resolution", self.resolution, low=4)
+        _check_range("triplane.rescale_min", self.rescale_min, low=2, high=self.resolution)
+        _check_range("triplane.decoder_hidden", self.decoder_hidden, low=1)
+        _check_range("triplane.decoder_layers", self.decoder_layers, low=2)
+        _check_range("triplane.feature_frequencies", self.feature_frequencies, low=0)
+        _check_range("triplane.direction_frequencies", self.direction_frequencies, low=0)
+
+
+@dataclass
+class FitConfig:
+    """Tri-plane fitting: phase A (shared decoder) then phase B (frozen decoder), appendix B.2."""
+
+    shared_subjects: int = 1000
+    """K: subjects fitted jointly with the decoder in phase A (paper: the first 1,000)."""
+    shared_steps: int = 20_000
+    """Optimisation steps of phase A."""
+    steps: int = 3000
+    """Most optimisation steps per subject in phase B (it stops earlier at ``target_psnr``)."""
+    target_psnr: float = 30.0
+    """Held-out-view PSNR (dB) at which a subject's fitting stops."""
+    holdout_views: int = 8
+    """Views of each subject kept out of fitting to measure its PSNR (never view 0)."""
+    rays_per_step: int = 4096
+    """Rays per optimisation step."""
+    coarse_samples: int = 32
+    """Stratified samples per ray."""
+    fine_samples: int = 32
+    """Importance samples per ray (the fine pass)."""
+    lr_planes: float = 0.02
+    """Adam learning rate of the plane features."""
+    lr_decoder: float = 0.001
+    """Adam learning rate of the shared decoder (phase A)."""
+    rescale_prob: float = 0.5
+    """Probability that a step renders randomly rescaled planes (§3.1, Fig. 3)."""
+    sparsity_weight: float = 1e-4
+    """Weight of the L1 density sparsity loss."""
+    tv_weight: float = 1e-4
+    """Weight of the total-variation smoothness loss on the planes."""
+    distortion_weight: float = 1e-3
+    """Weight of the Mip-NeRF 360 distortion loss."""
+    background: float = 1.0
+    """Grey level the RGBA renders are composited onto (and the field renders over)."""
+    eval_every: int = 100
+    """Steps between held-out PSNR evaluations (early stopping)."""
+    shard_size: int = 100
+    """Subjects per fitting shard (the unit of work, retry and commit of phase B)."""
+    seed: int = 0
+    """Seed of plane initialisation, ray batches and sample jitter."""
+
+    def validate(self) -> None:
+        for name in ("shared_subjects", "shared_steps", "steps", "rays_per_step", "coarse_samples",
+                     "eval_every", "shard_size"):
+            _check_range(f"fit.{name}", getattr(self, name), low=1)
+        for name in ("holdout_views", "fine_samples", "seed"):
+            _check_range(f"fit.{name}", getattr(self, name), low=0)
+        for name in ("lr_planes", "lr_decoder", "sparsity_weight", "tv_weight", "distortion_weight"):
+            _check_range(f"fit.{name}", getattr(self, name), low=0.0)
+        _check_range("fit.target_psnr", self.target_psnr, low=0.0, high=100.0)
+        _check_range("fit.rescale_prob", self.rescale_prob, low=0.0, high=1.0)
+        _check_range("fit.background", self.background, low=0.0, high=1.0)
+
+
+@dataclass
 class RodinConfig:
     """The whole pipeline's configuration: one section per stage."""
 
@@ -102,6 +185,8 @@ class RodinConfig:
     """Name of the preset this config started from."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    triplane: TriplaneConfig = field(default_factory=TriplaneConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
 
     def validate(self) -> RodinConfig:
         if self.preset not in PRESETS:
@@ -136,12 +221,17 @@ def preset_config(name: str) -> RodinConfig:
             preset="small",
             corpus=CorpusConfig(subjects=2_000, shard_size=50),
             render=RenderConfig(views=100, resolution=128, samples=12, timeout_s=3600.0),
+            triplane=TriplaneConfig(channels=16, resolution=128, rescale_min=32, decoder_hidden=64),
+            fit=FitConfig(shared_subjects=100, shared_steps=5000, steps=1500, target_psnr=29.0, shard_size=50),
         ).validate()
     if name == "tiny":
         return RodinConfig(
             preset="tiny",
             corpus=CorpusConfig(subjects=16, shard_size=4),
             render=RenderConfig(views=32, resolution=64, samples=8, max_bounces=3, timeout_s=900.0),
+            triplane=TriplaneConfig(channels=8, resolution=32, rescale_min=16, decoder_hidden=64),
+            fit=FitConfig(shared_subjects=4, shared_steps=1500, steps=800, target_psnr=28.0, holdout_views=4,
+                          rays_per_step=2048, coarse_samples=24, fine_samples=24, eval_every=50, shard_size=4),
         ).validate()
     raise ConfigError(f"unknown preset {name!r}; choose one of {PRESETS}")
 
