@@ -1,1 +1,1 @@
-"""Tri-plane representation (paper §3.1): plane conventions, and later fitting and sampling."""
+"""Tri-plane representation (paper §3.1): plane conventions, the field and decoder, rescaling, fitting."""
