@@ -1,6 +1,8 @@
 """The ``rodin`` command: run pipeline stages on the embedded default (local store, local Ray).
 
     rodin render --preset tiny --subjects 8 --out data/tiny      # render-avatars flow (§4.1)
+    rodin fit --preset tiny --renders data/tiny                   # fit-triplanes flow (appendix B.2)
+    rodin fit --preset tiny --renders data/tiny --shards 3        # re-fit fitting shard 3 only
     rodin config --preset small --set render.views=50            # print the resolved config
     rodin status --out data/tiny                                  # committed shards and failures
     rodin contact-sheet --out data/tiny --dest sheet.png          # frontal views of the corpus
@@ -44,6 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--runner", default="ray", choices=("ray", "threads"),
                         help="run shards as Ray tasks (default) or in local threads")
 
+    fit = sub.add_parser("fit", help="fit a tri-plane per rendered subject (fit-triplanes flow)")
+    _add_config_args(fit)
+    fit.add_argument("--renders", required=True, help="dataset root URI holding the committed renders")
+    fit.add_argument("--out", default=None, help="dataset root URI for decoder/ and triplanes/ (default: --renders)")
+    fit.add_argument("--shared-subjects", type=int, help="subjects fitted with the shared decoder (fit.shared_subjects)")
+    fit.add_argument("--steps", type=int, help="most steps per subject in phase B (fit.steps)")
+    fit.add_argument("--target-psnr", type=float, help="held-out PSNR that stops a subject early (fit.target_psnr)")
+    fit.add_argument("--shards", type=int, nargs="+", metavar="N",
+                     help="re-fit only these fitting shards, even when committed")
+    fit.add_argument("--only-failed", action="store_true",
+                     help="re-fit only shards with a failed subject or a failed, uncommitted attempt")
+    fit.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
+    fit.add_argument("--runner", default="ray", choices=("ray", "threads"),
+                     help="run shards as Ray tasks (default) or in local threads")
+
     show = sub.add_parser("config", help="print the resolved config as JSON")
     _add_config_args(show)
 
@@ -71,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(args.out, args.stage)
         if args.command == "render":
             return _render(args)
+        if args.command == "fit":
+            return _fit(args)
         if args.command == "contact-sheet":
             return _contact_sheet(args)
     except ConfigError as err:
@@ -86,6 +105,19 @@ def _render(args: argparse.Namespace) -> int:
         preset=args.preset, out=args.out, subjects=args.subjects, views=args.views,
         resolution=args.resolution, seed=args.seed, shard_size=args.shard_size,
         asset_dir=args.asset_dir, config_file=args.config_file, overrides=args.overrides,
+        ray_address=args.ray_address, task_runner=args.runner,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    load_config(args.preset, args.config_file, args.overrides)  # fail fast, before starting Prefect
+    flow_module = importlib.import_module("workflows.fit_triplanes")
+    summary = flow_module.fit_triplanes(
+        renders=args.renders, out=args.out, preset=args.preset, config_file=args.config_file,
+        overrides=args.overrides, shared_subjects=args.shared_subjects, steps=args.steps,
+        target_psnr=args.target_psnr, shards=args.shards, only_failed=args.only_failed,
         ray_address=args.ray_address, task_runner=args.runner,
     )
     print(json.dumps(summary, indent=2, default=str))

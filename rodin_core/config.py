@@ -230,8 +230,9 @@ def preset_config(name: str) -> RodinConfig:
             corpus=CorpusConfig(subjects=16, shard_size=4),
             render=RenderConfig(views=32, resolution=64, samples=8, max_bounces=3, timeout_s=900.0),
             triplane=TriplaneConfig(channels=8, resolution=32, rescale_min=16, decoder_hidden=64),
-            fit=FitConfig(shared_subjects=4, shared_steps=1500, steps=800, target_psnr=28.0, holdout_views=4,
-                          rays_per_step=2048, coarse_samples=24, fine_samples=24, eval_every=50, shard_size=4),
+            fit=FitConfig(shared_subjects=4, shared_steps=1500, steps=500, target_psnr=28.0, holdout_views=4,
+                          rays_per_step=1024, coarse_samples=16, fine_samples=16, lr_planes=0.1, lr_decoder=0.003,
+                          eval_every=50, shard_size=4),
         ).validate()
     raise ConfigError(f"unknown preset {name!r}; choose one of {PRESETS}")
 

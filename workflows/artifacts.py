@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from rodin_core.storage import Store
 
 MAX_ERROR_CHARS = 300
 """Longest error text shown per shard in a table; the full record stays in the store."""
@@ -26,7 +28,7 @@ class ShardRow:
 
     shard_id: str
     status: str
-    """``rendered``, ``skipped`` (already committed) or ``failed``."""
+    """What the run did: the stage's verb (``rendered``, ``fitted``), ``skipped`` (already committed) or ``failed``."""
     subjects: int
     views: int
     """Views rendered or stored for the whole shard (subjects x views per subject)."""
@@ -34,6 +36,8 @@ class ShardRow:
     attempt_id: str
     """Attempt that committed the shard, or the last failed attempt."""
     error: str = ""
+    extra: Mapping[str, object] = field(default_factory=dict)
+    """Stage-specific columns (e.g. held-out PSNR), shown after ``seconds``."""
 
 
 def short_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:
@@ -46,14 +50,18 @@ def shard_table(rows: Sequence[ShardRow]) -> list[dict[str, object]]:
     """Rows of the table artifact, sorted by shard id."""
     return [
         {"shard": r.shard_id, "status": r.status, "subjects": r.subjects, "views": r.views,
-         "seconds": round(r.seconds, 2), "attempt": r.attempt_id, "error": short_error(r.error)}
+         "seconds": round(r.seconds, 2), **r.extra, "attempt": r.attempt_id, "error": short_error(r.error)}
         for r in sorted(rows, key=lambda r: r.shard_id)
     ]
 
 
-def totals_markdown(title: str, rows: Sequence[ShardRow], wall_seconds: float, store_uri: str) -> str:
-    """Markdown summary: shards by status, subjects and views rendered in this run, views/s, failures."""
-    rendered = [r for r in rows if r.status == "rendered"]
+def totals_markdown(title: str, rows: Sequence[ShardRow], wall_seconds: float, store_uri: str,
+                    done: str = "rendered") -> str:
+    """Markdown summary: shards by status, subjects and views ``done`` in this run, views/s, failures.
+
+    ``done`` is the status of the shards this run produced (``rendered``, ``fitted``).
+    """
+    rendered = [r for r in rows if r.status == done]
     failed = [r for r in rows if r.status == "failed"]
     skipped = [r for r in rows if r.status == "skipped"]
     views = sum(r.views for r in rendered)
@@ -61,7 +69,7 @@ def totals_markdown(title: str, rows: Sequence[ShardRow], wall_seconds: float, s
     lines = [
         f"# {title}", "",
         f"Store: `{store_uri}`", "",
-        "| shards | rendered | skipped | failed | subjects rendered | views rendered | wall s | views/s |",
+        f"| shards | {done} | skipped | failed | subjects {done} | views {done} | wall s | views/s |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
         (f"| {len(rows)} | {len(rendered)} | {len(skipped)} | {len(failed)} | {sum(r.subjects for r in rendered)} "
          f"| {views} | {wall_seconds:.1f} | {rate:.2f} |"),
@@ -91,11 +99,11 @@ def image_markdown(title: str, png: bytes, uri: str, caption: str = "") -> str:
 
 
 def publish_shard_report(key: str, title: str, rows: Sequence[ShardRow], wall_seconds: float,
-                         store_uri: str) -> Mapping[str, UUID]:
+                         store_uri: str, done: str = "rendered") -> Mapping[str, UUID]:
     """Publish the shard table and the totals of one stage run; returns the artifact ids."""
     table_id = create_table_artifact(table=shard_table(rows), key=f"{key}-shards",
                                      description=f"{title}: one row per shard")
-    summary_id = create_markdown_artifact(markdown=totals_markdown(title, rows, wall_seconds, store_uri),
+    summary_id = create_markdown_artifact(markdown=totals_markdown(title, rows, wall_seconds, store_uri, done),
                                           key=f"{key}-summary", description=f"{title}: totals")
     return {"table": table_id, "summary": summary_id}
 
@@ -104,3 +112,12 @@ def publish_image(key: str, title: str, png: bytes, uri: str, caption: str = "")
     """Publish a PNG (a contact sheet) as a markdown artifact; returns its id."""
     return create_markdown_artifact(markdown=image_markdown(title, png, uri, caption), key=key,
                                     description=title)
+
+
+def write_report(store: Store, relative_path: str, data: bytes) -> str:
+    """Write a report file (a PNG, a markdown page) at ``relative_path`` under the dataset root; returns its URI."""
+    path = f"{store.root}/{relative_path}"
+    if "file" in (store.fs.protocol if isinstance(store.fs.protocol, (tuple, list)) else (store.fs.protocol,)):
+        store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    store.fs.pipe_file(path, data)
+    return f"{store.uri}/{relative_path}"

@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
@@ -40,7 +41,12 @@ from render.shard_job import (
 from rodin_core.config import RodinConfig, load_config
 from rodin_core.imaging import encode_png
 from rodin_core.storage import open_store, shard_id_for
-from workflows.artifacts import ShardRow, publish_image, publish_shard_report
+from workflows.artifacts import (
+    ShardRow,
+    publish_image,
+    publish_shard_report,
+    write_report,
+)
 from workflows.logs import relay_logs
 from workflows.ray_runner import build_task_runner, dashboard_message
 
@@ -81,15 +87,16 @@ class ShardsFailedError(RuntimeError):
 
 
 def build_config(preset: str, config_file: str | None, overrides: list[str] | None,
-                 **fields: Any) -> RodinConfig:
+                 parameter_fields: Mapping[str, str] = PARAMETER_FIELDS, **fields: Any) -> RodinConfig:
     """Preset, then YAML file, then ``overrides``, then the flow's own parameters (``subjects=`` ...).
 
-    Raises :class:`~rodin_core.config.ConfigError` naming any bad key or value.
+    ``parameter_fields`` maps each flow parameter to the config field it overrides (default: this
+    flow's). Raises :class:`~rodin_core.config.ConfigError` naming any bad key or value.
     """
-    unknown = sorted(set(fields) - set(PARAMETER_FIELDS))
+    unknown = sorted(set(fields) - set(parameter_fields))
     if unknown:
-        raise TypeError(f"unknown config parameters {unknown}; valid ones: {sorted(PARAMETER_FIELDS)}")
-    extra = [f"{PARAMETER_FIELDS[name]}={json.dumps(value)}" for name, value in fields.items() if value is not None]
+        raise TypeError(f"unknown config parameters {unknown}; valid ones: {sorted(parameter_fields)}")
+    extra = [f"{parameter_fields[name]}={json.dumps(value)}" for name, value in fields.items() if value is not None]
     return load_config(preset, config_file, [*(overrides or []), *extra])
 
 
@@ -138,14 +145,15 @@ def render_pending_shards(cfg: RodinConfig, out: str, pending: list[int], storag
         return wait_for_shards(futures)
 
 
-def make_importable_by_ray_workers() -> None:
-    """Let Ray workers unpickle this module's flow and tasks even when Prefect loaded it by file path.
+def make_importable_by_ray_workers(module_name: str = __name__, import_name: str = MODULE) -> None:
+    """Let Ray workers unpickle a flow module's tasks even when Prefect loaded it by file path.
 
-    A file entrypoint (``workflows/render_avatars.py:render_avatars``) loads this file as a module
-    named ``render_avatars``, which workers cannot import; Ray then pickles it by value instead.
+    A file entrypoint (``workflows/render_avatars.py:render_avatars``) loads the file as a module
+    named ``render_avatars`` (``module_name``) instead of ``import_name``, which workers cannot
+    import; Ray then pickles it by value instead. Defaults: this module.
     """
-    if __name__ != MODULE:
-        ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    if module_name != import_name:
+        ray_cloudpickle.register_pickle_by_value(sys.modules[module_name])
 
 
 def wait_for_shards(futures: dict[str, PrefectFuture]) -> tuple[list[ShardReport], dict[str, str]]:
@@ -174,11 +182,7 @@ def make_contact_sheet(out: str, storage_options: dict | None, shard_ids: list[s
     if sheet is None:
         return None
     png = encode_png(sheet)
-    path = f"{store.root}/{CONTACT_SHEET_PATH}"
-    if "file" in (store.fs.protocol if isinstance(store.fs.protocol, (tuple, list)) else (store.fs.protocol,)):
-        store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    store.fs.pipe_file(path, png)
-    return png, f"{store.uri}/{CONTACT_SHEET_PATH}"
+    return png, write_report(store, CONTACT_SHEET_PATH, png)
 
 
 def shard_rows(cfg: RodinConfig, out: str, storage_options: dict | None, rendered: list[ShardReport],

@@ -1,9 +1,9 @@
 """The ``render-avatars`` flow end to end with real Blender renders (workflows.render_avatars).
 
 Every flow run renders a tiny corpus (2 shards of 1 subject, 2 views at 32 px) into a temporary
-local store under a temporary Prefect server (``prefect_test_harness``). Failures are injected at
-the Blender call of ``render.shard_job`` so that they travel the real failure path (failure
-record, re-raise, Prefect retry).
+local store under the session's temporary Prefect server (``prefect_server``, conftest.py).
+Failures are injected at the Blender call of ``render.shard_job`` so that they travel the real
+failure path (failure record, re-raise, Prefect retry).
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from prefect.artifacts import Artifact
 from prefect.flows import load_flow_from_entrypoint
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.testing.utilities import prefect_test_harness
 
 import workflows.render_avatars as flow_module
 from render import shard_job
@@ -40,16 +38,6 @@ from workflows.render_avatars import ShardsFailedError, build_config, render_ava
 TINY = {"preset": "tiny", "subjects": 2, "shard_size": 1, "views": 2, "resolution": 32,
         "overrides": ["render.samples=2"]}
 SHARDS = ["shard-000000", "shard-000001"]
-
-
-@pytest.fixture(scope="session")
-def prefect_server() -> Iterator[float]:
-    """A temporary Prefect server and database for the session; yields its start-up seconds."""
-    start = time.perf_counter()
-    with prefect_test_harness(server_startup_timeout=120):
-        seconds = time.perf_counter() - start
-        print(f"prefect_test_harness started in {seconds:.1f} s")
-        yield seconds
 
 
 @pytest.fixture

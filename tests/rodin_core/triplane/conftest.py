@@ -1,0 +1,15 @@
+"""Fitting tests run torch on one thread, as one Ray worker per core does; it also keeps them fast
+when another process shares the cores (two-thread torch slows down badly under contention)."""
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

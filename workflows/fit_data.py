@@ -1,0 +1,402 @@
+"""Host-side glue of the tri-plane fitting stage (paper appendix B.2): renders in, tri-plane shards out.
+
+The fitting stage has its own shards of ``fit.shard_size`` subjects over the committed renders
+subjects in id order. The first ``fit.shared_subjects`` subjects (phase A) fit the shared decoder
+and are cut into shards of their own, so every later shard (phase B) is fitted with the frozen
+decoder only. Store layout under the dataset root ``out`` (renders may live under another root)::
+
+    decoder/    one committed shard "decoder": decoder.safetensors + decoder.json
+    triplanes/  shard-NNNNNN: planes.safetensors (float16, subject_<id>) + records.parquet
+
+A tri-plane shard is current when it holds the planned subjects and its config hash covers the
+decoder's sha256, the tri-plane and fitting settings and the renders' config hashes; any other
+shard is fitted again. Pure host code: the flow in :mod:`workflows.fit_triplanes` schedules it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+
+from render.corpus import VIEWS_TABLE, decode_view_row
+from rodin_core.config import RodinConfig
+from rodin_core.imaging import contact_sheet
+from rodin_core.metrics import psnr
+from rodin_core.rendering.renderer import RenderSettings, render_image
+from rodin_core.storage import (
+    Manifest,
+    ShardWriter,
+    StageStore,
+    Store,
+    config_hash,
+    open_store,
+    shard_id_for,
+)
+from rodin_core.triplane.decoder_io import decoder_from_bytes, decoder_to_bytes
+from rodin_core.triplane.field import TriplaneDecoder
+from rodin_core.triplane.fitting import (
+    FitResult,
+    fit_shared_decoder,
+    fit_subject,
+    freeze_decoder,
+)
+from rodin_core.triplane.records import (
+    planes_from_safetensors,
+    planes_to_safetensors,
+    records_table,
+)
+from rodin_core.triplane.subject import SubjectViews, split_views
+
+log = logging.getLogger(__name__)
+
+RENDERS_STAGE, TRIPLANES_STAGE, DECODER_STAGE = "renders", "triplanes", "decoder"
+DECODER_SHARD = "decoder"
+"""Shard id of the one committed decoder in the decoder stage."""
+PLANES_FILE, RECORDS_FILE = "planes.safetensors", "records.parquet"
+DECODER_WEIGHTS, DECODER_CONFIG = "decoder.safetensors", "decoder.json"
+PHASE_B_ONLY_FIELDS = ("steps", "target_psnr", "shard_size")
+"""Fit settings phase A never reads: changing them keeps the committed decoder."""
+PROGRESS_LINES = 10
+"""Progress log lines per subject (phase B) or per phase A run."""
+COMPARISON_SUBJECTS, COMPARISON_VIEWS = 3, 3
+"""Subjects and held-out views shown by :func:`comparison_sheet`."""
+
+
+class FitDataError(RuntimeError):
+    """Renders or a committed decoder cannot be used for fitting; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class RenderSource:
+    """Where one subject's views are stored: its renders shard and that shard's config hash."""
+
+    shard_id: str
+    config_hash: str
+    views: int
+    """Views of the subject (from the renders manifest; 0 when it does not say)."""
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """The fitting shards of a corpus: ``shards[i]`` holds the subject ids of fitting shard ``i``."""
+
+    shared_ids: list[int]
+    """Phase A's subjects: the first ``fit.shared_subjects`` rendered subjects."""
+    shards: list[list[int]]
+    shared_shards: int
+    """Shards ``0 .. shared_shards - 1`` hold exactly the phase A subjects."""
+
+
+@dataclass(frozen=True)
+class FitShardJob:
+    """Everything one fitting task needs besides the config and the store URIs."""
+
+    shard_index: int
+    subject_ids: list[int]
+    digest: str
+    """Config hash the shard is committed with (:func:`planes_hash`)."""
+    decoder_sha256: str
+    """sha256 of the committed decoder weights the planes are fitted against."""
+    sources: dict[int, RenderSource]
+
+    @property
+    def shard_id(self) -> str:
+        return shard_id_for(self.shard_index)
+
+
+@dataclass(frozen=True)
+class FitShardReport:
+    """Outcome of fitting (or skipping) one tri-plane shard."""
+
+    shard_id: str
+    attempt_id: str
+    subject_ids: list[int]
+    seconds: float
+    skipped: bool
+    subject_errors: int = 0
+    """Subjects of the shard whose fit failed (recorded in records.parquet with their error)."""
+
+
+def renders_index(stage: StageStore) -> dict[int, RenderSource]:
+    """Subject id -> :class:`RenderSource` of every committed renders shard (reads manifests only)."""
+    index: dict[int, RenderSource] = {}
+    for shard_id in stage.committed_shards():
+        manifest = stage.read_manifest(shard_id)
+        views = manifest.extra.get("views", 0)
+        index.update((s, RenderSource(shard_id, manifest.config_hash, views)) for s in manifest.subject_ids)
+    if not index:
+        raise FitDataError(f"no committed renders shard under {stage.uri}; render the corpus first "
+                           f"(`rodin render --out {stage.store.uri}`) or point `renders` at a rendered dataset root")
+    return dict(sorted(index.items()))
+
+
+def fitting_plan(subject_ids: list[int], shared_subjects: int, shard_size: int) -> FitPlan:
+    """Phase A's subjects (the first ``shared_subjects`` in id order) and the shards of both phases."""
+    if shard_size < 1 or shared_subjects < 1:
+        raise ValueError(f"fit.shard_size={shard_size} and fit.shared_subjects={shared_subjects} must be >= 1")
+    ids = sorted(subject_ids)
+    shared, rest = ids[:shared_subjects], ids[shared_subjects:]
+    if len(shared) < shared_subjects:
+        log.warning("only %d rendered subjects for fit.shared_subjects=%d: phase A fits the decoder on all of them",
+                    len(shared), shared_subjects)
+    shared_shards = [shared[i:i + shard_size] for i in range(0, len(shared), shard_size)]
+    other_shards = [rest[i:i + shard_size] for i in range(0, len(rest), shard_size)]
+    return FitPlan(shared, shared_shards + other_shards, len(shared_shards))
+
+
+def decoder_hash(cfg: RodinConfig, shared_ids: list[int], sources: dict[int, RenderSource]) -> str:
+    """Hash of everything that determines the shared decoder (phase A)."""
+    fit = {k: v for k, v in dataclasses.asdict(cfg.fit).items() if k not in PHASE_B_ONLY_FIELDS}
+    return config_hash({"triplane": dataclasses.asdict(cfg.triplane), "fit": fit, "subjects": shared_ids,
+                        "renders": sorted({sources[s].config_hash for s in shared_ids})})
+
+
+def planes_hash(cfg: RodinConfig, decoder_sha256: str, subject_ids: list[int],
+                sources: dict[int, RenderSource]) -> str:
+    """Hash of everything that determines the planes of ``subject_ids`` (``fit.shard_size`` excepted)."""
+    fit = {k: v for k, v in dataclasses.asdict(cfg.fit).items() if k != "shard_size"}
+    return config_hash({"decoder_sha256": decoder_sha256, "triplane": dataclasses.asdict(cfg.triplane),
+                        "fit": fit, "renders": sorted({sources[s].config_hash for s in subject_ids})})
+
+
+def iter_subjects(stage: StageStore, subject_ids: list[int], sources: dict[int, RenderSource]) -> Iterator[SubjectViews]:
+    """Views of ``subject_ids`` as :class:`SubjectViews`, one subject decoded at a time.
+
+    Each renders shard is read (and verified) once, then its subjects' PNGs are decoded one
+    subject after the other, so at most one renders shard and one subject's images are in memory.
+    """
+    by_shard: dict[str, list[int]] = {}
+    for subject_id in subject_ids:
+        if subject_id not in sources:
+            raise FitDataError(f"subject {subject_id} is in no committed renders shard of {stage.uri}; "
+                               "re-render its shard or re-plan the fitting (run the flow without `shards`)")
+        by_shard.setdefault(sources[subject_id].shard_id, []).append(subject_id)
+    for shard_id, ids in by_shard.items():
+        table = stage.read_table(shard_id, VIEWS_TABLE)
+        for subject_id in ids:
+            rows = table.filter(pc.equal(table["subject_id"], subject_id)).to_pylist()
+            views = sorted((decode_view_row(row) for row in rows), key=lambda v: v.view_index)
+            if not views or [v.view_index for v in views] != list(range(len(views))):
+                raise FitDataError(f"renders shard {shard_id} holds views {[v.view_index for v in views]} of subject "
+                                   f"{subject_id}, expected 0..V-1; delete its manifest and re-render it")
+            yield SubjectViews.from_arrays(subject_id, np.stack([v.rgba for v in views]),  # (V, H, W, 4) uint8
+                                           np.stack([v.c2w for v in views]), np.stack([v.intrinsics for v in views]))
+
+
+def committed_decoder(stage: StageStore, digest: str) -> Manifest | None:
+    """The decoder's manifest when it is committed for config hash ``digest``, else None."""
+    if not stage.is_committed(DECODER_SHARD):
+        return None
+    manifest = stage.read_manifest(DECODER_SHARD)
+    if manifest.config_hash != digest:
+        log.info("the committed decoder has config %s, not %s: phase A runs again", manifest.config_hash, digest)
+        return None
+    return manifest
+
+
+def load_committed_decoder(stage: StageStore, expected_sha256: str) -> TriplaneDecoder:
+    """The committed decoder, verified and frozen; it must be the one with weights ``expected_sha256``."""
+    manifest = stage.read_manifest(DECODER_SHARD)
+    sha = manifest.file(DECODER_WEIGHTS).sha256
+    if sha != expected_sha256:
+        raise FitDataError(f"the decoder at {stage.uri} changed while fitting (weights sha256 {sha}, this run "
+                           f"planned {expected_sha256}); re-run the flow so that every shard uses the same decoder")
+    weights = stage.read_bytes(DECODER_SHARD, DECODER_WEIGHTS)
+    config = stage.read_bytes(DECODER_SHARD, DECODER_CONFIG).decode("utf-8")
+    return freeze_decoder(decoder_from_bytes(weights, config, source=f"{stage.uri}/{DECODER_SHARD}"))
+
+
+def committed_planes(stage: StageStore, shard_id: str, subject_ids: list[int], digest: str) -> str | None:
+    """Attempt id of tri-plane shard ``shard_id`` when it is committed for these subjects and ``digest``."""
+    if not stage.is_committed(shard_id):
+        return None
+    manifest = stage.read_manifest(shard_id)
+    if manifest.config_hash == digest and list(manifest.subject_ids) == subject_ids:
+        return manifest.attempt_id
+    return None
+
+
+def has_subject_errors(stage: StageStore, shard_id: str) -> bool:
+    """Whether the committed shard's records hold a subject whose fit failed."""
+    errors = stage.read_table(shard_id, RECORDS_FILE, columns=["error"]).column("error")
+    return errors.null_count < len(errors)
+
+
+def failed_shards(stage: StageStore, shard_count: int) -> list[int]:
+    """Indices (< ``shard_count``) of shards whose records hold an error, or that failed and have no manifest."""
+    committed = set(stage.committed_shards())
+    with_failures = {str(r.get("shard_id")) for r in stage.failures()}
+    return [i for i in range(shard_count)
+            if (has_subject_errors(stage, shard_id_for(i)) if shard_id_for(i) in committed
+                else shard_id_for(i) in with_failures)]
+
+
+def write_planes(writer: ShardWriter, results: list[FitResult], digest: str, extra: dict) -> Manifest:
+    """Write planes (float16) and records of ``results`` under ``writer``'s attempt, then commit."""
+    writer.write_bytes(PLANES_FILE, planes_to_safetensors(results))
+    writer.write_table(RECORDS_FILE, records_table(results))
+    errors = sum(r.error is not None for r in results)
+    return writer.commit([r.subject_id for r in results], digest, extra={**extra, "subject_errors": errors})
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch threads, restored afterwards.
+
+    The count is process-wide: tasks sharing one process (the thread-pool runner) share it.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class ProgressLog:
+    """``progress`` callback of the fitting loop: about :data:`PROGRESS_LINES` log lines per run."""
+
+    def __init__(self, label: str, total_steps: int) -> None:
+        self.label = label
+        self.total = total_steps
+        self.every = max(1, math.ceil(total_steps / PROGRESS_LINES))
+        self.start = time.perf_counter()
+        self.psnr: float | None = None
+
+    def __call__(self, step: int, loss: float, psnr: float | None) -> None:
+        self.psnr = psnr if psnr is not None else self.psnr
+        if step % self.every == 0 or step == self.total:
+            rate = step / max(time.perf_counter() - self.start, 1e-9)
+            held = f"{self.psnr:.2f} dB" if self.psnr is not None else "n/a"
+            log.info("%s: step %d/%d, loss %.5f, held-out PSNR %s, %.1f steps/s", self.label, step, self.total,
+                     loss, held, rate)
+
+
+def fit_shard_to_store(cfg: RodinConfig, renders: str, out: str, job: FitShardJob,
+                       storage_options: dict | None = None) -> FitShardReport:
+    """Phase B of one shard: fit each subject with the frozen decoder, commit planes + records.
+
+    A subject whose fit fails is recorded with its error and the others go on. Any other failure
+    (renders, decoder, storage) is recorded with ``record_failure`` and raised again for a retry.
+    """
+    start = time.perf_counter()
+    store = open_store(out, storage_options)
+    stage = store.stage(TRIPLANES_STAGE)
+    writer = stage.begin(job.shard_id)
+    try:
+        decoder = load_committed_decoder(store.stage(DECODER_STAGE), job.decoder_sha256)
+        renders_stage = open_store(renders, storage_options).stage(RENDERS_STAGE)
+        log.info("fitting %s: subjects %s, attempt %s", job.shard_id, job.subject_ids, writer.attempt_id)
+        results = []
+        for subject in iter_subjects(renders_stage, job.subject_ids, job.sources):
+            label = f"{job.shard_id} subject {subject.subject_id}"
+            result = fit_subject(subject, decoder, cfg.triplane, cfg.fit, progress=ProgressLog(label, cfg.fit.steps))
+            if result.error:
+                log.warning("%s failed: %s", label, result.error)
+            else:
+                log.info("%s: held-out PSNR %.2f dB after %d steps (%.1f s)", label, result.psnr_holdout,
+                         result.steps, result.seconds)
+            results.append(result)
+        seconds = time.perf_counter() - start
+        manifest = write_planes(writer, results, job.digest, {"phase": "B", "seconds": round(seconds, 3),
+                                                             "decoder_sha256": job.decoder_sha256})
+        return FitShardReport(job.shard_id, writer.attempt_id, job.subject_ids, seconds, False,
+                              manifest.extra["subject_errors"])
+    except Exception as exc:
+        stage.record_failure(job.shard_id, writer.attempt_id, exc, {
+            "subject_ids": job.subject_ids, "config_hash": job.digest, "decoder_sha256": job.decoder_sha256})
+        raise
+
+
+def fit_shared_to_store(cfg: RodinConfig, renders: str, out: str, plan: FitPlan, digest: str,
+                        sources: dict[int, RenderSource], storage_options: dict | None = None
+                        ) -> tuple[str, list[FitShardReport]]:
+    """Phase A: fit the decoder on ``plan.shared_ids``, commit it, then commit their planes as shards.
+
+    Returns the sha256 of the committed decoder weights and the reports of the phase A shards.
+    A failure is recorded under the decoder stage and raised again.
+    """
+    start = time.perf_counter()
+    store = open_store(out, storage_options)
+    stage = store.stage(DECODER_STAGE)
+    writer = stage.begin(DECODER_SHARD)
+    try:
+        subjects = list(iter_subjects(open_store(renders, storage_options).stage(RENDERS_STAGE), plan.shared_ids,
+                                      sources))
+        log.info("phase A: fitting the shared decoder on %d subjects for %d steps, attempt %s", len(subjects),
+                 cfg.fit.shared_steps, writer.attempt_id)
+        decoder, results = fit_shared_decoder(subjects, cfg.triplane, cfg.fit,
+                                              progress=ProgressLog("phase A", cfg.fit.shared_steps))
+        weights, config_json = decoder_to_bytes(decoder)
+        writer.write_bytes(DECODER_WEIGHTS, weights)
+        writer.write_bytes(DECODER_CONFIG, config_json.encode("utf-8"))
+        manifest = writer.commit(plan.shared_ids, digest, extra={"seconds": round(time.perf_counter() - start, 3)})
+    except Exception as exc:
+        stage.record_failure(DECODER_SHARD, writer.attempt_id, exc, {"subject_ids": plan.shared_ids,
+                                                                     "config_hash": digest})
+        raise
+    sha = manifest.file(DECODER_WEIGHTS).sha256
+    by_id = {r.subject_id: r for r in results}
+    reports = []
+    planes_stage = store.stage(TRIPLANES_STAGE)
+    for index in range(plan.shared_shards):
+        ids, shard_writer = plan.shards[index], planes_stage.begin(shard_id_for(index))
+        seconds = sum(by_id[s].seconds for s in ids)
+        try:
+            write_planes(shard_writer, [by_id[s] for s in ids], planes_hash(cfg, sha, ids, sources),
+                         {"phase": "A", "seconds": round(seconds, 3), "decoder_sha256": sha})
+        except Exception as exc:  # the decoder is committed: phase B fits this shard on the next run
+            planes_stage.record_failure(shard_id_for(index), shard_writer.attempt_id, exc, {"subject_ids": ids})
+            raise
+        reports.append(FitShardReport(shard_id_for(index), shard_writer.attempt_id, ids, seconds, False))
+    return sha, reports
+
+
+def records_of(stage: StageStore, shard_ids: list[str]) -> dict[str, list[dict]]:
+    """Rows of ``records.parquet`` of each committed shard of ``shard_ids`` (others are left out)."""
+    committed = set(stage.committed_shards())
+    return {s: stage.read_table(s, RECORDS_FILE).to_pylist() for s in shard_ids if s in committed}
+
+
+def comparison_sheet(cfg: RodinConfig, renders: StageStore, store: Store, shard_id: str, subject_ids: list[int],
+                     sources: dict[int, RenderSource], decoder_sha256: str) -> np.ndarray | None:
+    """Ground truth vs fitted held-out views of the first subjects of a committed tri-plane shard.
+
+    For each of the first :data:`COMPARISON_SUBJECTS` subjects with planes, a row of up to
+    :data:`COMPARISON_VIEWS` ground-truth held-out views (composited on ``fit.background``) above
+    the same views rendered from its stored float16 planes, labelled with their PSNR. Returns an
+    RGB uint8 sheet, or None when no subject of the shard has planes.
+    """
+    decoder = load_committed_decoder(store.stage(DECODER_STAGE), decoder_sha256)
+    planes = planes_from_safetensors(store.stage(TRIPLANES_STAGE).read_bytes(shard_id, PLANES_FILE))
+    ids = [s for s in subject_ids if s in planes][:COMPARISON_SUBJECTS]
+    if not ids:
+        return None
+    settings = RenderSettings(coarse_samples=cfg.fit.coarse_samples, fine_samples=cfg.fit.fine_samples, perturb=False)
+    images, labels, columns = [], [], 0
+    for subject in iter_subjects(renders, ids, sources):
+        train, held = split_views(subject.n_views, cfg.fit.holdout_views)
+        shown = (held or train)[:COMPARISON_VIEWS]
+        columns = columns or len(shown)
+        targets = subject.target_rgb(cfg.fit.background)  # (V, H, W, 3)
+        batch = planes[subject.subject_id].float().unsqueeze(0)  # (1, 3, C, H, W)
+        fitted = [render_image(batch, decoder, subject.c2w[v], subject.intrinsics[v], subject.height, subject.width,
+                               settings, cfg.fit.background)[0].clamp(0.0, 1.0) for v in shown]  # (H, W, 3) each
+        images += [_to_uint8(targets[v]) for v in shown] + [_to_uint8(rgb) for rgb in fitted]
+        labels += [f"#{subject.subject_id} v{v}" for v in shown]
+        labels += [f"{psnr(rgb.numpy(), targets[v].numpy()):.1f} dB" for rgb, v in zip(fitted, shown)]
+    return contact_sheet(images, columns, labels)
+
+
+def _to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    """(H, W, 3) float in [0, 1] -> uint8."""
+    return np.clip(np.rint(rgb.numpy() * 255.0), 0, 255).astype(np.uint8)
