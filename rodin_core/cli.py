@@ -98,30 +98,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {args.command!r}")
 
 
-def _render(args: argparse.Namespace) -> int:
+def _run_flow(args: argparse.Namespace, module: str, flow_name: str, **parameters: object) -> int:
+    """Run a stage's flow on the embedded default with the shared config/Ray options; print its summary."""
     load_config(args.preset, args.config_file, args.overrides)  # fail fast, before starting Prefect
-    flow_module = importlib.import_module("workflows.render_avatars")
-    summary = flow_module.render_avatars(
-        preset=args.preset, out=args.out, subjects=args.subjects, views=args.views,
-        resolution=args.resolution, seed=args.seed, shard_size=args.shard_size,
-        asset_dir=args.asset_dir, config_file=args.config_file, overrides=args.overrides,
-        ray_address=args.ray_address, task_runner=args.runner,
-    )
+    flow = getattr(importlib.import_module(module), flow_name)
+    summary = flow(preset=args.preset, config_file=args.config_file, overrides=args.overrides,
+                   ray_address=args.ray_address, task_runner=args.runner, **parameters)
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    return _run_flow(args, "workflows.render_avatars", "render_avatars", out=args.out, subjects=args.subjects,
+                     views=args.views, resolution=args.resolution, seed=args.seed, shard_size=args.shard_size,
+                     asset_dir=args.asset_dir)
 
 
 def _fit(args: argparse.Namespace) -> int:
-    load_config(args.preset, args.config_file, args.overrides)  # fail fast, before starting Prefect
-    flow_module = importlib.import_module("workflows.fit_triplanes")
-    summary = flow_module.fit_triplanes(
-        renders=args.renders, out=args.out, preset=args.preset, config_file=args.config_file,
-        overrides=args.overrides, shared_subjects=args.shared_subjects, steps=args.steps,
-        target_psnr=args.target_psnr, shards=args.shards, only_failed=args.only_failed,
-        ray_address=args.ray_address, task_runner=args.runner,
-    )
-    print(json.dumps(summary, indent=2, default=str))
-    return 0
+    return _run_flow(args, "workflows.fit_triplanes", "fit_triplanes", renders=args.renders, out=args.out,
+                     shared_subjects=args.shared_subjects, steps=args.steps, target_psnr=args.target_psnr,
+                     shards=args.shards, only_failed=args.only_failed)
 
 
 def _status(out: str, stage_name: str) -> int:
