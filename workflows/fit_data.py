@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.compute as pc
+import safetensors.torch
 import torch
 
 from render.corpus import VIEWS_TABLE, decode_view_row
@@ -48,6 +49,7 @@ from rodin_core.triplane.fitting import (
     fit_shared_decoder,
     fit_subject,
     freeze_decoder,
+    mean_planes,
 )
 from rodin_core.triplane.records import (
     planes_from_safetensors,
@@ -63,6 +65,8 @@ DECODER_SHARD = "decoder"
 """Shard id of the one committed decoder in the decoder stage."""
 PLANES_FILE, RECORDS_FILE = "planes.safetensors", "records.parquet"
 DECODER_WEIGHTS, DECODER_CONFIG = "decoder.safetensors", "decoder.json"
+DECODER_WARM_START = "warm_start.safetensors"
+"""Mean of phase A's planes, committed with the decoder: where every phase-B subject starts."""
 PHASE_B_ONLY_FIELDS = ("steps", "target_psnr", "shard_size")
 """Fit settings phase A never reads: changing them keeps the committed decoder."""
 PROGRESS_LINES = 10
@@ -215,6 +219,14 @@ def load_committed_decoder(stage: StageStore, expected_sha256: str) -> TriplaneD
     return freeze_decoder(decoder_from_bytes(weights, config, source=f"{stage.uri}/{DECODER_SHARD}"))
 
 
+def load_warm_start(stage: StageStore) -> torch.Tensor | None:
+    """Phase B's starting planes (3, C, H, W) committed with the decoder; None for a decoder without them."""
+    manifest = stage.read_manifest(DECODER_SHARD)
+    if DECODER_WARM_START not in {f.name for f in manifest.files}:
+        return None
+    return safetensors.torch.load(stage.read_bytes(DECODER_SHARD, DECODER_WARM_START))["planes"]
+
+
 def committed_planes(stage: StageStore, shard_id: str, subject_ids: list[int], digest: str) -> str | None:
     """Attempt id of tri-plane shard ``shard_id`` when it is committed for these subjects and ``digest``."""
     if not stage.is_committed(shard_id):
@@ -294,12 +306,14 @@ def fit_shard_to_store(cfg: RodinConfig, renders: str, out: str, job: FitShardJo
     writer = stage.begin(job.shard_id)
     try:
         decoder = load_committed_decoder(store.stage(DECODER_STAGE), job.decoder_sha256)
+        warm_start = load_warm_start(store.stage(DECODER_STAGE))
         renders_stage = open_store(renders, storage_options).stage(RENDERS_STAGE)
         log.info("fitting %s: subjects %s, attempt %s", job.shard_id, job.subject_ids, writer.attempt_id)
         results = []
         for subject in iter_subjects(renders_stage, job.subject_ids, job.sources):
             label = f"{job.shard_id} subject {subject.subject_id}"
-            result = fit_subject(subject, decoder, cfg.triplane, cfg.fit, progress=ProgressLog(label, cfg.fit.steps))
+            result = fit_subject(subject, decoder, cfg.triplane, cfg.fit, progress=ProgressLog(label, cfg.fit.steps),
+                                 init=warm_start)
             if result.error:
                 log.warning("%s failed: %s", label, result.error)
             else:
@@ -339,6 +353,7 @@ def fit_shared_to_store(cfg: RodinConfig, renders: str, out: str, plan: FitPlan,
         weights, config_json = decoder_to_bytes(decoder)
         writer.write_bytes(DECODER_WEIGHTS, weights)
         writer.write_bytes(DECODER_CONFIG, config_json.encode("utf-8"))
+        writer.write_bytes(DECODER_WARM_START, safetensors.torch.save({"planes": mean_planes(results).contiguous()}))
         manifest = writer.commit(plan.shared_ids, digest, extra={"seconds": round(time.perf_counter() - start, 3)})
     except Exception as exc:
         stage.record_failure(DECODER_SHARD, writer.attempt_id, exc, {"subject_ids": plan.shared_ids,

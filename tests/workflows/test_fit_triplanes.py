@@ -34,7 +34,7 @@ from rodin_core.imaging import decode_png
 from rodin_core.storage import open_store
 from rodin_core.triplane.records import planes_from_safetensors
 from workflows import fit_data
-from workflows.fit_data import PLANES_FILE, RECORDS_FILE, FitDataError
+from workflows.fit_data import PLANES_FILE, RECORDS_FILE, FitDataError, load_warm_start
 from workflows.fit_triplanes import FitShardsFailedError, fit_triplanes
 from workflows.render_avatars import render_avatars
 
@@ -146,6 +146,10 @@ def test_fit_commits_decoder_planes_and_reports(fitted: tuple[Path, dict[str, An
     assert list(decoder.read_manifest("decoder").subject_ids) == [0, 1]
     sha = decoder.read_manifest("decoder").file("decoder.safetensors").sha256
     stage = open_store(str(out)).stage("triplanes")
+    phase_a = planes_from_safetensors(stage.read_bytes(SHARDS[0], PLANES_FILE))
+    warm_start = load_warm_start(decoder)  # phase B starts from the mean of phase A's planes
+    assert warm_start.shape == (3, 4, 8, 8)
+    assert torch.allclose(warm_start, torch.stack([p.float() for p in phase_a.values()]).mean(0), atol=1e-2)
     assert stage.committed_shards() == SHARDS
     for shard, ids in zip(SHARDS, SUBJECTS):
         manifest = stage.read_manifest(shard)
@@ -196,10 +200,10 @@ def test_subject_error_is_recorded_and_only_failed_refits_it(renders_root: Path,
     real = fit_data.fit_subject
 
     @functools.wraps(real)
-    def diverging(subject, decoder, tri_cfg, fit_cfg, progress=None):
+    def diverging(subject, decoder, tri_cfg, fit_cfg, progress=None, init=None):
         if subject.subject_id == 5:
             fit_cfg = dataclasses.replace(fit_cfg, lr_planes=float("inf"))
-        return real(subject, decoder, tri_cfg, fit_cfg, progress)
+        return real(subject, decoder, tri_cfg, fit_cfg, progress, init)
 
     monkeypatch.setattr(fit_data, "fit_subject", diverging)
     committed = attempts(store_copy)
