@@ -59,6 +59,7 @@ from workflows.ray_runner import (
     dashboard_message,
 )
 from workflows.render_avatars import (
+    ShardsFailedError,
     build_config,
     make_importable_by_ray_workers,
     wait_for_shards,
@@ -78,20 +79,14 @@ LOGGER = fit_data.__name__
 """The logger whose records (progress lines) the tasks relay into their run logs."""
 
 
-class FitShardsFailedError(RuntimeError):
+class FitShardsFailedError(ShardsFailedError):
     """Some fitting shards failed after all their retries; ``summary`` is the flow's summary of the run."""
 
-    def __init__(self, summary: dict[str, Any]) -> None:
-        failed = summary["shards_failed"]
-        listing = "; ".join(f"{shard}: {error.splitlines()[0] if error else ''}" for shard, error in failed.items())
-        super().__init__(
-            f"{len(failed)} of {summary['shards_total']} tri-plane shards failed, each after up to {RETRIES} retries "
-            f"({listing}). The other shards are committed; re-fit only the failed ones with `rodin fit ... "
-            f"--only-failed` (or --shards N). Failure records: {summary['store']}/{TRIPLANES_STAGE}/failures/")
-        self.summary = summary
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.summary,)
+    kind = "tri-plane"
+    stage = TRIPLANES_STAGE
+    retries = RETRIES
+    remedy = "re-fit only the failed ones with `rodin fit ... --only-failed` (or --shards N)"
+    records = "Failure records"
 
 
 @dataclass(frozen=True)

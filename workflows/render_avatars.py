@@ -70,16 +70,24 @@ ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class ShardsFailedError(RuntimeError):
-    """Some shards failed after all their retries; ``summary`` is the flow's summary of the run."""
+    """Some shards failed after all their retries; ``summary`` is the flow's summary of the run.
+
+    Subclasses of other stages set the class attributes that word the message.
+    """
+
+    kind = "render"
+    stage = STAGE
+    retries = RETRIES
+    remedy = "re-run the flow to retry only the failed ones"
+    records = "Failure records with Blender's log"
 
     def __init__(self, summary: dict[str, Any]) -> None:
         failed = summary["shards_failed"]
         listing = "; ".join(f"{shard}: {error.splitlines()[0] if error else ''}" for shard, error in failed.items())
         super().__init__(
-            f"{len(failed)} of {summary['shards_total']} render shards failed, each after up to {RETRIES} retries "
-            f"({listing}). "
-            f"The other shards are committed; re-run the flow to retry only the failed ones. "
-            f"Failure records with Blender's log: {summary['store']}/{STAGE}/failures/")
+            f"{len(failed)} of {summary['shards_total']} {self.kind} shards failed, each after up to {self.retries} "
+            f"retries ({listing}). The other shards are committed; {self.remedy}. "
+            f"{self.records}: {summary['store']}/{self.stage}/failures/")
         self.summary = summary
 
     def __reduce__(self) -> tuple[Any, ...]:
