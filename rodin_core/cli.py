@@ -29,6 +29,12 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="override one config field, e.g. --set render.samples=32 (repeatable)")
 
 
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
+    parser.add_argument("--runner", default="ray", choices=("ray", "threads"),
+                        help="run shards as Ray tasks (default) or in local threads")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rodin", description="Rodin 3D avatar diffusion pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,9 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--seed", type=int, help="corpus seed (corpus.seed)")
     render.add_argument("--shard-size", type=int, help="subjects per shard (corpus.shard_size)")
     render.add_argument("--asset-dir", help="asset-library folder (hair/, facial_hair/, clothing/, accessories/)")
-    render.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
-    render.add_argument("--runner", default="ray", choices=("ray", "threads"),
-                        help="run shards as Ray tasks (default) or in local threads")
+    _add_run_args(render)
 
     fit = sub.add_parser("fit", help="fit a tri-plane per rendered subject (fit-triplanes flow)")
     _add_config_args(fit)
@@ -57,9 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="re-fit only these fitting shards, even when committed")
     fit.add_argument("--only-failed", action="store_true",
                      help="re-fit only shards with a failed subject or a failed, uncommitted attempt")
-    fit.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
-    fit.add_argument("--runner", default="ray", choices=("ray", "threads"),
-                     help="run shards as Ray tasks (default) or in local threads")
+    _add_run_args(fit)
 
     show = sub.add_parser("config", help="print the resolved config as JSON")
     _add_config_args(show)
