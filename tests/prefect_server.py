@@ -8,7 +8,6 @@ process (Linux ``PR_SET_PDEATHSIG``). Waits are bounded and fail with the end of
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -20,16 +19,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .s3_server import free_ports
+from .s3_server import die_with_parent, free_ports
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 LOG_TAIL_LINES = 60
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this child when the test process dies (no orphaned servers)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def _die_killed_with_parent() -> None:
+    """SIGKILL this child when the test process dies (no orphaned servers)."""
+    die_with_parent(signal.SIGKILL)
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -71,7 +69,7 @@ class PrefectServer:
         with log_path.open("wb") as log_file:
             process = subprocess.Popen([PREFECT, *args], cwd=cwd, env=self.env, stdout=log_file,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True, preexec_fn=_die_with_parent)
+                                       start_new_session=True, preexec_fn=_die_killed_with_parent)
         self.children.append((process, log_path))
         return process
 
@@ -123,7 +121,7 @@ def start_prefect_server(home: Path, timeout_s: float = 120.0) -> PrefectServer:
     with log_path.open("wb") as log_file:
         process = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                    env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, preexec_fn=_die_with_parent)
+                                   start_new_session=True, preexec_fn=_die_killed_with_parent)
     server = PrefectServer(home, api_url, env, process, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

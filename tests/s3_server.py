@@ -57,10 +57,10 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the test process dies (Linux only)."""
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child, before exec: receive ``sig`` when the test process dies (Linux only)."""
     if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, sig)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -116,7 +116,7 @@ def _launch(weed: str, workdir: Path, ports: dict[str, int]) -> SeaweedS3:
     log_path = workdir / "weed.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                   stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     return SeaweedS3(process, f"http://127.0.0.1:{ports['s3.port']}", "", log_path, socket_dir, ports)
 
 
