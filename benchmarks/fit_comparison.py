@@ -22,18 +22,17 @@ from torch import Tensor
 
 from rodin_core.config import preset_config
 from rodin_core.imaging import contact_sheet
-from rodin_core.metrics import psnr
-from rodin_core.rendering.renderer import RenderSettings, render_image
+from rodin_core.rendering.renderer import RenderSettings
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.fitting import fit_subject
+from rodin_core.triplane.preview import compare_views
 from rodin_core.triplane.subject import SubjectViews, split_views
 
 OUTPUT = "docs/fitting-gt-vs-fitted.png"
 
 
-def to_uint8(image: Tensor, zoom: int) -> np.ndarray:
-    """(H, W, 3) float in [0, 1] -> (H * zoom, W * zoom, 3) uint8, nearest-neighbour enlarged."""
-    pixels = np.clip(np.rint(image.numpy() * 255.0), 0, 255).astype(np.uint8)
+def zoomed(pixels: np.ndarray, zoom: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H * zoom, W * zoom, 3), nearest-neighbour enlarged."""
     return pixels.repeat(zoom, axis=0).repeat(zoom, axis=1)
 
 
@@ -41,19 +40,12 @@ def subject_rows(subject: SubjectViews, tag: str, planes: Tensor, decoder: Tripl
                  background: float, holdout: int, zoom: int) -> tuple[list[np.ndarray], list[str]]:
     """Tiles and labels of one subject: ground-truth row then fitted row over its held-out views."""
     _, held = split_views(subject.n_views, holdout)
-    targets = subject.target_rgb(background)  # (V, H, W, 3)
-    truth, fitted, truth_labels, fitted_labels = [], [], [], []
-    for view in held:
-        rgb, _ = render_image(planes.unsqueeze(0), decoder, subject.c2w[view], subject.intrinsics[view],
-                              subject.height, subject.width, settings, background)  # (H, W, 3)
-        rgb = rgb.clamp(0.0, 1.0)
-        score = psnr(rgb.numpy(), targets[view].numpy())
-        truth.append(to_uint8(targets[view], zoom))
-        fitted.append(to_uint8(rgb, zoom))
-        truth_labels.append(f"s{subject.subject_id} v{view} GT")
-        fitted_labels.append(f"{tag} {score:.1f} dB")
-        print(f"subject {subject.subject_id} ({tag}) view {view}: {score:.2f} dB", flush=True)
-    return truth + fitted, truth_labels + fitted_labels
+    comparisons = compare_views(subject, planes, decoder, held, settings, background)
+    for c in comparisons:
+        print(f"subject {subject.subject_id} ({tag}) view {c.view}: {c.psnr:.2f} dB", flush=True)
+    tiles = [zoomed(c.truth, zoom) for c in comparisons] + [zoomed(c.fitted, zoom) for c in comparisons]
+    labels = [f"s{subject.subject_id} v{c.view} GT" for c in comparisons]
+    return tiles, labels + [f"{tag} {c.psnr:.1f} dB" for c in comparisons]
 
 
 def main() -> None:

@@ -31,8 +31,7 @@ import torch
 from render.corpus import VIEWS_TABLE, decode_view_row
 from rodin_core.config import RodinConfig
 from rodin_core.imaging import contact_sheet
-from rodin_core.metrics import psnr
-from rodin_core.rendering.renderer import RenderSettings, render_image
+from rodin_core.rendering.renderer import RenderSettings
 from rodin_core.storage import (
     Manifest,
     ShardWriter,
@@ -51,6 +50,7 @@ from rodin_core.triplane.fitting import (
     freeze_decoder,
     mean_planes,
 )
+from rodin_core.triplane.preview import compare_views
 from rodin_core.triplane.records import (
     planes_from_safetensors,
     planes_to_safetensors,
@@ -402,16 +402,8 @@ def comparison_sheet(cfg: RodinConfig, renders: StageStore, store: Store, shard_
         train, held = split_views(subject.n_views, cfg.fit.holdout_views)
         shown = (held or train)[:COMPARISON_VIEWS]
         columns = columns or len(shown)
-        targets = subject.target_rgb(cfg.fit.background)  # (V, H, W, 3)
-        batch = planes[subject.subject_id].float().unsqueeze(0)  # (1, 3, C, H, W)
-        fitted = [render_image(batch, decoder, subject.c2w[v], subject.intrinsics[v], subject.height, subject.width,
-                               settings, cfg.fit.background)[0].clamp(0.0, 1.0) for v in shown]  # (H, W, 3) each
-        images += [_to_uint8(targets[v]) for v in shown] + [_to_uint8(rgb) for rgb in fitted]
-        labels += [f"#{subject.subject_id} v{v}" for v in shown]
-        labels += [f"{psnr(rgb.numpy(), targets[v].numpy()):.1f} dB" for rgb, v in zip(fitted, shown)]
+        shown_views = compare_views(subject, planes[subject.subject_id], decoder, shown, settings, cfg.fit.background)
+        images += [c.truth for c in shown_views] + [c.fitted for c in shown_views]
+        labels += [f"#{subject.subject_id} v{c.view}" for c in shown_views]
+        labels += [f"{c.psnr:.1f} dB" for c in shown_views]
     return contact_sheet(images, columns, labels)
-
-
-def _to_uint8(rgb: torch.Tensor) -> np.ndarray:
-    """(H, W, 3) float in [0, 1] -> uint8."""
-    return np.clip(np.rint(rgb.numpy() * 255.0), 0, 255).astype(np.uint8)
