@@ -35,7 +35,7 @@ import traceback
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from numbers import Integral
 from typing import Any
 
@@ -109,12 +109,12 @@ def _ensure_dir(fs: fsspec.AbstractFileSystem, path: str) -> None:
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def new_attempt_id() -> str:
     """A fresh attempt id: UTC timestamp and a short uuid, e.g. ``20261123T215501Z-3f9a1c2b``."""
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)

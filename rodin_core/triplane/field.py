@@ -20,7 +20,6 @@ fitting from having to carve away fog. Colour goes through a sigmoid.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rodin_core.config import TriplaneConfig
+from rodin_core.config_dict import DictConfig
 from rodin_core.triplane.planes import PLANE_AXES
 
 DENSITY_BIAS_INIT = -5.0
@@ -85,7 +85,7 @@ class FourierEmbedding(nn.Module):
 
 
 @dataclass
-class DecoderConfig:
+class DecoderConfig(DictConfig):
     """Shape of the shared MLP decoder G_theta (paper Eq. 1, Fig. 12)."""
 
     channels: int
@@ -110,18 +110,6 @@ class DecoderConfig:
     def from_triplane_config(cls, cfg: TriplaneConfig) -> DecoderConfig:
         return cls(channels=cfg.channels, hidden=cfg.decoder_hidden, layers=cfg.decoder_layers,
                    feature_frequencies=cfg.feature_frequencies, direction_frequencies=cfg.direction_frequencies)
-
-    def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DecoderConfig:
-        """Rebuild a config saved by :meth:`to_dict`; unknown keys are errors."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown DecoderConfig keys {unknown}; valid keys: {sorted(names)}")
-        return cls(**data)
 
 
 class _TruncExp(torch.autograd.Function):

@@ -34,6 +34,8 @@ def test_overrides_are_typed_and_applied():
     assert cfg.render.fov_deg == 35.0 and isinstance(cfg.render.fov_deg, float)
     assert cfg.render.denoise is False and cfg.corpus.asset_dir == "/assets"
     assert load_config("tiny", overrides=["corpus.asset_dir=null"]).corpus.asset_dir is None
+    exponent = load_config("tiny", overrides=["fit.tv_weight=1e-3"]).fit  # YAML 1.1 reads "1e-3" as a string
+    assert exponent.tv_weight == 0.001 and isinstance(exponent.tv_weight, float)
 
 
 @pytest.mark.parametrize(
@@ -44,6 +46,7 @@ def test_overrides_are_typed_and_applied():
         ("render.views=many", r"bad value for render.views: 'many' is not a int"),
         ("render.views=0", r"render.views: 0 is outside the valid range \[1, inf\]"),
         ("render.denoise=3", r"render.denoise: 3 is not a bool"),
+        ("render.fov_deg=wide", r"bad value for render.fov_deg: 'wide' is not a float"),
         ("render.views", r"not of the form section.field=value"),
         ("render=3", r"render is a section"),
         ("render.elevation_min_deg=60", r"elevation_min_deg=60.0 is above"),

@@ -1,5 +1,5 @@
-"""Fitting tests run torch on one thread, as one Ray worker per core does; it also keeps them fast
-when another process shares the cores (two-thread torch slows down badly under contention)."""
+"""Core tests run torch on one thread, as one Ray worker per core does: their tensors are small, and
+two-thread torch slows down badly (up to 80x measured) when another process shares the cores."""
 
 from collections.abc import Iterator
 

@@ -1,0 +1,104 @@
+"""Per-plane convolution and the 3D-aware convolution (paper §3.2, Fig. 4b).
+
+Every network module works on the tri-plane layout (B, 3, C, H, W) of
+:mod:`rodin_core.triplane.planes`; the U-Net rolls in its rolled input (B, C, H, 3W) once and rolls
+its output out once. A convolution over the rolled tensor with zero padding at every plane seam is
+the same as the same convolution applied to each plane on its own, which is what
+:class:`PlaneConv2d` does (the planes folded into the batch): no feature crosses a seam.
+
+The 3D-aware convolution adds the cross-plane path. A pixel of a plane is an axis-aligned line
+through the volume; each other plane shares one world axis with it. That other plane is mean-pooled
+along its non-shared axis into a vector over the shared axis, and the vector is broadcast back over
+the first plane so that pixel (row r, column c) receives the pooled line whose shared coordinate
+equals its own. With the axes of ``PLANE_AXES`` (plane p: columns = axis a, rows = axis b):
+
+    output plane   own        column-aligned context          row-aligned context
+    0  XY (y, x)   XY         XZ pooled over Z -> X, at x      YZ pooled over Z -> Y, at y
+    1  XZ (z, x)   XZ         XY pooled over Y -> X, at x      YZ pooled over Y -> Z, at z
+    2  YZ (z, y)   YZ         XY pooled over X -> Y, at y      XZ pooled over X -> Z, at z
+
+The channels are concatenated in this fixed order, [own, column-aligned, row-aligned] (which is
+also ascending order of the other plane's index), C -> 3C, and one per-plane padded convolution,
+shared by the three planes as a convolution over the rolled tensor would be, maps 3C -> C_out:
+Conv2D(y_uv ⊕ y_(.)u ⊕ y_v(.)) of the paper.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rodin_core.triplane.planes import PLANE_AXES
+
+
+def _check_planes(x: Tensor, who: str) -> None:
+    if x.dim() != 5 or x.shape[1] != len(PLANE_AXES):
+        raise ValueError(f"{who} expects planes (B, 3, C, H, W), got shape {tuple(x.shape)}")
+
+
+class PlaneConv2d(nn.Conv2d):
+    """A 2D convolution applied to each plane of (B, n, C, H, W) separately, with shared weights.
+
+    Padding is per plane, so the output of plane p depends on plane p alone.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"PlaneConv2d expects planes (B, n, C, H, W), got shape {tuple(x.shape)}")
+        batch, n_planes = x.shape[:2]
+        out = super().forward(x.flatten(0, 1))  # (B*n, C_out, H', W')
+        return out.unflatten(0, (batch, n_planes))  # (B, n, C_out, H', W')
+
+
+def _shared_axis_layout(plane: int, other: int) -> tuple[int, bool]:
+    """For context from ``other`` into ``plane``: (dim of ``other`` to pool, whether the shared
+    axis is a column axis of ``plane``). Dims are -2 (rows) and -1 (columns) of a (..., H, W) map."""
+    (shared,) = set(PLANE_AXES[plane]) & set(PLANE_AXES[other])
+    pool_dim = -2 if PLANE_AXES[other][0] == shared else -1
+    return pool_dim, PLANE_AXES[plane][0] == shared
+
+
+def aware_context(planes: Tensor) -> Tensor:
+    """Own features plus the pooled, broadcast lines of the other planes: (B, 3, C, H, W) -> (B, 3, 3C, H, W).
+
+    Channel blocks of output plane p: [plane p, column-aligned context, row-aligned context]
+    (see the module docstring). Planes must be square (H == W), since one plane's rows are
+    another's columns.
+    """
+    _check_planes(planes, "aware_context")
+    height, width = planes.shape[-2:]
+    if height != width:
+        raise ValueError(f"the 3D-aware convolution needs square planes (H == W), got H={height}, W={width}")
+    outputs = []
+    for plane in range(len(PLANE_AXES)):
+        own = planes[:, plane]  # (B, C, S, S)
+        context: dict[str, Tensor] = {}
+        for other in range(len(PLANE_AXES)):
+            if other == plane:
+                continue
+            pool_dim, is_column = _shared_axis_layout(plane, other)
+            line = planes[:, other].mean(dim=pool_dim)  # (B, C, S): a vector over the shared axis
+            line = line.unsqueeze(-2) if is_column else line.unsqueeze(-1)  # (B, C, 1, S) or (B, C, S, 1)
+            context["column" if is_column else "row"] = line.expand_as(own)  # (B, C, S, S)
+        outputs.append(torch.cat([own, context["column"], context["row"]], dim=1))  # (B, 3C, S, S)
+    return torch.stack(outputs, dim=1)  # (B, 3, 3C, S, S)
+
+
+class TriplaneAwareConv(nn.Module):
+    """3D-aware convolution (paper §3.2, Fig. 4b): :func:`aware_context` then a per-plane conv 3C -> C_out."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"TriplaneAwareConv needs an odd kernel_size >= 1, got {kernel_size}")
+        self.in_channels = in_channels
+        self.conv = PlaneConv2d(3 * in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, planes: Tensor) -> Tensor:
+        """(B, 3, C_in, S, S) -> (B, 3, C_out, S, S)."""
+        _check_planes(planes, "TriplaneAwareConv")
+        if planes.shape[2] != self.in_channels:
+            raise ValueError(
+                f"TriplaneAwareConv expects {self.in_channels} channels per plane, got shape {tuple(planes.shape)}"
+            )
+        return self.conv(aware_context(planes))
