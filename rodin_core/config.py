@@ -24,6 +24,8 @@ from typing import Any
 import yaml
 
 PRESETS = ("tiny", "small", "paper")
+ENCODER_KINDS = ("clip", "learned")
+PRECISIONS = ("bf16", "fp16", "fp32")
 
 
 class ConfigError(ValueError):
@@ -178,6 +180,174 @@ class FitConfig:
 
 
 @dataclass
+class EncoderConfig:
+    """The conditioning encoder that maps a subject's frontal view to z (paper §3.2, §4.5)."""
+
+    kind: str = "clip"
+    """``clip``: frozen CLIP image encoder via open_clip (paper: ViT-B/32); ``learned``: an image
+    encoder trained jointly with the base model (the autoencoder reading of §3.2), no weights needed."""
+    clip_model: str = "ViT-B-32"
+    """open_clip architecture name."""
+    clip_pretrained: str = "openai"
+    """open_clip pretrained tag, or a local checkpoint path."""
+    latent_dim: int = 512
+    """Size of z (paper: 512)."""
+    image_size: int = 224
+    """Side of the square image the encoder reads."""
+    learned_channels: int = 64
+    """Base width of the learned encoder's convolutions."""
+
+    def validate(self) -> None:
+        if self.kind not in ENCODER_KINDS:
+            raise ConfigError(f"encoder.kind={self.kind!r} is not an encoder; choose one of {ENCODER_KINDS}")
+        _check_range("encoder.latent_dim", self.latent_dim, low=1)
+        _check_range("encoder.image_size", self.image_size, low=8)
+        _check_range("encoder.learned_channels", self.learned_channels, low=1)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every training stage (appendix B.1, B.4)."""
+
+    steps: int = 500_000
+    """Optimisation steps of the stage."""
+    batch_size: int = 48
+    """Global batch size (split across Ray Train workers)."""
+    lr: float = 5e-5
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps."""
+    ema_decay: float = 0.9999
+    """Decay of the exponential moving average of the weights used for sampling."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (0 disables)."""
+    checkpoint_every: int = 5000
+    """Steps between checkpoints (the unit of resume after a failure)."""
+    log_every: int = 100
+    """Steps between reported metrics."""
+    workers: int = 1
+    """Ray Train workers (data-parallel)."""
+    use_gpu: bool = False
+    """One GPU per worker; on CPU training runs in fp32."""
+    precision: str = "bf16"
+    """Autocast dtype on GPU: bf16, fp16 or fp32 (CPU always fp32)."""
+    max_failures: int = 3
+    """Ray Train FailureConfig retries of a crashed run (it resumes from the last checkpoint)."""
+    seed: int = 0
+    """Seed of initialisation, data order and noise."""
+
+    def validate(self, where: str) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "workers"):
+            _check_range(f"{where}.{name}", getattr(self, name), low=1)
+        for name in ("warmup_steps", "max_failures", "seed"):
+            _check_range(f"{where}.{name}", getattr(self, name), low=0)
+        for name in ("lr", "weight_decay", "grad_clip"):
+            _check_range(f"{where}.{name}", getattr(self, name), low=0.0)
+        _check_range(f"{where}.ema_decay", self.ema_decay, low=0.0, high=1.0)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"{where}.precision={self.precision!r} is not one of {PRECISIONS}")
+
+
+@dataclass
+class UNetStageConfig:
+    """A tri-plane diffusion U-Net stage: the base model (§3.2) or the upsampler (§3.3)."""
+
+    model_channels: int = 192
+    """Base width of the U-Net (paper: 192)."""
+    channel_mult: tuple[int, ...] = (1, 2, 3, 4)
+    """Width multiplier per resolution level."""
+    num_res_blocks: int = 3
+    """ResBlocks per level."""
+    attention_resolutions: tuple[int, ...] = (8, 16, 32)
+    """Plane sizes with self-attention over the three planes (paper: 8, 16, 32)."""
+    aware_resolutions: tuple[int, ...] = (64, 32)
+    """Plane sizes whose ResBlocks use the 3D-aware convolution (the higher resolutions, §3.2)."""
+    num_head_channels: int = 64
+    """Channels per attention head."""
+    dropout: float = 0.1
+    """Dropout in the ResBlocks."""
+    diffusion_steps: int = 1000
+    """Steps of the diffusion process (paper: 1,000)."""
+    schedule: str = "linear"
+    """Noise schedule name (paper: linear)."""
+    sampling_steps: str = "100"
+    """Respacing used to sample (paper: 100 steps), e.g. ``"100"`` or ``"ddim50"``."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation."""
+
+    def validate(self, where: str) -> None:
+        for name in ("model_channels", "num_res_blocks", "num_head_channels", "diffusion_steps"):
+            _check_range(f"{where}.{name}", getattr(self, name), low=1)
+        if not self.channel_mult or any(m < 1 for m in self.channel_mult):
+            raise ConfigError(f"{where}.channel_mult={self.channel_mult} must be a non-empty list of ints >= 1")
+        _check_range(f"{where}.dropout", self.dropout, low=0.0, high=1.0)
+        self.train.validate(f"{where}.train")
+
+
+@dataclass
+class BaseStageConfig(UNetStageConfig):
+    """The latent-conditioned base diffusion model at the lowest resolution (§3.2, appendix B.1)."""
+
+    cfg_drop: float = 0.2
+    """Probability of zeroing z in a training sample (classifier-free guidance, §3.2: 20%)."""
+    guidance_scale: float = 3.0
+    """Default CFG scale λ of Eq. 3 when sampling."""
+
+    def validate(self, where: str = "base") -> None:
+        super().validate(where)
+        _check_range(f"{where}.cfg_drop", self.cfg_drop, low=0.0, high=1.0)
+        _check_range(f"{where}.guidance_scale", self.guidance_scale, low=0.0)
+
+
+@dataclass
+class UpsamplerStageConfig(UNetStageConfig):
+    """The diffusion upsampler from the base resolution to the full tri-plane (§3.3, appendix B.1)."""
+
+    perceptual_weight: float = 1.0
+    """Weight of the image-level perceptual loss of Eq. 4."""
+    patch_size: int = 112
+    """Side of the random image patches rendered for the perceptual loss (paper: 112 at 256 px)."""
+    face_patch_prob: float = 0.5
+    """Probability that a patch is centred on the subject's foreground rather than anywhere."""
+    aug_blur_sigma: float = 1.0
+    """Largest Gaussian-blur sigma (in low-resolution pixels) of the condition augmentation."""
+    aug_noise_std: float = 0.1
+    """Largest Gaussian noise std of the condition augmentation (normalised units)."""
+
+    def validate(self, where: str = "upsampler") -> None:
+        super().validate(where)
+        for name in ("perceptual_weight", "aug_blur_sigma", "aug_noise_std"):
+            _check_range(f"{where}.{name}", getattr(self, name), low=0.0)
+        _check_range(f"{where}.patch_size", self.patch_size, low=4)
+        _check_range(f"{where}.face_patch_prob", self.face_patch_prob, low=0.0, high=1.0)
+
+
+@dataclass
+class PriorStageConfig:
+    """The latent diffusion prior over z, a residual MLP denoiser (appendix B.4)."""
+
+    depth: int = 20
+    """Residual blocks (paper: 20 layers)."""
+    width: int = 2048
+    """Hidden width (paper: 2,048)."""
+    diffusion_steps: int = 1000
+    """Steps of the diffusion process."""
+    schedule: str = "linear"
+    """Noise schedule name."""
+    sampling_steps: str = "100"
+    """Respacing used to sample z."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=96, lr=4e-5))
+    """Optimisation (paper: batch 96, lr 4e-5)."""
+
+    def validate(self, where: str = "prior") -> None:
+        for name in ("depth", "width", "diffusion_steps"):
+            _check_range(f"{where}.{name}", getattr(self, name), low=1)
+        self.train.validate(f"{where}.train")
+
+
+@dataclass
 class RodinConfig:
     """The whole pipeline's configuration: one section per stage."""
 
@@ -187,6 +357,12 @@ class RodinConfig:
     render: RenderConfig = field(default_factory=RenderConfig)
     triplane: TriplaneConfig = field(default_factory=TriplaneConfig)
     fit: FitConfig = field(default_factory=FitConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    base: BaseStageConfig = field(default_factory=lambda: BaseStageConfig(train=TrainConfig(batch_size=48)))
+    upsampler: UpsamplerStageConfig = field(
+        default_factory=lambda: UpsamplerStageConfig(attention_resolutions=(32,), aware_resolutions=(256, 128),
+                                                     sampling_steps="100", train=TrainConfig(batch_size=16)))
+    prior: PriorStageConfig = field(default_factory=PriorStageConfig)
 
     def validate(self) -> RodinConfig:
         if self.preset not in PRESETS:
@@ -223,6 +399,15 @@ def preset_config(name: str) -> RodinConfig:
             render=RenderConfig(views=100, resolution=128, samples=12, timeout_s=3600.0),
             triplane=TriplaneConfig(channels=16, resolution=128, rescale_min=32, decoder_hidden=64),
             fit=FitConfig(shared_subjects=100, shared_steps=5000, steps=1500, target_psnr=29.0, shard_size=50),
+            base=BaseStageConfig(model_channels=64, channel_mult=(1, 2, 2), num_res_blocks=2, attention_resolutions=(8, 16),
+                                 aware_resolutions=(32,), train=TrainConfig(steps=50_000, batch_size=16, lr=1e-4,
+                                                                            checkpoint_every=2000)),
+            upsampler=UpsamplerStageConfig(model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+                                           attention_resolutions=(), aware_resolutions=(128,), patch_size=56,
+                                           train=TrainConfig(steps=50_000, batch_size=8, lr=1e-4,
+                                                             checkpoint_every=2000)),
+            prior=PriorStageConfig(depth=8, width=1024,
+                                   train=TrainConfig(steps=50_000, batch_size=96, lr=1e-4, checkpoint_every=2000)),
         ).validate()
     if name == "tiny":
         return RodinConfig(
@@ -233,6 +418,19 @@ def preset_config(name: str) -> RodinConfig:
             fit=FitConfig(shared_subjects=4, shared_steps=1500, steps=500, target_psnr=28.0, holdout_views=4,
                           rays_per_step=1024, coarse_samples=16, fine_samples=16, lr_planes=0.1, lr_decoder=0.003,
                           eval_every=50, shard_size=4),
+            encoder=EncoderConfig(kind="learned", image_size=64, learned_channels=16),
+            base=BaseStageConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
+                                 aware_resolutions=(16,), num_head_channels=32, dropout=0.0, sampling_steps="50",
+                                 train=TrainConfig(steps=600, batch_size=8, lr=2e-4, ema_decay=0.99,
+                                                   checkpoint_every=200, log_every=20)),
+            upsampler=UpsamplerStageConfig(model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                                           attention_resolutions=(), aware_resolutions=(32,), num_head_channels=16,
+                                           dropout=0.0, sampling_steps="20", patch_size=28,
+                                           train=TrainConfig(steps=400, batch_size=4, lr=2e-4, ema_decay=0.99,
+                                                             checkpoint_every=200, log_every=20)),
+            prior=PriorStageConfig(depth=4, width=256, sampling_steps="50",
+                                   train=TrainConfig(steps=1000, batch_size=16, lr=4e-4, ema_decay=0.99,
+                                                     checkpoint_every=250, log_every=50)),
         ).validate()
     raise ConfigError(f"unknown preset {name!r}; choose one of {PRESETS}")
 
@@ -322,6 +520,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if value is None and type(None) in args:
             return None
         hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is tuple:  # tuple[int, ...] fields: a YAML list or a single int
+        items = [value] if isinstance(value, int) else value
+        if isinstance(items, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            return tuple(items)
+        raise ConfigError(f"bad value for {key}: {value!r} is not a list of ints, e.g. {key}=[1,2]")
     if hint is bool:
         if isinstance(value, bool):
             return value

@@ -34,6 +34,11 @@ def test_overrides_are_typed_and_applied():
     assert cfg.render.fov_deg == 35.0 and isinstance(cfg.render.fov_deg, float)
     assert cfg.render.denoise is False and cfg.corpus.asset_dir == "/assets"
     assert load_config("tiny", overrides=["corpus.asset_dir=null"]).corpus.asset_dir is None
+    nested = load_config("tiny", overrides=["base.train.lr=1e-3", "upsampler.channel_mult=[1,2,4]",
+                                            "base.attention_resolutions=[]"])
+    assert nested.base.train.lr == 0.001 and nested.upsampler.channel_mult == (1, 2, 4)
+    assert nested.base.attention_resolutions == ()
+    assert RodinConfig.from_dict(json.loads(nested.to_json())).upsampler.channel_mult == (1, 2, 4)
     exponent = load_config("tiny", overrides=["fit.tv_weight=1e-3"]).fit  # YAML 1.1 reads "1e-3" as a string
     assert exponent.tv_weight == 0.001 and isinstance(exponent.tv_weight, float)
 
@@ -47,6 +52,11 @@ def test_overrides_are_typed_and_applied():
         ("render.views=0", r"render.views: 0 is outside the valid range \[1, inf\]"),
         ("render.denoise=3", r"render.denoise: 3 is not a bool"),
         ("render.fov_deg=wide", r"bad value for render.fov_deg: 'wide' is not a float"),
+        ("base.channel_mult=[1,x]", r"bad value for base.channel_mult: \[1, 'x'\] is not a list of ints"),
+        ("base.channel_mult=[]", r"base.channel_mult=\(\) must be a non-empty list"),
+        ("encoder.kind=vae", r"encoder.kind='vae' is not an encoder; choose one of \('clip', 'learned'\)"),
+        ("upsampler.train.precision=fp8", r"upsampler.train.precision='fp8' is not one of"),
+        ("prior.train.ema_decay=1.5", r"prior.train.ema_decay: 1.5 is outside the valid range \[0.0, 1.0\]"),
         ("render.views", r"not of the form section.field=value"),
         ("render=3", r"render is a section"),
         ("render.elevation_min_deg=60", r"elevation_min_deg=60.0 is above"),
