@@ -1,0 +1,137 @@
+"""Training of the latent-conditioned base diffusion model (paper §3.2, Eq. 2-3; appendix B.1).
+
+The base model generates the rolled-out tri-plane at the base resolution h = ``triplane.rescale_min``
+(paper: 64). One step:
+
+    x_0 = roll_out(down_h(normalize(planes)))                 (B, C, h, 3h)   §3.2 roll-out
+    z   = E(frontal) · keep,  keep_i ~ Bernoulli(1 - cfg_drop) (B, D)          §3.2 latent, CFG drop 20%
+    L   = L_simple(ε) + λ L_vlb                                               §3.2 hybrid loss (Eq. 2 + [41])
+
+ε is predicted by the tri-plane U-Net with AdaGN latent conditioning; its learned-range variance is
+trained by the λ·L_vlb term only (Nichol & Dhariwal 2021). z comes from the subject's frontal view:
+with ``encoder.kind = learned`` the image encoder is trained jointly, in the same AdamW, with its own
+EMA (the autoencoder reading of §3.2); with ``clip`` it is frozen and z is cached per subject id.
+Dropped samples get z = 0 (``keep`` multiplies z), the unconditional branch of classifier-free
+guidance (Eq. 3). The random draws of a step come from :func:`~.stages.step_generator` in the
+order: keep mask, timesteps, noise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rodin_core.config import RodinConfig
+from rodin_core.diffusion import build_diffusion
+from rodin_core.encoders import build_encoder
+from rodin_core.networks import TriplaneUNet
+from rodin_core.training.augment import base_planes
+from rodin_core.training.dataset import TriplaneBatch
+from rodin_core.training.ema import EMA
+from rodin_core.training.stages import (
+    Optimisation,
+    autocast_model,
+    broadcast_modules,
+    diffusion_config_for,
+    seeded_init,
+    stage_config,
+    step_generator,
+    unet_config_for,
+)
+from rodin_core.training.stats import PlaneStats
+from rodin_core.triplane.rollout import roll_out
+
+
+def cfg_dropout_mask(batch: int, drop_prob: float, generator: torch.Generator) -> Tensor:
+    """Which samples keep their latent: (B,) bool, each False with probability ``drop_prob`` (§3.2)."""
+    if not 0.0 <= drop_prob <= 1.0:
+        raise ValueError(f"cfg drop probability must be in [0, 1], got {drop_prob!r} (base.cfg_drop)")
+    return torch.rand(batch, generator=generator, device=generator.device) >= drop_prob  # (B,)
+
+
+class BaseStage:
+    """The base stage: ``model`` (TriplaneUNet), ``ema``, and ``encoder``/``encoder_ema`` when learned."""
+
+    name = "base"
+
+    def __init__(self, cfg: RodinConfig, stats: PlaneStats, device: torch.device | str = "cpu", *,
+                 rank: int = 0) -> None:
+        self.cfg = cfg
+        self.stats = stats
+        self.device = torch.device(device)
+        self.rank = rank
+        self.train_cfg = cfg.base.train
+        if stats.channels != cfg.triplane.channels:
+            raise ValueError(f"plane statistics have {stats.channels} channels, triplane.channels is "
+                             f"{cfg.triplane.channels}; recompute the statistics for this corpus")
+        self.unet_cfg = unet_config_for("base", cfg)
+        self.diffusion_cfg = diffusion_config_for("base", cfg)
+        self.diffusion = build_diffusion(self.diffusion_cfg)
+        seed = self.train_cfg.seed
+        self.model = seeded_init(seed, lambda: TriplaneUNet(self.unet_cfg)).to(self.device)
+        self.encoder = seeded_init(seed + 1, lambda: build_encoder(cfg.encoder, self.device)).to(self.device)
+        self.learned_encoder = bool(getattr(self.encoder, "trainable", False))
+        trained: list[nn.Module] = [self.model] + ([self.encoder] if self.learned_encoder else [])
+        broadcast_modules(trained)
+        decay = self.train_cfg.ema_decay
+        self.modules: dict[str, nn.Module] = {"model": self.model, "ema": EMA(self.model, decay)}
+        pairs = [(self.model, self.modules["ema"])]
+        if self.learned_encoder:
+            self.modules["encoder"] = self.encoder
+            self.modules["encoder_ema"] = EMA(self.encoder, decay)
+            pairs.append((self.encoder, self.modules["encoder_ema"]))
+        else:
+            self.encoder.eval().requires_grad_(False)
+        self.optimisation = Optimisation(trained, pairs, self.train_cfg, self.device)
+        self.optimizers = {"model": self.optimisation.optimizer}
+        self._latent_cache: dict[int, Tensor] = {}
+        self._forward = autocast_model(self.model, self.device, self.train_cfg.precision)
+
+    def config(self) -> dict[str, Any]:
+        """Stage name, RodinConfig, the U-Net and diffusion configs, and the encoder kind (JSON-ready)."""
+        return stage_config(self.name, self.cfg)
+
+    def targets(self, planes: Tensor) -> Tensor:
+        """Raw planes (B, 3, C, H, W) -> the diffusion data x_0, rolled at the base resolution (B, C, h, 3h)."""
+        low = base_planes(self.stats.normalize(planes), self.cfg.triplane.rescale_min)  # (B, 3, C, h, h)
+        return roll_out(low)  # (B, C, h, 3h)
+
+    def encode(self, frontal: Tensor, subject_ids: Tensor | None = None) -> Tensor:
+        """z (B, D) of frontal views (B, 4, Hi, Wi): through the learned encoder (with gradient), or the
+        frozen one with a per-subject cache when ``subject_ids`` (B,) are given."""
+        if self.learned_encoder:
+            return self.encoder(frontal)  # (B, D)
+        if subject_ids is None:
+            with torch.no_grad():
+                return self.encoder(frontal).float()  # (B, D)
+        ids = [int(s) for s in subject_ids.tolist()]
+        todo = [i for i, s in enumerate(ids) if s not in self._latent_cache]
+        if todo:
+            with torch.no_grad():
+                fresh = self.encoder(frontal[todo]).float().cpu()  # (b, D)
+            for index, latent in zip(todo, fresh, strict=True):
+                self._latent_cache[ids[index]] = latent
+        return torch.stack([self._latent_cache[s] for s in ids]).to(self.device)  # (B, D)
+
+    def train_step(self, batch: TriplaneBatch, step: int) -> dict[str, float]:
+        """One AdamW step on a batch of subjects; returns loss, mse, vb, cfg_kept, lr, grad_norm."""
+        if not isinstance(batch, TriplaneBatch):
+            raise TypeError(f"the base stage trains on TriplaneBatch, got {type(batch).__name__}")
+        batch = batch.to(self.device)
+        generator = step_generator(self.train_cfg.seed, self.rank, step, self.device)
+        self.model.train()
+        if self.learned_encoder:
+            self.encoder.train()
+        x0 = self.targets(batch.planes)  # (B, C, h, 3h)
+        size = x0.shape[0]
+        keep = cfg_dropout_mask(size, self.cfg.base.cfg_drop, generator)  # (B,)
+        z = self.encode(batch.frontal, batch.subject_ids) * keep[:, None].to(x0.dtype)  # (B, D)
+        t = torch.randint(0, self.diffusion.num_timesteps, (size,), generator=generator, device=self.device)
+        noise = torch.randn(x0.shape, generator=generator, device=self.device)  # (B, C, h, 3h)
+        terms = self.diffusion.training_losses(self._forward, x0, t, noise=noise, model_kwargs={"z": z})
+        loss = terms["loss"].mean()
+        update = self.optimisation.step(loss, step, terms, self.name)
+        return {"loss": loss.item(), "mse": terms["mse"].mean().item(), "vb": terms["vb"].mean().item(),
+                "cfg_kept": float(keep.float().mean()), **update}

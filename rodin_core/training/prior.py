@@ -1,0 +1,159 @@
+"""Training of the latent diffusion prior for unconditional sampling (paper §3.2 last paragraph, appendix B.4).
+
+Unconditional generation draws z first, from a diffusion model over the latents of the training
+subjects: a residual MLP (paper: 20 layers, 2,048 hidden channels, after the latent DDIM of
+Preechakul et al. 2022) predicting ε with the simple loss over a 1,000-step linear schedule, AdamW
+(batch 96, lr 4e-5) and EMA 0.9999.
+
+The latents are those the base model was conditioned on: frozen-CLIP embeddings, or the trained
+base's learned encoder applied to every subject's frontal view (:func:`encode_latents`). Their scale
+is whatever the encoder produces, so the prior diffuses standardised latents
+
+    z_n = (z − μ) / s,   μ (D,) the per-dimension mean, s the RMS over all dimensions of z − μ,
+
+with one scalar s rather than a per-dimension std: it stays well defined with fewer subjects than
+dimensions and keeps the relative geometry of z (directions used for text edits, appendix B.3).
+μ and s live in the ``latent_norm`` module, so they are saved and restored with the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rodin_core.config import RodinConfig
+from rodin_core.diffusion import build_diffusion
+from rodin_core.networks import LatentMLP
+from rodin_core.training.dataset import TriplaneBatch
+from rodin_core.training.ema import EMA
+from rodin_core.training.stages import (
+    Optimisation,
+    autocast_model,
+    broadcast_modules,
+    diffusion_config_for,
+    latent_mlp_config_for,
+    seeded_init,
+    stage_config,
+    step_generator,
+)
+
+_MIN_SCALE = 1e-6
+
+
+class LatentNormalizer(nn.Module):
+    """z <-> (z − mean) / scale, with ``mean`` (D,) and a scalar ``scale`` kept as buffers."""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.ones(()))
+
+    @torch.no_grad()
+    def fit(self, latents: Tensor) -> LatentNormalizer:
+        """Set mean and scale from latents (N, D), N >= 2; returns self."""
+        if latents.dim() != 2 or latents.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"latents must be (N, {self.mean.shape[0]}), got {tuple(latents.shape)}")
+        if latents.shape[0] < 2 or not torch.isfinite(latents).all():
+            raise ValueError(f"the prior needs at least 2 finite latents to standardise, got {latents.shape[0]} "
+                             f"(finite: {bool(torch.isfinite(latents).all())}); train on more subjects")
+        data = latents.to(self.mean.device, torch.float64)
+        mean = data.mean(dim=0)  # (D,)
+        scale = (data - mean).pow(2).mean().sqrt()
+        if scale < _MIN_SCALE:
+            raise ValueError(f"all {latents.shape[0]} latents are identical (spread {float(scale):.2e}); the prior "
+                             "has nothing to learn: check the encoder that produced them")
+        self.mean.copy_(mean.float())
+        self.scale.copy_(scale.float())
+        return self
+
+    def normalize(self, z: Tensor) -> Tensor:
+        """Raw z (B, D) -> standardised (B, D)."""
+        return (z - self.mean) / self.scale
+
+    def denormalize(self, z: Tensor) -> Tensor:
+        """Standardised (B, D) -> raw z (B, D)."""
+        return z * self.scale + self.mean
+
+
+def latent_batches(latents: Tensor, batch_size: int, seed: int = 0, rank: int = 0,
+                   world_size: int = 1) -> Iterator[Tensor]:
+    """Endless batches (B, D) of this rank's rows ``latents[rank::world_size]``, reshuffled each epoch
+    with ``seed + epoch``; the last partial batch of an epoch is dropped unless it is the only one."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    rows = latents[rank::world_size]  # (N_r, D)
+    if rows.shape[0] == 0:
+        raise ValueError(f"rank {rank} of {world_size} gets no latents out of {latents.shape[0]}; use fewer workers")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    epoch = 0
+    while True:
+        order = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(seed + epoch))
+        full = max(1, rows.shape[0] // batch_size)
+        for index in range(full):
+            yield rows[order[index * batch_size:(index + 1) * batch_size]]  # (B, D)
+        epoch += 1
+
+
+@torch.no_grad()
+def encode_latents(encoder: nn.Module, batches: Iterable[TriplaneBatch],
+                   device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Subject ids (N,) and latents (N, D) of a finite stream of batches through a frozen ``encoder``
+    (e.g. the trained base's ``encoder_ema``); a subject seen twice is kept once."""
+    encoder = encoder.to(device).eval()
+    seen: dict[int, Tensor] = {}
+    for batch in batches:
+        z = encoder(batch.frontal.to(device)).float().cpu()  # (B, D)
+        for subject, latent in zip(batch.subject_ids.tolist(), z, strict=True):
+            seen.setdefault(int(subject), latent)
+    if not seen:
+        raise ValueError("encode_latents got no batches; pass one epoch of the training subjects")
+    ids = sorted(seen)
+    return torch.tensor(ids, dtype=torch.int64), torch.stack([seen[s] for s in ids])  # (N,), (N, D)
+
+
+class PriorStage:
+    """The prior stage: ``model`` (LatentMLP), ``ema`` and ``latent_norm`` (fitted on ``latents``)."""
+
+    name = "prior"
+
+    def __init__(self, cfg: RodinConfig, latents: Tensor, device: torch.device | str = "cpu", *,
+                 rank: int = 0) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.rank = rank
+        self.train_cfg = cfg.prior.train
+        self.mlp_cfg = latent_mlp_config_for(cfg)
+        self.diffusion_cfg = diffusion_config_for("prior", cfg)
+        self.diffusion = build_diffusion(self.diffusion_cfg)
+        self.latent_norm = LatentNormalizer(self.mlp_cfg.latent_dim).to(self.device).fit(latents)
+        self.model = seeded_init(self.train_cfg.seed, lambda: LatentMLP(self.mlp_cfg)).to(self.device)
+        broadcast_modules([self.model, self.latent_norm])
+        self.modules: dict[str, nn.Module] = {"model": self.model, "ema": EMA(self.model, self.train_cfg.ema_decay),
+                                              "latent_norm": self.latent_norm}
+        self.optimisation = Optimisation([self.model], [(self.model, self.modules["ema"])], self.train_cfg,
+                                         self.device)
+        self.optimizers = {"model": self.optimisation.optimizer}
+        self._forward = autocast_model(self.model, self.device, self.train_cfg.precision)
+
+    def config(self) -> dict[str, Any]:
+        """Stage name, RodinConfig, the MLP and diffusion configs (JSON-ready)."""
+        return stage_config(self.name, self.cfg)
+
+    def train_step(self, batch: Tensor, step: int) -> dict[str, float]:
+        """One AdamW step on raw latents (B, D); returns loss, mse, lr, grad_norm."""
+        if not isinstance(batch, Tensor) or batch.dim() != 2 or batch.shape[1] != self.mlp_cfg.latent_dim:
+            shown = tuple(batch.shape) if isinstance(batch, Tensor) else type(batch).__name__
+            raise ValueError(f"the prior stage trains on latents (B, {self.mlp_cfg.latent_dim}), got {shown}")
+        generator = step_generator(self.train_cfg.seed, self.rank, step, self.device)
+        self.model.train()
+        z0 = self.latent_norm.normalize(batch.to(self.device, torch.float32))  # (B, D)
+        t = torch.randint(0, self.diffusion.num_timesteps, (z0.shape[0],), generator=generator, device=self.device)
+        noise = torch.randn(z0.shape, generator=generator, device=self.device)  # (B, D)
+        terms = self.diffusion.training_losses(self._forward, z0, t, noise=noise)
+        loss = terms["loss"].mean()
+        update = self.optimisation.step(loss, step, terms, self.name)
+        return {"loss": loss.item(), "mse": terms["mse"].mean().item(), **update}

@@ -1,0 +1,164 @@
+"""Sampling the trained stages: base tri-planes, upsampled tri-planes, prior latents (paper §3.2-3.3, B.1, B.4).
+
+Each helper takes a trained network (usually a stage's EMA shadow, ``stage.modules["ema"]``, or a
+network rebuilt with :func:`~.stages.model_from_config` and loaded from a checkpoint), the
+:class:`~rodin_core.config.RodinConfig` it was trained with, and returns data in *raw* units: tri-planes
+the decoder reads (denormalised with the corpus statistics) and latents in the encoder's scale.
+
+- :func:`sample_base` (§3.2): rolled tri-planes at the base resolution, conditioned on z with
+  classifier-free guidance ε̂ = λ ε(y, z) + (1 − λ) ε(y) (Eq. 3), or unconditional with z = None.
+- :func:`sample_upsampler` (§3.3): full-resolution tri-planes from low-resolution ones (x_0 prediction).
+- :func:`sample_prior` (appendix B.4): latents z for unconditional generation.
+
+Sampling uses the stage's respacing (``sampling_steps``, paper: 100 steps): ``"ddimN"`` runs
+deterministic DDIM (η = 0), anything else the ancestral sampler. Every draw comes from ``generator``,
+so the same inputs and seed give the same output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rodin_core.config import RodinConfig
+from rodin_core.diffusion import (
+    DiffusionConfig,
+    DiffusionModel,
+    ancestral_sample,
+    build_diffusion,
+    classifier_free_guidance,
+    ddim_sample,
+)
+from rodin_core.training.prior import LatentNormalizer
+from rodin_core.training.stages import (
+    diffusion_config_for,
+    latent_mlp_config_for,
+    unet_config_for,
+)
+from rodin_core.training.stats import PlaneStats
+from rodin_core.triplane.rollout import roll_in, roll_out
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block, its previous mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def run_sampler(
+    diffusion_cfg: DiffusionConfig,
+    model: DiffusionModel,
+    shape: tuple[int, ...],
+    device: torch.device,
+    generator: torch.Generator | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """A sample of ``shape`` from the respaced process of ``diffusion_cfg`` (DDIM η = 0 for ``"ddimN"``)."""
+    diffusion = build_diffusion(diffusion_cfg, diffusion_cfg.sampling_steps)
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(f"the generator lives on {generator.device} but the model on {device}; "
+                         f"create it with torch.Generator(device={str(device)!r})")
+    kwargs: dict[str, Any] = {"generator": generator, "model_kwargs": model_kwargs, "progress": progress,
+                              "device": device}
+    if str(diffusion_cfg.sampling_steps).startswith("ddim"):
+        return ddim_sample(diffusion, model, shape, eta=0.0, **kwargs)
+    return ancestral_sample(diffusion, model, shape, **kwargs)
+
+
+def _device(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def sample_base(
+    model: nn.Module,
+    cfg: RodinConfig,
+    stats: PlaneStats,
+    z: Tensor | None = None,
+    *,
+    n: int | None = None,
+    generator: torch.Generator | None = None,
+    guidance_scale: float | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Raw tri-planes (n, 3, C, h, h) at the base resolution from the base U-Net.
+
+    ``z`` (n, D): conditional sampling with CFG scale ``guidance_scale`` (default ``base.guidance_scale``);
+    ``z=None``: unconditional (z = 0), ``n`` samples.
+    """
+    unet = unet_config_for("base", cfg)
+    if z is None:
+        if n is None or n < 1:
+            raise ValueError(f"unconditional base sampling needs n >= 1 (no z given), got n={n!r}")
+        count = n
+    else:
+        if z.dim() != 2 or z.shape[1] != unet.latent_dim or (n is not None and n != z.shape[0]):
+            raise ValueError(f"z must be (n, {unet.latent_dim}) with n={n}, got {tuple(z.shape)}")
+        count = z.shape[0]
+    device = _device(model)
+    scale = cfg.base.guidance_scale if guidance_scale is None else guidance_scale
+    size = unet.image_size
+    with evaluating(model):
+        if z is None:
+            denoiser: DiffusionModel = model
+            kwargs = None
+        else:
+            denoiser = classifier_free_guidance(model, scale)
+            kwargs = {"z": z.to(device, torch.float32)}
+        rolled = run_sampler(diffusion_config_for("base", cfg), denoiser, (count, unet.in_channels, size, 3 * size),
+                             device, generator, kwargs, progress)  # (n, C, h, 3h)
+    return stats.denormalize(roll_in(rolled))  # (n, 3, C, h, h)
+
+
+def sample_upsampler(
+    model: nn.Module,
+    cfg: RodinConfig,
+    stats: PlaneStats,
+    low_res: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Raw full-resolution tri-planes (n, 3, C, H, H) from raw low-resolution ones (n, 3, C, h, h)."""
+    unet = unet_config_for("upsampler", cfg)
+    h = cfg.triplane.rescale_min
+    if low_res.dim() != 5 or tuple(low_res.shape[1:]) != (3, unet.in_channels, h, h):
+        raise ValueError(f"low_res must be raw tri-planes (n, 3, {unet.in_channels}, {h}, {h}), got {tuple(low_res.shape)}")
+    device = _device(model)
+    condition = roll_out(stats.normalize(low_res.to(device, torch.float32)))  # (n, C, h, 3h)
+    size = unet.image_size
+    with evaluating(model):
+        rolled = run_sampler(diffusion_config_for("upsampler", cfg), model,
+                             (low_res.shape[0], unet.in_channels, size, 3 * size), device, generator,
+                             {"low_res": condition}, progress)  # (n, C, H, 3H)
+    return stats.denormalize(roll_in(rolled))  # (n, 3, C, H, H)
+
+
+def sample_prior(
+    model: nn.Module,
+    latent_norm: LatentNormalizer,
+    cfg: RodinConfig,
+    n: int,
+    *,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """Raw latents z (n, D) from the latent prior (appendix B.4), in the encoder's scale."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n!r}")
+    latent_dim = latent_mlp_config_for(cfg).latent_dim
+    device = _device(model)
+    with evaluating(model):
+        z = run_sampler(diffusion_config_for("prior", cfg), model, (n, latent_dim), device, generator,
+                        None, progress)  # (n, D)
+    return latent_norm.to(device).denormalize(z)  # (n, D)

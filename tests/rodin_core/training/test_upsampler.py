@@ -1,0 +1,101 @@
+"""The upsampler stage (paper §3.3, Eq. 4): x_0 prediction on a degraded condition plus rendered-patch perceptual loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rodin_core.rendering.renderer import render_rays
+from rodin_core.training.perceptual import PerceptualLoss
+from rodin_core.training.stages import build_stage, step_generator
+from rodin_core.training.upsampler import FOREGROUND_OPACITY, UpsamplerStage
+from rodin_core.triplane.rollout import roll_out
+
+from .test_stages import decoder_for, plane_stats, small_config, synthetic_batch
+
+
+@pytest.fixture(scope="module")
+def perceptual() -> PerceptualLoss:
+    return PerceptualLoss(backend="stlpips")
+
+
+def test_loss_decreases_on_a_fixed_batch():
+    cfg = small_config("upsampler.perceptual_weight=0", "upsampler.train.lr=3e-3")
+    stage = build_stage("upsampler", cfg, plane_stats(cfg))
+    batch = synthetic_batch(cfg, 4)
+    x0 = roll_out(stage.stats.normalize(batch.planes))  # (B, C, H, 3H)
+    t = torch.linspace(0, stage.diffusion.num_timesteps - 1, 4).long()
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    low_res = stage.condition(batch.planes, None)
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            stage.model.eval()
+            terms = stage.diffusion.training_losses(stage.model, x0, t, noise=noise, model_kwargs={"low_res": low_res})
+            return terms["loss"].mean().item()
+
+    before = fixed_loss()
+    for step in range(25):
+        metrics = stage.train_step(batch, step)
+    after = fixed_loss()
+    assert after < 0.5 * before, f"fixed-batch loss went from {before:.4f} to {after:.4f}"
+    assert set(metrics) == {"loss", "mse", "lr", "grad_norm"}
+
+
+def test_condition_is_low_resolution_and_degraded_only_in_training():
+    cfg = small_config("upsampler.perceptual_weight=0", "upsampler.aug_noise_std=0.5")
+    stage = build_stage("upsampler", cfg, plane_stats(cfg))
+    planes = synthetic_batch(cfg, 8).planes
+    clean = stage.condition(planes, None)
+    assert clean.shape == (8, 4, 8, 24)
+    assert torch.equal(stage.condition(planes, step_generator(0, 0, 0)), stage.condition(planes, step_generator(0, 0, 0)))
+    changed = (stage.condition(planes, step_generator(0, 0, 0)) - clean).flatten(1).abs().amax(dim=1) > 0
+    assert 0 < int(changed.sum())  # each degradation applies with probability 0.5 per sample
+
+
+def test_perceptual_patches_have_the_configured_size_and_train_only_the_triplane(perceptual):
+    cfg = small_config()
+    decoder = decoder_for(cfg)
+    stage = UpsamplerStage(cfg, plane_stats(cfg), decoder, perceptual=perceptual)
+    batch = synthetic_batch(cfg, 2)
+    predicted = (batch.planes + 0.3 * torch.randn_like(batch.planes)).requires_grad_(True)
+    pred_patches, target_patches = stage.renderer.patches(predicted, batch.planes, step_generator(0, 0, 0))
+    assert pred_patches.shape == target_patches.shape == (2, 3, 18, 18)
+    assert not target_patches.requires_grad
+    perceptual(pred_patches, target_patches).sum().backward()
+    assert predicted.grad is not None and predicted.grad.abs().sum() > 0
+    assert all(not p.requires_grad and p.grad is None for p in decoder.parameters())
+
+
+def test_training_step_with_the_perceptual_term(perceptual):
+    cfg = small_config("upsampler.perceptual_weight=2.0")
+    stage = UpsamplerStage(cfg, plane_stats(cfg), decoder_for(cfg), perceptual=perceptual)
+    metrics = stage.train_step(synthetic_batch(cfg, 2), 0)
+    assert metrics["perceptual"] > 0
+    assert metrics["loss"] == pytest.approx(metrics["mse"] + 2.0 * metrics["perceptual"], rel=1e-5)
+    assert set(stage.modules) == {"model", "ema"}
+
+
+def test_foreground_patches_are_centred_on_opaque_pixels(perceptual):
+    cfg = small_config("upsampler.face_patch_prob=1.0", "render.views=8")
+    stage = UpsamplerStage(cfg, plane_stats(cfg), decoder_for(cfg, density_bias=3.0), perceptual=perceptual)
+    renderer = stage.renderer
+    planes = synthetic_batch(cfg, 1).planes
+    half = renderer.patch_size // 2
+    for step in range(6):
+        view, top, left = renderer.choose_patch(planes, step_generator(0, 0, step))
+        origins, directions = renderer.view_rays(view)
+        centre = (slice(top + half, top + half + 1), slice(left + half, left + half + 1))
+        opacity = render_rays(planes, renderer.decoder, origins[centre].reshape(1, 3), directions[centre].reshape(1, 3),
+                              renderer.probe, renderer.background).opacity
+        assert opacity.item() > FOREGROUND_OPACITY
+
+
+def test_perceptual_setup_errors_are_clear(perceptual):
+    cfg = small_config()
+    with pytest.raises(ValueError, match="decoder="):
+        UpsamplerStage(cfg, plane_stats(cfg), None, perceptual=perceptual)
+    with pytest.raises(ValueError, match="patch_size=12"):
+        UpsamplerStage(small_config("upsampler.patch_size=12"), plane_stats(cfg), decoder_for(cfg), perceptual=perceptual)
+    with pytest.raises(ValueError, match="exceeds render.resolution"):
+        UpsamplerStage(small_config("upsampler.patch_size=40"), plane_stats(cfg), decoder_for(cfg), perceptual=perceptual)
