@@ -2,10 +2,12 @@
 
 The fitting stage has its own shards of ``fit.shard_size`` subjects over the committed renders
 subjects in id order. The first ``fit.shared_subjects`` subjects (phase A) fit the shared decoder
-and are cut into shards of their own, so every later shard (phase B) is fitted with the frozen
-decoder only. Store layout under the dataset root ``out`` (renders may live under another root)::
+and are cut into shards of their own; then every shard (phase B) is fitted with the frozen decoder,
+phase A's subjects starting from their phase A planes. Store layout under the dataset root ``out``
+(renders may live under another root)::
 
-    decoder/    one committed shard "decoder": decoder.safetensors + decoder.json
+    decoder/    one committed shard "decoder": decoder.safetensors + decoder.json, phase B's starting
+                planes (warm_start.safetensors, shared_planes.safetensors)
     triplanes/  shard-NNNNNN: planes.safetensors (float16, subject_<id>) + records.parquet
 
 A tri-plane shard is current when it holds the planned subjects and its config hash covers the
@@ -66,7 +68,9 @@ DECODER_SHARD = "decoder"
 PLANES_FILE, RECORDS_FILE = "planes.safetensors", "records.parquet"
 DECODER_WEIGHTS, DECODER_CONFIG = "decoder.safetensors", "decoder.json"
 DECODER_WARM_START = "warm_start.safetensors"
-"""Mean of phase A's planes, committed with the decoder: where every phase-B subject starts."""
+"""Mean of phase A's planes, committed with the decoder: where every other phase-B subject starts."""
+DECODER_SHARED_PLANES = "shared_planes.safetensors"
+"""Phase A's planes (float16, ``subject_<id>``), committed with the decoder: where phase B starts them."""
 PHASE_B_ONLY_FIELDS = ("steps", "target_psnr", "shard_size")
 """Fit settings phase A never reads: changing them keeps the committed decoder."""
 PROGRESS_LINES = 10
@@ -97,7 +101,8 @@ class FitPlan:
     """Phase A's subjects: the first ``fit.shared_subjects`` rendered subjects."""
     shards: list[list[int]]
     shared_shards: int
-    """Shards ``0 .. shared_shards - 1`` hold exactly the phase A subjects."""
+    """Shards ``0 .. shared_shards - 1`` hold exactly the phase A subjects (fitted in phase B like the
+    others, from their phase A planes)."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,14 @@ def load_committed_decoder(stage: StageStore, expected_sha256: str) -> TriplaneD
     return freeze_decoder(decoder_from_bytes(weights, config, source=f"{stage.uri}/{DECODER_SHARD}"))
 
 
+def load_shared_planes(stage: StageStore) -> dict[int, torch.Tensor]:
+    """Phase A's planes by subject id (float32 (3, C, H, W)), committed with the decoder ({} if absent)."""
+    manifest = stage.read_manifest(DECODER_SHARD)
+    if DECODER_SHARED_PLANES not in {f.name for f in manifest.files}:
+        return {}
+    return {s: p.float() for s, p in planes_from_safetensors(stage.read_bytes(DECODER_SHARD, DECODER_SHARED_PLANES)).items()}
+
+
 def load_warm_start(stage: StageStore) -> torch.Tensor | None:
     """Phase B's starting planes (3, C, H, W) committed with the decoder; None for a decoder without them."""
     manifest = stage.read_manifest(DECODER_SHARD)
@@ -307,13 +320,14 @@ def fit_shard_to_store(cfg: RodinConfig, renders: str, out: str, job: FitShardJo
     try:
         decoder = load_committed_decoder(store.stage(DECODER_STAGE), job.decoder_sha256)
         warm_start = load_warm_start(store.stage(DECODER_STAGE))
+        shared = load_shared_planes(store.stage(DECODER_STAGE))
         renders_stage = open_store(renders, storage_options).stage(RENDERS_STAGE)
         log.info("fitting %s: subjects %s, attempt %s", job.shard_id, job.subject_ids, writer.attempt_id)
         results = []
         for subject in iter_subjects(renders_stage, job.subject_ids, job.sources):
             label = f"{job.shard_id} subject {subject.subject_id}"
             result = fit_subject(subject, decoder, cfg.triplane, cfg.fit, progress=ProgressLog(label, cfg.fit.steps),
-                                 init=warm_start)
+                                 init=shared.get(subject.subject_id, warm_start))
             if result.error:
                 log.warning("%s failed: %s", label, result.error)
             else:
@@ -332,12 +346,13 @@ def fit_shard_to_store(cfg: RodinConfig, renders: str, out: str, job: FitShardJo
 
 
 def fit_shared_to_store(cfg: RodinConfig, renders: str, out: str, plan: FitPlan, digest: str,
-                        sources: dict[int, RenderSource], storage_options: dict | None = None
-                        ) -> tuple[str, list[FitShardReport]]:
-    """Phase A: fit the decoder on ``plan.shared_ids``, commit it, then commit their planes as shards.
+                        sources: dict[int, RenderSource], storage_options: dict | None = None) -> str:
+    """Phase A: fit the decoder on ``plan.shared_ids`` and commit it with their planes.
 
-    Returns the sha256 of the committed decoder weights and the reports of the phase A shards.
-    A failure is recorded under the decoder stage and raised again.
+    Their planes (``shared_planes.safetensors``) are not final: they were fitted against a decoder
+    that kept moving, so phase B refines them against the frozen decoder, starting from them, like
+    every other subject. Returns the sha256 of the committed decoder weights. A failure is recorded
+    under the decoder stage and raised again.
     """
     start = time.perf_counter()
     store = open_store(out, storage_options)
@@ -354,26 +369,13 @@ def fit_shared_to_store(cfg: RodinConfig, renders: str, out: str, plan: FitPlan,
         writer.write_bytes(DECODER_WEIGHTS, weights)
         writer.write_bytes(DECODER_CONFIG, config_json.encode("utf-8"))
         writer.write_bytes(DECODER_WARM_START, safetensors.torch.save({"planes": mean_planes(results).contiguous()}))
+        writer.write_bytes(DECODER_SHARED_PLANES, planes_to_safetensors(results))
         manifest = writer.commit(plan.shared_ids, digest, extra={"seconds": round(time.perf_counter() - start, 3)})
     except Exception as exc:
         stage.record_failure(DECODER_SHARD, writer.attempt_id, exc, {"subject_ids": plan.shared_ids,
                                                                      "config_hash": digest})
         raise
-    sha = manifest.file(DECODER_WEIGHTS).sha256
-    by_id = {r.subject_id: r for r in results}
-    reports = []
-    planes_stage = store.stage(TRIPLANES_STAGE)
-    for index in range(plan.shared_shards):
-        ids, shard_writer = plan.shards[index], planes_stage.begin(shard_id_for(index))
-        seconds = sum(by_id[s].seconds for s in ids)
-        try:
-            write_planes(shard_writer, [by_id[s] for s in ids], planes_hash(cfg, sha, ids, sources),
-                         {"phase": "A", "seconds": round(seconds, 3), "decoder_sha256": sha})
-        except Exception as exc:  # the decoder is committed: phase B fits this shard on the next run
-            planes_stage.record_failure(shard_id_for(index), shard_writer.attempt_id, exc, {"subject_ids": ids})
-            raise
-        reports.append(FitShardReport(shard_id_for(index), shard_writer.attempt_id, ids, seconds, False))
-    return sha, reports
+    return manifest.file(DECODER_WEIGHTS).sha256
 
 
 def records_of(stage: StageStore, shard_ids: list[str]) -> dict[str, list[dict]]:

@@ -2,9 +2,10 @@
 
 ``fit-triplanes`` reads the committed renders and plans fitting shards of ``fit.shard_size``
 subjects (:mod:`workflows.fit_data`). Phase A fits the shared MLP decoder jointly with the planes
-of the first ``fit.shared_subjects`` subjects and commits both (skipped when the decoder is
-committed for the same config); phase B fits every other shard against the frozen decoder, one
-``fit_shard`` task per shard (on Ray: 1 CPU and 1 torch thread per task, so one shard per core).
+of the first ``fit.shared_subjects`` subjects and commits both with the decoder (skipped when the
+decoder is committed for the same config); phase B fits every shard against the frozen decoder,
+phase A's subjects starting from their phase A planes, one ``fit_shard`` task per shard (on Ray:
+1 CPU and 1 torch thread per task, so one shard per core).
 Then it publishes a per-shard table, the held-out PSNR histogram and ground truth vs fitted
 held-out views as artifacts, also written under ``{out}/reports/``.
 
@@ -127,8 +128,8 @@ def plan_fitting(cfg: RodinConfig, renders: str, out: str, storage_options: dict
       task_run_name="fit-shared-decoder")
 def fit_shared_decoder_task(cfg: RodinConfig, renders: str, out: str, plan: FitPlan, digest: str,
                             sources: dict[int, RenderSource], threads: int,
-                            storage_options: dict | None) -> tuple[str, list[FitShardReport]]:
-    """Phase A with ``threads`` torch threads: fit and commit the decoder and phase A's planes."""
+                            storage_options: dict | None) -> str:
+    """Phase A with ``threads`` torch threads: fit and commit the decoder (with phase A's planes)."""
     with relay_logs(LOGGER), fit_data.torch_threads(threads):
         return fit_data.fit_shared_to_store(cfg, renders, out, plan, digest, sources, storage_options)
 
@@ -142,15 +143,13 @@ def fit_shard(cfg: RodinConfig, renders: str, out: str, job: FitShardJob, storag
 
 
 @task(cache_policy=NO_CACHE, tags=["rodin", "fit"])
-def find_pending_fit_shards(cfg: RodinConfig, out: str, setup: FitSetup, decoder_sha256: str, just_fitted: list[str],
+def find_pending_fit_shards(cfg: RodinConfig, out: str, setup: FitSetup, decoder_sha256: str,
                             storage_options: dict | None) -> tuple[list[FitShardJob], list[FitShardReport], list[str]]:
     """(jobs to fit, reports of current committed shards left alone, ids of stale shards not selected)."""
     stage = open_store(out, storage_options).stage(TRIPLANES_STAGE)
     pending, skipped, not_run = [], [], []
     for index, ids in enumerate(setup.plan.shards):
         shard_id = shard_id_for(index)
-        if shard_id in just_fitted:
-            continue
         digest = fit_data.planes_hash(cfg, decoder_sha256, ids, setup.sources)
         attempt = fit_data.committed_planes(stage, shard_id, ids, digest)
         wanted = attempt is None if setup.selected is None else index in setup.selected
@@ -164,7 +163,7 @@ def find_pending_fit_shards(cfg: RodinConfig, out: str, setup: FitSetup, decoder
 
 
 def ensure_decoder(cfg: RodinConfig, renders: str, out: str, setup: FitSetup, storage_options: dict | None,
-                   runner: TaskRunner) -> tuple[str, list[FitShardReport]]:
+                   runner: TaskRunner) -> str:
     """The committed decoder's sha256, running phase A on ``runner`` first when it is not committed.
 
     Phase A failing after its retries fails the flow: no shard can be fitted without the decoder
@@ -173,7 +172,7 @@ def ensure_decoder(cfg: RodinConfig, renders: str, out: str, setup: FitSetup, st
     logger = get_run_logger()
     if setup.decoder_sha256 is not None:
         logger.info("decoder committed for config %s: reused (phase A skipped)", setup.decoder_digest)
-        return setup.decoder_sha256, []
+        return setup.decoder_sha256
     threads = _largest_node_cpus(runner)
     logger.info("phase A: fitting the decoder on %d subjects with %d threads", len(setup.plan.shared_ids), threads)
     with remote_options(num_cpus=threads):
@@ -255,13 +254,11 @@ def fit_triplanes(
         if message:
             get_run_logger().info(message)
         make_importable_by_ray_workers(__name__, MODULE)
-        decoder_sha, shared = ensure_decoder(cfg, renders, out, setup, storage_options, runner)
-        pending, skipped, not_run = find_pending_fit_shards(cfg, out, setup, decoder_sha,
-                                                            [r.shard_id for r in shared], storage_options)
+        decoder_sha = ensure_decoder(cfg, renders, out, setup, storage_options, runner)
+        pending, skipped, not_run = find_pending_fit_shards(cfg, out, setup, decoder_sha, storage_options)
         get_run_logger().info("phase B: %d shards to fit, %d current, %d not selected", len(pending), len(skipped),
                               len(not_run))
         fitted, failed = fit_pending_shards(cfg, renders, out, pending, storage_options, runner)
-    fitted = [*shared, *fitted]
     summary = publish_reports(cfg, renders, out, storage_options, setup, decoder_sha, fitted, skipped, failed,
                               not_run, time.perf_counter() - start)
     if failed:
