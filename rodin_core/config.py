@@ -161,6 +161,10 @@ class FitConfig:
     """Grey level the RGBA renders are composited onto (and the field renders over)."""
     eval_every: int = 100
     """Steps between held-out PSNR evaluations (early stopping)."""
+    occupancy_resolution: int = 64
+    """Cells per side of the occupancy grid that skips empty space in phase B (0: query every point)."""
+    occupancy_every: int = 16
+    """Phase-B steps between refreshes of the occupancy grid from the current planes."""
     shard_size: int = 100
     """Subjects per fitting shard (the unit of work, retry and commit of phase B)."""
     seed: int = 0
@@ -168,13 +172,15 @@ class FitConfig:
 
     def validate(self) -> None:
         for name in ("shared_subjects", "shared_steps", "steps", "rays_per_step", "coarse_samples",
-                     "eval_every", "shard_size"):
+                     "eval_every", "shard_size", "occupancy_every"):
             _check_range(f"fit.{name}", getattr(self, name), low=1)
-        for name in ("holdout_views", "fine_samples", "seed"):
+        for name in ("holdout_views", "fine_samples", "seed", "occupancy_resolution"):
             _check_range(f"fit.{name}", getattr(self, name), low=0)
         for name in ("lr_planes", "lr_decoder", "sparsity_weight", "tv_weight", "distortion_weight"):
             _check_range(f"fit.{name}", getattr(self, name), low=0.0)
         _check_range("fit.target_psnr", self.target_psnr, low=0.0, high=100.0)
+        if self.occupancy_resolution == 1:
+            raise ConfigError("fit.occupancy_resolution=1 is not a grid; use 0 (off) or >= 2 cells per side")
         _check_range("fit.rescale_prob", self.rescale_prob, low=0.0, high=1.0)
         _check_range("fit.background", self.background, low=0.0, high=1.0)
 
@@ -413,18 +419,18 @@ def preset_config(name: str) -> RodinConfig:
         return RodinConfig(
             preset="tiny",
             corpus=CorpusConfig(subjects=16, shard_size=4),
-            render=RenderConfig(views=32, resolution=64, samples=8, max_bounces=3, timeout_s=900.0),
-            triplane=TriplaneConfig(channels=8, resolution=32, rescale_min=16, decoder_hidden=64),
-            fit=FitConfig(shared_subjects=4, shared_steps=1500, steps=500, target_psnr=28.0, holdout_views=4,
-                          rays_per_step=1024, coarse_samples=16, fine_samples=16, lr_planes=0.1, lr_decoder=0.003,
-                          eval_every=50, shard_size=4),
+            render=RenderConfig(views=64, resolution=64, samples=8, max_bounces=3, timeout_s=900.0),
+            triplane=TriplaneConfig(channels=8, resolution=64, rescale_min=32, decoder_hidden=64, feature_frequencies=0),
+            fit=FitConfig(shared_subjects=4, shared_steps=2000, steps=800, target_psnr=28.5, holdout_views=4,
+                          rays_per_step=2048, coarse_samples=16, fine_samples=16, lr_planes=0.1, lr_decoder=0.003,
+                          eval_every=50, shard_size=4, occupancy_resolution=32),
             encoder=EncoderConfig(kind="learned", image_size=64, learned_channels=16),
-            base=BaseStageConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-                                 aware_resolutions=(16,), num_head_channels=32, dropout=0.0, sampling_steps="50",
+            base=BaseStageConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(16,),
+                                 aware_resolutions=(32,), num_head_channels=32, dropout=0.0, sampling_steps="50",
                                  train=TrainConfig(steps=600, batch_size=8, lr=2e-4, ema_decay=0.99,
                                                    checkpoint_every=200, log_every=20)),
             upsampler=UpsamplerStageConfig(model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-                                           attention_resolutions=(), aware_resolutions=(32,), num_head_channels=16,
+                                           attention_resolutions=(), aware_resolutions=(64,), num_head_channels=16,
                                            dropout=0.0, sampling_steps="20", patch_size=28,
                                            train=TrainConfig(steps=400, batch_size=4, lr=2e-4, ema_decay=0.99,
                                                              checkpoint_every=200, log_every=20)),

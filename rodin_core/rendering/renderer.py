@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from rodin_core.rendering.compositing import RenderOutput, composite
+from rodin_core.rendering.occupancy import OccupancyGrid
 from rodin_core.rendering.rays import camera_rays, ray_box_intersect
 from rodin_core.rendering.sampling import importance_samples, stratified_samples
 from rodin_core.triplane.field import TriplaneDecoder, query_field
@@ -39,6 +40,8 @@ class RenderSettings:
     """Jitter stratified edges and importance uniforms (training); :func:`render_image` turns it off."""
     chunk: int = 8192
     """Rays per forward pass in :func:`render_image`."""
+    occupancy: OccupancyGrid | None = None
+    """Empty-space skipping: the field is queried only at points in occupied cells (None: everywhere)."""
 
     def __post_init__(self) -> None:
         if self.coarse_samples < 1:
@@ -53,18 +56,25 @@ class RenderSettings:
 
 def _render_intervals(
     planes: Tensor, decoder: TriplaneDecoder, origins: Tensor, directions: Tensor, t_edges: Tensor,
-    background: Tensor | float,
+    background: Tensor | float, occupancy: OccupancyGrid | None = None,
 ) -> RenderOutput:
-    """Query the field at the interval midpoints of R rays and composite them."""
+    """Query the field at the interval midpoints of R rays and composite them.
+
+    With an occupancy grid only the points in occupied cells are queried; the others get density 0.
+    """
     rays, intervals = t_edges.shape[0], t_edges.shape[1] - 1
     mids = 0.5 * (t_edges[:, 1:] + t_edges[:, :-1])  # (R, S)
-    points = origins[:, None, :] + directions[:, None, :] * mids[..., None]  # (R, S, 3)
-    dirs = directions[:, None, :].expand(rays, intervals, 3)  # (R, S, 3)
-    sigma, rgb = query_field(planes, decoder, points.reshape(1, rays * intervals, 3),
-                             dirs.reshape(1, rays * intervals, 3))  # (1, R*S), (1, R*S, 3)
-    sigma = sigma.reshape(rays, intervals)  # (R, S)
-    rgb = rgb.reshape(rays, intervals, 3)  # (R, S, 3)
-    return composite(sigma, rgb, t_edges, background)
+    points = (origins[:, None, :] + directions[:, None, :] * mids[..., None]).reshape(rays * intervals, 3)  # (R*S, 3)
+    dirs = directions[:, None, :].expand(rays, intervals, 3).reshape(rays * intervals, 3)  # (R*S, 3)
+    if occupancy is None:
+        sigma, rgb = query_field(planes, decoder, points[None], dirs[None])  # (1, R*S), (1, R*S, 3)
+        sigma, rgb = sigma[0], rgb[0]
+    else:
+        keep = occupancy.query(points).nonzero().squeeze(1)  # (K,) indices of points in occupied cells
+        kept_sigma, kept_rgb = query_field(planes, decoder, points[keep][None], dirs[keep][None])  # (1, K), (1, K, 3)
+        sigma = points.new_zeros(rays * intervals).index_copy(0, keep, kept_sigma[0])  # (R*S,)
+        rgb = points.new_zeros(rays * intervals, 3).index_copy(0, keep, kept_rgb[0])  # (R*S, 3)
+    return composite(sigma.reshape(rays, intervals), rgb.reshape(rays, intervals, 3), t_edges, background)
 
 
 def render_rays(
@@ -89,10 +99,11 @@ def render_rays(
     t_edges = stratified_samples(near, far, settings.coarse_samples, generator, settings.perturb)  # (R, Sc+1)
     if settings.fine_samples > 0:
         with torch.no_grad():
-            coarse = _render_intervals(planes, decoder, origins, directions, t_edges, background)
+            coarse = _render_intervals(planes, decoder, origins, directions, t_edges, background,
+                                       settings.occupancy)
         t_edges = importance_samples(t_edges, coarse.weights, settings.fine_samples, generator,
                                      settings.perturb)  # (R, Sc+Sf+1)
-    return _render_intervals(planes, decoder, origins, directions, t_edges, background)
+    return _render_intervals(planes, decoder, origins, directions, t_edges, background, settings.occupancy)
 
 
 @torch.no_grad()

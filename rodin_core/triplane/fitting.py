@@ -29,10 +29,11 @@ import torch.nn.functional as F
 
 from rodin_core.config import FitConfig, TriplaneConfig
 from rodin_core.metrics import psnr
+from rodin_core.rendering.occupancy import OccupancyGrid
 from rodin_core.rendering.rays import camera_rays
 from rodin_core.rendering.regularisers import density_l1, distortion_loss, plane_tv
 from rodin_core.rendering.renderer import RenderSettings, render_image, render_rays
-from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
+from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder, query_field
 from rodin_core.triplane.rescale import random_rescale, rescale_planes
 from rodin_core.triplane.subject import SubjectViews, split_views
 
@@ -120,20 +121,31 @@ class _RayPool:
         return self.origins[pick], self.dirs[pick], self.targets[pick]
 
 
-def _settings(fit_cfg: FitConfig, perturb: bool) -> RenderSettings:
+def _settings(fit_cfg: FitConfig, perturb: bool, occupancy: OccupancyGrid | None = None) -> RenderSettings:
     return RenderSettings(coarse_samples=fit_cfg.coarse_samples, fine_samples=fit_cfg.fine_samples,
-                          bound=1.0, perturb=perturb)
+                          bound=1.0, perturb=perturb, occupancy=occupancy)
+
+
+def field_density(planes: torch.Tensor, decoder: TriplaneDecoder) -> Callable[[torch.Tensor], torch.Tensor]:
+    """points (N, 3) -> density (N,) of planes (3, C, H, W) under ``decoder`` (for the occupancy grid)."""
+
+    def density(points: torch.Tensor) -> torch.Tensor:
+        up = torch.zeros_like(points)
+        up[:, 2] = 1.0  # density does not depend on the viewing direction
+        return query_field(planes.unsqueeze(0), decoder, points.unsqueeze(0), up.unsqueeze(0))[0][0]
+
+    return density
 
 
 def _step_loss(planes: torch.Tensor, decoder: TriplaneDecoder, pool: _RayPool, tri_cfg: TriplaneConfig,
-               fit_cfg: FitConfig, generator: torch.Generator) -> torch.Tensor:
+               fit_cfg: FitConfig, generator: torch.Generator, occupancy: OccupancyGrid | None = None) -> torch.Tensor:
     """Eq. 1 rendering loss of one random ray batch: MSE + sparse, smooth and compact regularisers."""
     batch = planes.unsqueeze(0)  # (1, 3, C, H, W)
     rendered = batch
     if fit_cfg.rescale_prob > 0 and torch.rand((), generator=generator).item() < fit_cfg.rescale_prob:
         rendered = random_rescale(batch, tri_cfg.rescale_min, generator)
     origins, dirs, target = pool.sample(fit_cfg.rays_per_step, generator)
-    out = render_rays(rendered, decoder, origins, dirs, _settings(fit_cfg, perturb=True), fit_cfg.background,
+    out = render_rays(rendered, decoder, origins, dirs, _settings(fit_cfg, True, occupancy), fit_cfg.background,
                       generator=generator)
     loss = F.mse_loss(out.rgb, target)
     if fit_cfg.sparsity_weight > 0:
@@ -147,11 +159,13 @@ def _step_loss(planes: torch.Tensor, decoder: TriplaneDecoder, pool: _RayPool, t
 
 @torch.no_grad()
 def evaluate_psnr(planes: torch.Tensor, decoder: TriplaneDecoder, subject: SubjectViews, view_indices: list[int],
-                  tri_cfg: TriplaneConfig, fit_cfg: FitConfig, plane_size: int | None = None) -> float:
+                  tri_cfg: TriplaneConfig, fit_cfg: FitConfig, plane_size: int | None = None,
+                  occupancy: OccupancyGrid | None = None) -> float:
     """Mean PSNR (dB) of full renders of ``view_indices`` against the subject's composited images.
 
     ``planes`` (3, C, H, W) are rendered as they are, or after ``rescale_planes(planes, plane_size)``
     (the Fig. 3 check of how a low-resolution tri-plane renders). Deterministic (no jitter).
+    ``occupancy`` skips empty space as in training (early-stopping checks); None renders exactly.
     """
     if not view_indices:
         raise ValueError(f"subject {subject.subject_id}: no views to evaluate; pass at least one view index")
@@ -161,7 +175,7 @@ def evaluate_psnr(planes: torch.Tensor, decoder: TriplaneDecoder, subject: Subje
     if plane_size is not None:
         batch = rescale_planes(batch, plane_size)
     targets = subject.target_rgb(fit_cfg.background)  # (V, H, W, 3)
-    settings = _settings(fit_cfg, perturb=False)
+    settings = _settings(fit_cfg, False, occupancy)
     scores = []
     for view in view_indices:
         rgb, _ = render_image(batch, decoder, subject.c2w[view], subject.intrinsics[view], subject.height,
@@ -197,7 +211,10 @@ def fit_subject(subject: SubjectViews, decoder: TriplaneDecoder, tri_cfg: Tripla
     """Phase B: fit one subject's planes with the decoder frozen; stop at ``fit.target_psnr`` held out.
 
     ``decoder`` must be frozen (:func:`freeze_decoder`). ``init`` (3, C, H, W) warm-starts the
-    planes (default: random, seeded by ``fit.seed`` and the subject id). NaN/inf losses and bad
+    planes (default: random, seeded by ``fit.seed`` and the subject id). With
+    ``fit.occupancy_resolution`` > 0 the field is queried only in the cells of an occupancy grid
+    refreshed from the planes every ``fit.occupancy_every`` steps (empty-space skipping); the
+    returned held-out PSNR is then measured again without it. NaN/inf losses and bad
     data end in a :class:`FitResult` whose ``error`` says what happened.
     """
     if decoder.training or any(p.requires_grad for p in decoder.parameters()):
@@ -221,18 +238,25 @@ def fit_subject(subject: SubjectViews, decoder: TriplaneDecoder, tri_cfg: Tripla
     gamma = FINAL_LR_FRACTION ** (1.0 / max(fit_cfg.steps, 1))
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma)
 
+    occupancy = (OccupancyGrid(fit_cfg.occupancy_resolution) if fit_cfg.occupancy_resolution > 0 else None)
+
+    def refresh_occupancy() -> None:
+        if occupancy is not None:
+            occupancy.update(field_density(planes.detach(), decoder))
+
     def evaluate(step: int) -> float:
-        score = evaluate_psnr(planes.detach(), decoder, subject, eval_idx, tri_cfg, fit_cfg)
+        score = evaluate_psnr(planes.detach(), decoder, subject, eval_idx, tri_cfg, fit_cfg, occupancy=occupancy)
         curve.append((step, score))
         return score
 
     curve: list[tuple[int, float]] = []
+    refresh_occupancy()
     best_planes, best = planes.detach().clone(), evaluate(0)
     step, error, last = 0, None, None
     if not math.isfinite(best):
         error = f"subject {subject.subject_id}: held-out PSNR of the initial planes is {best} (decoder output not finite)"
     while error is None and step < fit_cfg.steps and best < fit_cfg.target_psnr:
-        loss = _step_loss(planes, decoder, pool, tri_cfg, fit_cfg, generator)
+        loss = _step_loss(planes, decoder, pool, tri_cfg, fit_cfg, generator, occupancy)
         if not torch.isfinite(loss):
             error = f"subject {subject.subject_id}: non-finite loss {loss.item()} at step {step + 1}"
             break
@@ -242,6 +266,8 @@ def fit_subject(subject: SubjectViews, decoder: TriplaneDecoder, tri_cfg: Tripla
         scheduler.step()
         step += 1
         last = None
+        if step % fit_cfg.occupancy_every == 0:
+            refresh_occupancy()
         if step % fit_cfg.eval_every == 0 or step == fit_cfg.steps:
             last = evaluate(step)
             if not math.isfinite(last):
@@ -251,6 +277,8 @@ def fit_subject(subject: SubjectViews, decoder: TriplaneDecoder, tri_cfg: Tripla
                 best, best_planes = last, planes.detach().clone()
         if progress is not None:
             progress(step, loss.item(), last)
+    if error is None and occupancy is not None and held_idx:  # report the exact render, not the skipping one
+        best = evaluate_psnr(best_planes, decoder, subject, held_idx, tri_cfg, fit_cfg)
     psnr_train = math.nan if error else evaluate_psnr(best_planes, decoder, subject, _train_views(train_idx),
                                                       tri_cfg, fit_cfg)
     return FitResult(subject.subject_id, best_planes, best if held_idx else math.nan, psnr_train, step,
