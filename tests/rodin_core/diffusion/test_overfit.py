@@ -87,6 +87,7 @@ def test_unet_memorises_four_triplanes():
         f"loss {first:.4f} -> {last:.4f}; nearest-neighbour MSE of samples {sample_distance.tolist()}, "
         f"of random tri-planes mean {random_distance.mean():.4f}, data variance {data.var():.4f}"
     )
+    print(summary)  # shown with `pytest -s`
     assert sample_distance.mean() < 0.25 * random_distance.mean(), summary
     assert sample_distance.mean() < 0.25 * data.var(), summary
     assert sample_distance.max() < 0.5 * data.var(), summary
