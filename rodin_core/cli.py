@@ -3,6 +3,8 @@
     rodin render --preset tiny --subjects 8 --out data/tiny      # render-avatars flow (§4.1)
     rodin fit --preset tiny --renders data/tiny                   # fit-triplanes flow (appendix B.2)
     rodin fit --preset tiny --renders data/tiny --shards 3        # re-fit fitting shard 3 only
+    rodin train base --preset tiny --out data/tiny                # train-base flow on Ray Train (§3.2)
+    rodin train all --preset tiny --out data/tiny                 # base + upsampler, then the latent prior
     rodin config --preset small --set render.views=50            # print the resolved config
     rodin status --out data/tiny                                  # committed shards and failures
     rodin contact-sheet --out data/tiny --dest sheet.png          # frontal views of the corpus
@@ -20,6 +22,10 @@ import sys
 from collections.abc import Sequence
 
 from rodin_core.config import PRESETS, ConfigError, load_config
+
+TRAIN_FLOWS = {"base": "train_base", "upsampler": "train_upsampler", "prior": "train_latent_prior",
+               "all": "train_all"}
+"""``rodin train`` stage -> flow function of ``workflows.train_flows``."""
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="re-fit only shards with a failed subject or a failed, uncommitted attempt")
     _add_run_args(fit)
 
+    train = sub.add_parser("train", help="train a diffusion stage on the fitted tri-planes (train-* flows, Ray Train)")
+    train.add_argument("stage", choices=TRAIN_FLOWS, help="base (§3.2), upsampler (§3.3), prior (B.4) or all three")
+    _add_config_args(train)
+    train.add_argument("--out", required=True, help="dataset root URI holding the committed tri-planes and decoder")
+    train.add_argument("--renders", default=None, help="dataset root URI of the renders (default: --out)")
+    train.add_argument("--steps", type=int, help="optimisation steps of the stage (<stage>.train.steps)")
+    train.add_argument("--workers", type=int, help="Ray Train workers of the stage (<stage>.train.workers)")
+    train.add_argument("--cpus-per-worker", type=int,
+                       help="CPUs and torch threads per worker (default: the largest Ray node's CPUs / workers)")
+    train.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
+    train.add_argument("--fresh", action="store_true",
+                       help="start a new run from scratch instead of resuming the stage's last checkpoint")
+    train.add_argument("--run-name", help="Ray Train run name (default: the stage name; not with 'all')")
+
     show = sub.add_parser("config", help="print the resolved config as JSON")
     _add_config_args(show)
 
@@ -92,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _render(args)
         if args.command == "fit":
             return _fit(args)
+        if args.command == "train":
+            return _train(args)
         if args.command == "contact-sheet":
             return _contact_sheet(args)
     except ConfigError as err:
@@ -120,6 +142,26 @@ def _fit(args: argparse.Namespace) -> int:
     return _run_flow(args, "workflows.fit_triplanes", "fit_triplanes", renders=args.renders, out=args.out,
                      shared_subjects=args.shared_subjects, steps=args.steps, target_psnr=args.target_psnr,
                      shards=args.shards, only_failed=args.only_failed)
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Run the ``train-*`` flow of ``args.stage`` and print its summary."""
+    if args.stage == "all" and args.run_name:
+        print("rodin: --run-name names one stage's run; train the stages one by one to name them", file=sys.stderr)
+        return 2
+    load_config(args.preset, args.config_file, args.overrides)  # fail fast, before starting Prefect
+    flows = importlib.import_module("workflows.train_flows")
+    parameters = {} if args.stage == "all" else {"run_name": args.run_name}
+    try:
+        summary = getattr(flows, TRAIN_FLOWS[args.stage])(
+            out=args.out, renders=args.renders, preset=args.preset, config_file=args.config_file,
+            overrides=args.overrides, steps=args.steps, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+            ray_address=args.ray_address, resume=not args.fresh, **parameters)
+    except flows.TRAINING_ERRORS as err:
+        print(f"rodin: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
 
 
 def _status(out: str, stage_name: str) -> int:

@@ -23,23 +23,36 @@ class _RunLoggerRelay(logging.Handler):
             self.run_logger.log(record.levelno, "%s", record.getMessage())
 
 
+_LOCK = threading.Lock()
+_ACTIVE: dict[str, tuple[int, int, bool]] = {}
+"""logger name -> (relays open on it, its level and propagate flag before the first one opened)."""
+
+
 @contextmanager
 def relay_logs(logger_name: str, level: int = logging.INFO) -> Iterator[None]:
     """While the block runs, records of ``logger_name`` from this thread go to the run's log.
 
     They stop propagating meanwhile: the run logger prints them already, so a root handler (a Ray
-    worker installs one) would print them twice.
+    worker installs one) would print them twice. Relays of tasks running side by side in threads
+    share the logger: the last one to close restores its level and propagation.
     """
     source = logging.getLogger(logger_name)
     handler = _RunLoggerRelay(get_run_logger(), level)
-    previous, propagate = source.level, source.propagate
-    source.addHandler(handler)
-    source.propagate = False
-    if source.getEffectiveLevel() > level:
-        source.setLevel(level)
+    with _LOCK:
+        count, previous, propagate = _ACTIVE.get(logger_name, (0, source.level, source.propagate))
+        _ACTIVE[logger_name] = (count + 1, previous, propagate)
+        source.addHandler(handler)
+        source.propagate = False
+        if source.getEffectiveLevel() > level:
+            source.setLevel(level)
     try:
         yield
     finally:
-        source.removeHandler(handler)
-        source.setLevel(previous)
-        source.propagate = propagate
+        with _LOCK:
+            source.removeHandler(handler)
+            count, previous, propagate = _ACTIVE.pop(logger_name)
+            if count > 1:
+                _ACTIVE[logger_name] = (count - 1, previous, propagate)
+            else:
+                source.setLevel(previous)
+                source.propagate = propagate

@@ -4,7 +4,7 @@ The stage objects and the training loop live in the sibling modules ``stages``, 
 ``upsampler``, ``prior`` and ``loop``; import them from there.
 """
 
-from rodin_core.training.augment import base_planes, degrade_condition
+from rodin_core.training.augment import degrade_condition
 from rodin_core.training.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -36,7 +36,7 @@ from rodin_core.training.stats import (
 
 __all__ = [
     "EMA", "Checkpoint", "CheckpointError", "CheckpointMismatchError", "DatasetError", "PlaneStats",
-    "PlaneStatsError", "TriplaneBatch", "TriplaneDataset", "TriplaneSample", "base_planes", "checkpoint_files",
+    "PlaneStatsError", "TriplaneBatch", "TriplaneDataset", "TriplaneSample", "checkpoint_files",
     "checkpoint_from_files", "collate_samples", "compute_plane_stats", "degrade_condition", "download_checkpoint",
     "iter_planes", "load_checkpoint", "read_plane_stats", "save_checkpoint", "subject_ids", "upload_checkpoint",
     "write_plane_stats",

@@ -1,8 +1,8 @@
 """Multi-resolution tri-planes and the upsampler's condition augmentation (paper §3.3, appendix B.1).
 
 The base model generates tri-planes at the lowest resolution (``triplane.rescale_min``, 64 in the
-paper); :func:`base_planes` produces its training targets by antialiased bilinear down-sampling,
-the convention of :func:`rodin_core.triplane.rescale.rescale_planes`. The upsampler is conditioned
+paper), produced for training by :func:`rodin_core.triplane.rescale.downsample_planes`, the
+antialiased down-sampling of the fitting stage's random rescaling. The upsampler is conditioned
 on a low-resolution tri-plane; to close the gap between ground-truth low-resolution planes (seen in
 training) and the base model's samples (seen at inference), §3.3 degrades the condition with "a
 random combination of random downsampling, Gaussian blurring and Gaussian noises"
@@ -22,21 +22,6 @@ from rodin_core.triplane.rescale import rescale_planes
 
 DEGRADATIONS = ("downscale", "blur", "noise")
 """The operations of :func:`degrade_condition`, applied in this order."""
-
-
-def base_planes(planes: Tensor, size: int) -> Tensor:
-    """Planes (B, 3, C, H, W) down-sampled (antialiased bilinear) to (B, 3, C, size, size)."""
-    if planes.dim() != 5 or planes.shape[1] != 3:
-        raise ValueError(f"planes must be (B, 3, C, H, W), got shape {tuple(planes.shape)}")
-    batch, _, channels, height, width = planes.shape
-    if not 1 <= size <= min(height, width):
-        raise ValueError(f"base size must be in [1, {min(height, width)}] for planes {height}x{width}, got {size}; "
-                         "set triplane.rescale_min to at most triplane.resolution")
-    if size == height == width:
-        return planes
-    flat = planes.reshape(batch * 3, channels, height, width)  # (B*3, C, H, W)
-    low = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return low.reshape(batch, 3, channels, size, size)  # (B, 3, C, size, size)
 
 
 def gaussian_blur(planes: Tensor, sigma: float) -> Tensor:

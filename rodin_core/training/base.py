@@ -27,7 +27,6 @@ from rodin_core.config import RodinConfig
 from rodin_core.diffusion import build_diffusion
 from rodin_core.encoders import build_encoder
 from rodin_core.networks import TriplaneUNet
-from rodin_core.training.augment import base_planes
 from rodin_core.training.dataset import TriplaneBatch
 from rodin_core.training.ema import EMA
 from rodin_core.training.stages import (
@@ -41,6 +40,7 @@ from rodin_core.training.stages import (
     unet_config_for,
 )
 from rodin_core.training.stats import PlaneStats
+from rodin_core.triplane.rescale import downsample_planes
 from rodin_core.triplane.rollout import roll_out
 
 
@@ -95,7 +95,7 @@ class BaseStage:
 
     def targets(self, planes: Tensor) -> Tensor:
         """Raw planes (B, 3, C, H, W) -> the diffusion data x_0, rolled at the base resolution (B, C, h, 3h)."""
-        low = base_planes(self.stats.normalize(planes), self.cfg.triplane.rescale_min)  # (B, 3, C, h, h)
+        low = downsample_planes(self.stats.normalize(planes), self.cfg.triplane.rescale_min)  # (B, 3, C, h, h)
         return roll_out(low)  # (B, C, h, 3h)
 
     def encode(self, frontal: Tensor, subject_ids: Tensor | None = None) -> Tensor:

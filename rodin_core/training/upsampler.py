@@ -34,7 +34,7 @@ from rodin_core.diffusion import build_diffusion
 from rodin_core.networks import TriplaneUNet
 from rodin_core.rendering.rays import camera_rays
 from rodin_core.rendering.renderer import RenderSettings, render_rays
-from rodin_core.training.augment import base_planes, degrade_condition
+from rodin_core.training.augment import degrade_condition
 from rodin_core.training.dataset import TriplaneBatch
 from rodin_core.training.ema import EMA
 from rodin_core.training.perceptual import PerceptualLoss, minimum_patch_size
@@ -50,6 +50,7 @@ from rodin_core.training.stages import (
 )
 from rodin_core.training.stats import PlaneStats
 from rodin_core.triplane.field import TriplaneDecoder
+from rodin_core.triplane.rescale import downsample_planes
 from rodin_core.triplane.rollout import roll_in, roll_out
 
 FOREGROUND_OPACITY = 0.5
@@ -182,7 +183,7 @@ class UpsamplerStage:
     def condition(self, planes: Tensor, generator: torch.Generator | None) -> Tensor:
         """Raw planes (B, 3, C, H, W) -> rolled low-resolution condition (B, C, h, 3h), degraded when a
         generator is given (training) and clean otherwise."""
-        low = base_planes(self.stats.normalize(planes), self.cfg.triplane.rescale_min)  # (B, 3, C, h, h)
+        low = downsample_planes(self.stats.normalize(planes), self.cfg.triplane.rescale_min)  # (B, 3, C, h, h)
         if generator is not None:
             low = degrade_condition(low, generator, self.cfg.upsampler.aug_blur_sigma, self.cfg.upsampler.aug_noise_std)
         return roll_out(low)  # (B, C, h, 3h)

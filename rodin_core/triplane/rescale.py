@@ -15,6 +15,25 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def downsample_planes(planes: Tensor, size: int) -> Tensor:
+    """Planes (B, 3, C, H, W) down-sampled (antialiased bilinear) to (B, 3, C, size, size).
+
+    The low-resolution tri-plane of the hierarchical diffusion (base model targets, upsampler
+    conditions) and the first half of :func:`rescale_planes`.
+    """
+    if planes.dim() != 5 or planes.shape[1] != 3:
+        raise ValueError(f"planes must be (B, 3, C, H, W), got shape {tuple(planes.shape)}")
+    batch, _, channels, height, width = planes.shape
+    if not 1 <= size <= min(height, width):
+        raise ValueError(f"plane size must be in [1, {min(height, width)}] for planes {height}x{width}, got {size}; "
+                         "the low resolution (triplane.rescale_min) cannot exceed triplane.resolution")
+    if size == height == width:
+        return planes
+    flat = planes.reshape(batch * 3, channels, height, width)  # (B*3, C, H, W)
+    low = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return low.reshape(batch, 3, channels, size, size)  # (B, 3, C, size, size)
+
+
 def rescale_planes(planes: Tensor, size: int) -> Tensor:
     """Down-sample planes (B, 3, C, H, W) to size x size (antialiased) and back up to H x W, bilinearly.
 
@@ -23,12 +42,9 @@ def rescale_planes(planes: Tensor, size: int) -> Tensor:
     if planes.dim() != 5 or planes.shape[1] != 3:
         raise ValueError(f"planes must be (B, 3, C, H, W), got shape {tuple(planes.shape)}")
     batch, _, channels, height, width = planes.shape
-    if not 1 <= size <= min(height, width):
-        raise ValueError(f"rescale size must be in [1, {min(height, width)}] for planes {height}x{width}, got {size}")
     if size == height == width:
         return planes
-    flat = planes.reshape(batch * 3, channels, height, width)  # (B*3, C, H, W)
-    low = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    low = downsample_planes(planes, size).flatten(0, 1)  # (B*3, C, size, size)
     back = F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)
     return back.reshape(batch, 3, channels, height, width)  # (B, 3, C, H, W)
 

@@ -7,13 +7,13 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from render.anatomy import Anatomy, anatomy_for  # noqa: E402
-from render.avatar.accessories import build_accessory  # noqa: E402
+from render.anatomy import Anatomy, anatomy_for
+from render.avatar.accessories import build_accessory
 from render.avatar.assets import import_asset
-from render.avatar.clothing import build_clothing  # noqa: E402
-from render.avatar.geometry import mesh_object, object_points, tube_mesh  # noqa: E402
-from render.avatar.hair import build_hair  # noqa: E402
-from render.recipe import (  # noqa: E402
+from render.avatar.clothing import build_clothing
+from render.avatar.geometry import mesh_object, object_points, tube_mesh
+from render.avatar.hair import build_hair
+from render.recipe import (
     ACCESSORY_STYLES,
     GARMENTS,
     HAIRSTYLES,

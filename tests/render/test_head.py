@@ -10,12 +10,12 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from render.anatomy import anatomy_for  # noqa: E402
-from render.avatar.facial_hair import build_facial_hair  # noqa: E402
-from render.avatar.geometry import vertex_normals  # noqa: E402
-from render.avatar.head import build_head, head_surface  # noqa: E402
-from render.blender_scene import reset_scene  # noqa: E402
-from render.recipe import (  # noqa: E402
+from render.anatomy import anatomy_for
+from render.avatar.facial_hair import build_facial_hair
+from render.avatar.geometry import vertex_normals
+from render.avatar.head import build_head, head_surface
+from render.blender_scene import reset_scene
+from render.recipe import (
     EXPRESSIONS,
     FACIAL_HAIR,
     SHAPE_KEYS,

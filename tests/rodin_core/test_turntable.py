@@ -13,7 +13,13 @@ from rodin_core.cameras import make_rig, project_points
 from rodin_core.imaging import LABEL_HEIGHT, decode_png
 from rodin_core.rendering.renderer import RenderSettings
 from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
-from rodin_core.turntable import orbit_cameras, render_turntable, save_frames, save_gif, x0_strip
+from rodin_core.turntable import (
+    orbit_cameras,
+    render_turntable,
+    save_frames,
+    save_gif,
+    x0_strip,
+)
 
 RES = 16
 

@@ -34,7 +34,13 @@ from rodin_core.imaging import decode_png
 from rodin_core.storage import open_store
 from rodin_core.triplane.records import planes_from_safetensors
 from workflows import fit_data
-from workflows.fit_data import PLANES_FILE, RECORDS_FILE, FitDataError, load_shared_planes, load_warm_start
+from workflows.fit_data import (
+    PLANES_FILE,
+    RECORDS_FILE,
+    FitDataError,
+    load_shared_planes,
+    load_warm_start,
+)
 from workflows.fit_triplanes import FitShardsFailedError, fit_triplanes
 from workflows.render_avatars import render_avatars
 

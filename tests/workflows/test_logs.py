@@ -35,3 +35,30 @@ def test_relay_forwards_this_threads_records_only(monkeypatch):
     assert recorder.lines == [(logging.INFO, "subject 1/2")]
     assert not [r for r in propagated if r.thread == threading.get_ident()]  # not printed twice
     assert parent.level == level_before and parent.handlers == handlers_before and parent.propagate
+
+
+def test_overlapping_relays_in_threads_restore_the_logger_once_all_close(monkeypatch):
+    monkeypatch.setattr(logs, "get_run_logger", lambda: _Recorder())
+    parent = logging.getLogger("render")
+    level_before = parent.level
+    first_open, second_open, first_closed = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with logs.relay_logs("render"):
+            first_open.set()
+            second_open.wait()
+        first_closed.set()
+
+    def second() -> None:
+        first_open.wait()
+        with logs.relay_logs("render"):
+            second_open.set()
+            first_closed.wait()
+            assert not parent.propagate  # still relayed while this task runs
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert parent.propagate and parent.level == level_before

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from rodin_core.training.augment import base_planes, degrade_condition, gaussian_blur
+from rodin_core.training.augment import degrade_condition, gaussian_blur
+from rodin_core.triplane.rescale import downsample_planes
 
 
 def planes() -> torch.Tensor:
@@ -11,11 +12,11 @@ def planes() -> torch.Tensor:
 
 
 def test_base_planes_downsample_and_keep_constants() -> None:
-    assert base_planes(planes(), 4).shape == (4, 3, 2, 4, 4)
+    assert downsample_planes(planes(), 4).shape == (4, 3, 2, 4, 4)
     constant = torch.full((1, 3, 2, 8, 8), 3.0)
-    torch.testing.assert_close(base_planes(constant, 4), torch.full((1, 3, 2, 4, 4), 3.0))
+    torch.testing.assert_close(downsample_planes(constant, 4), torch.full((1, 3, 2, 4, 4), 3.0))
     with pytest.raises(ValueError, match="rescale_min"):
-        base_planes(planes(), 16)
+        downsample_planes(planes(), 16)
 
 
 def test_same_seed_same_degradation() -> None:

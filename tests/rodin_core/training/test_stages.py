@@ -72,8 +72,8 @@ def decoder_for(cfg: RodinConfig, density_bias: float = 0.0) -> TriplaneDecoder:
 def test_network_and_diffusion_configs_follow_the_paper():
     cfg = load_config("tiny")
     base, up = unet_config_for("base", cfg), unet_config_for("upsampler", cfg)
-    assert (base.image_size, base.latent_dim, base.cond_channels, base.learn_sigma) == (16, 512, 0, True)
-    assert (up.image_size, up.latent_dim, up.cond_channels, up.learn_sigma) == (32, 0, 8, False)
+    assert (base.image_size, base.latent_dim, base.cond_channels, base.learn_sigma) == (32, 512, 0, True)
+    assert (up.image_size, up.latent_dim, up.cond_channels, up.learn_sigma) == (64, 0, 8, False)
     assert (diffusion_config_for("base", cfg).mean_type, diffusion_config_for("base", cfg).loss) == ("eps", "hybrid")
     assert diffusion_config_for("base", cfg).var_type == "learned_range"
     assert (diffusion_config_for("upsampler", cfg).mean_type, diffusion_config_for("upsampler", cfg).loss) == (

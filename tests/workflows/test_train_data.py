@@ -1,0 +1,198 @@
+"""Inputs of the training stages (workflows.train_data): frontals, statistics, decoder, checkpoints, latents.
+
+:func:`make_corpus` writes a small synthetic dataset root the way the render and fit stages
+commit theirs (renders with a frontal view, fitted tri-planes with one failed subject, a shared
+decoder); the Ray and flow tests of the training stage reuse it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import safetensors.torch
+import torch
+
+from render.corpus import VIEWS_SCHEMA, VIEWS_TABLE
+from rodin_core.config import RodinConfig, load_config
+from rodin_core.imaging import decode_png, encode_png
+from rodin_core.storage import open_store, shard_id_for
+from rodin_core.training.checkpoint import save_checkpoint
+from rodin_core.training.dataset import FRONTALS_FILE, TriplaneDataset
+from rodin_core.training.stages import build_stage
+from rodin_core.training.stats import compute_plane_stats
+from rodin_core.triplane.decoder_io import decoder_to_bytes
+from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
+from rodin_core.triplane.records import RECORDS_SCHEMA
+from workflows import train_data
+from workflows.fit_data import (
+    DECODER_CONFIG,
+    DECODER_SHARD,
+    DECODER_WEIGHTS,
+    PLANES_FILE,
+    RECORDS_FILE,
+)
+from workflows.train_data import TrainDataError
+
+TINY = [
+    "triplane.channels=4", "triplane.resolution=8", "triplane.rescale_min=4", "triplane.decoder_hidden=16",
+    "render.resolution=24", "encoder.latent_dim=16", "encoder.image_size=16", "encoder.learned_channels=4",
+    "base.model_channels=8", "base.channel_mult=[1]", "base.attention_resolutions=[]", "base.aware_resolutions=[4]",
+    "base.num_head_channels=8", "base.diffusion_steps=50", "base.sampling_steps=5",
+    "upsampler.model_channels=8", "upsampler.channel_mult=[1]", "upsampler.attention_resolutions=[]",
+    "upsampler.aware_resolutions=[8]", "upsampler.num_head_channels=8", "upsampler.diffusion_steps=50",
+    "upsampler.sampling_steps=5", "upsampler.patch_size=18",
+    "prior.depth=2", "prior.width=32", "prior.diffusion_steps=50", "prior.sampling_steps=5",
+    "base.train.batch_size=4", "upsampler.train.batch_size=2", "prior.train.batch_size=4",
+]
+"""A training config of a few thousand parameters per network for the synthetic corpus."""
+SUBJECTS = list(range(9))
+FAILED = 4
+"""The subject whose fit failed: it has no planes and must never be trained on."""
+FIT_SHARDS = [[0, 1, 2, 3], [4, 5, 6, 7], [8]]
+RENDER_SHARDS = [[0, 1, 2, 3, 4], [5, 6, 7, 8]]
+
+
+def tiny_config(*overrides: str) -> RodinConfig:
+    return load_config("tiny", None, [*TINY, *overrides])
+
+
+def subject_planes(subject_id: int, cfg: RodinConfig) -> torch.Tensor:
+    """A smooth, subject-dependent tri-plane (3, C, H, W) with channel-dependent offsets and scales."""
+    size, channels = cfg.triplane.resolution, cfg.triplane.channels
+    grid = torch.linspace(0, math.pi, size)
+    wave = torch.sin(grid[:, None] * (1 + subject_id % 3) + grid[None, :])  # (H, W)
+    scales = torch.arange(1, channels + 1, dtype=torch.float32)[:, None, None] * 0.5  # (C, 1, 1)
+    offsets = torch.linspace(-1, 1, channels)[:, None, None]  # (C, 1, 1)
+    planes = offsets + scales * wave  # (C, H, W)
+    return torch.stack([planes, planes.flip(-1), planes.transpose(-1, -2)]) * (1 + 0.1 * subject_id)  # (3, C, H, W)
+
+
+def frontal_png(subject_id: int, size: int) -> bytes:
+    rgba = np.zeros((size, size, 4), np.uint8)
+    rgba[..., 0] = (20 * subject_id) % 256
+    rgba[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = (200, 100 + subject_id, 50, 255)
+    return encode_png(rgba)
+
+
+def make_corpus(root: Path, cfg: RodinConfig) -> str:
+    """Commit renders (views 0 and 1), tri-planes (subject :data:`FAILED` failed) and a decoder under ``root``."""
+    store = open_store(str(root))
+    size = cfg.render.resolution
+    renders = store.stage("renders")
+    for index, ids in enumerate(RENDER_SHARDS):
+        rows = [{"subject_id": s, "view_index": v, "png": frontal_png(s + 100 * v, size),
+                 "c2w": np.eye(4).ravel().tolist(), "intrinsics": np.eye(3).ravel().tolist(), "width": size,
+                 "height": size} for s in ids for v in (0, 1)]
+        writer = renders.begin(shard_id_for(index))
+        writer.write_table(VIEWS_TABLE, pa.Table.from_pylist(rows, schema=VIEWS_SCHEMA))
+        writer.commit(ids, "renders-config", extra={"views": 2})
+    planes_stage = store.stage("triplanes")
+    for index, ids in enumerate(FIT_SHARDS):
+        good = [s for s in ids if s != FAILED]
+        tensors = {f"subject_{s}": subject_planes(s, cfg).half().contiguous() for s in good}
+        records = [{"subject_id": s, "psnr_holdout": 25.0, "psnr_train": 26.0, "steps": 10, "seconds": 1.0,
+                    "error": "diverged" if s == FAILED else None} for s in ids]
+        writer = planes_stage.begin(shard_id_for(index))
+        writer.write_bytes(PLANES_FILE, safetensors.torch.save(tensors))
+        writer.write_table(RECORDS_FILE, pa.Table.from_pylist(records, schema=RECORDS_SCHEMA))
+        writer.commit(ids, f"planes-{index}")
+    decoder = TriplaneDecoder(DecoderConfig.from_triplane_config(cfg.triplane))
+    weights, config_json = decoder_to_bytes(decoder)
+    writer = store.stage("decoder").begin(DECODER_SHARD)
+    writer.write_bytes(DECODER_WEIGHTS, weights)
+    writer.write_bytes(DECODER_CONFIG, config_json.encode("utf-8"))
+    writer.commit(SUBJECTS[:4], "decoder-config")
+    return str(root)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> str:
+    return make_corpus(tmp_path / "store", tiny_config())
+
+
+def test_frontals_are_view_0_aligned_with_the_triplane_shards(corpus: str) -> None:
+    pending, current = train_data.plan_frontals(corpus, corpus)
+    assert [job.shard_id for job in pending] == ["shard-000000", "shard-000001", "shard-000002"] and current == []
+    assert [train_data.extract_frontals_shard(corpus, corpus, job) for job in pending] == [4, 4, 1]
+    stage = open_store(corpus).stage("frontals")
+    assert stage.committed_shards() == ["shard-000000", "shard-000001", "shard-000002"]
+    table = stage.read_table("shard-000001", FRONTALS_FILE).to_pydict()
+    assert table["subject_id"] == [4, 5, 6, 7]  # shard 1 spans two renders shards
+    assert all(np.array_equal(decode_png(png), decode_png(frontal_png(s, 24)))
+               for s, png in zip(table["subject_id"], table["png"], strict=True))
+    assert train_data.plan_frontals(corpus, corpus) == ([], ["shard-000000", "shard-000001", "shard-000002"])
+    samples = list(TriplaneDataset(corpus, shuffle_buffer=1).iter_epoch(0))
+    assert sorted(s.subject_id for s in samples) == [s for s in SUBJECTS if s != FAILED]
+
+
+def test_frontals_of_missing_renders_name_the_fix(corpus: str, tmp_path: Path) -> None:
+    other = make_corpus(tmp_path / "other", tiny_config())
+    open_store(other).stage("renders").delete_manifest("shard-000001")
+    with pytest.raises(TrainDataError, match=r"subjects \[5, 6, 7\].*rodin render --out"):
+        train_data.plan_frontals(other, corpus)
+    with pytest.raises(TrainDataError, match=r"no committed tri-planes under .*triplanes; fit them first: `rodin fit"):
+        train_data.plan_frontals(corpus, str(tmp_path / "empty"))
+
+
+def test_stats_are_computed_once_over_the_fitted_subjects(corpus: str, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = tiny_config()
+    stats, computed = train_data.ensure_stats(corpus)
+    expected = compute_plane_stats(subject_planes(s, cfg).half().float() for s in SUBJECTS if s != FAILED)
+    assert computed and stats.count == len(SUBJECTS) - 1
+    torch.testing.assert_close(stats.mean, expected.mean)
+    torch.testing.assert_close(stats.std, expected.std)
+    again, computed = train_data.ensure_stats(corpus)
+    assert not computed and torch.equal(again.mean, stats.mean)
+    open_store(corpus).stage("triplanes").delete_manifest("shard-000002")
+    with caplog.at_level("WARNING"):
+        kept, computed = train_data.ensure_stats(corpus)
+    assert not computed and torch.equal(kept.std, stats.std)
+    assert "they are kept" in caplog.text
+
+
+def test_decoder_is_frozen_and_its_absence_named(corpus: str, tmp_path: Path) -> None:
+    decoder = train_data.load_decoder(corpus)
+    assert not decoder.training and not any(p.requires_grad for p in decoder.parameters())
+    with pytest.raises(TrainDataError, match=r"no committed decoder under .*decoder; fit the tri-planes first"):
+        train_data.load_decoder(str(tmp_path / "empty"))
+
+
+def test_checkpoint_commit_keeps_two_attempts_and_reads_back(corpus: str, tmp_path: Path) -> None:
+    cfg = tiny_config()
+    stats, _ = train_data.ensure_stats(corpus)
+    stage = build_stage("base", cfg, stats)
+    with pytest.raises(TrainDataError, match=r"no committed base checkpoint .*`rodin train base --out"):
+        train_data.read_stage_checkpoint(corpus, "base")
+    for step in (1, 2, 3):
+        folder = save_checkpoint(tmp_path / f"ckpt-{step}", modules=stage.modules, optimizers=stage.optimizers,
+                                 step=step, config=stage.config())
+        train_data.commit_stage_checkpoint(corpus, "base", folder, stage.config(), {"step": step})
+    checkpoint, manifest = train_data.read_stage_checkpoint(corpus, "base")
+    assert checkpoint.step == 3 and manifest.extra["step"] == 3 and train_data.committed_step(corpus, "base") == 3
+    assert len(list((Path(corpus) / "checkpoints" / "data" / "base").iterdir())) == 2  # this commit, the one before
+    checkpoint.restore(stage.modules, stage.optimizers)
+
+
+def test_latents_come_from_the_base_encoder_and_are_cached(corpus: str, tmp_path: Path) -> None:
+    cfg = tiny_config()
+    for job in train_data.plan_frontals(corpus, corpus)[0]:
+        train_data.extract_frontals_shard(corpus, corpus, job)
+    stats, _ = train_data.ensure_stats(corpus)
+    with pytest.raises(TrainDataError, match=r"no committed base checkpoint"):
+        train_data.ensure_latents(cfg, corpus)
+    stage = build_stage("base", cfg, stats)
+    folder = save_checkpoint(tmp_path / "ckpt", modules=stage.modules, optimizers=stage.optimizers, step=1,
+                             config=stage.config())
+    train_data.commit_stage_checkpoint(corpus, "base", folder, stage.config(), {"step": 1})
+    assert train_data.ensure_latents(cfg, corpus) == (len(SUBJECTS) - 1, True)
+    assert train_data.ensure_latents(cfg, corpus) == (len(SUBJECTS) - 1, False)
+    ids, z = train_data.read_latents(corpus)
+    assert ids.tolist() == [s for s in SUBJECTS if s != FAILED] and z.shape == (len(SUBJECTS) - 1, 16)
+    frontal = TriplaneDataset(corpus, shuffle_buffer=1)
+    first = next(s for s in frontal.iter_epoch(0) if s.subject_id == 0)
+    with torch.no_grad():
+        torch.testing.assert_close(z[0], stage.modules["encoder_ema"](first.frontal[None])[0])

@@ -1,0 +1,103 @@
+"""Training stages as Ray Train jobs (workflows.train_ray): kill-and-resume, data-parallel workers.
+
+One local Ray instance (2 CPUs) serves the module. Runs use the synthetic corpus of
+``test_train_data`` and U-Nets of a few thousand parameters, one CPU (and torch thread) per worker.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+
+from rodin_core.storage import open_store
+from rodin_core.training.checkpoint import load_checkpoint
+from workflows import train_data
+from workflows.ray_runner import ray_runtime_env
+from workflows.train_ray import TrainingError, run_training
+from workflows.train_worker import checkpoint_digest, state_digest
+
+from .test_train_data import make_corpus, tiny_config
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_runtime_env(None))
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def prepared_corpus(root: Path) -> str:
+    """The synthetic corpus with its frontal views and statistics committed, as the flows prepare it."""
+    out = make_corpus(root, tiny_config())
+    for job in train_data.plan_frontals(out, out)[0]:
+        train_data.extract_frontals_shard(out, out, job)
+    train_data.ensure_stats(out)
+    return out
+
+
+def test_state_digest_sees_every_tensor_and_hyper_parameter() -> None:
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    digest = state_digest({"model": model.state_dict()}, {"model": optimizer.state_dict()})
+    assert digest == state_digest({"model": model.state_dict()}, {"model": optimizer.state_dict()})
+    optimizer.state[model.weight]["exp_avg"][0, 0] += 1e-6
+    moved = state_digest({"model": model.state_dict()}, {"model": optimizer.state_dict()})
+    optimizer.param_groups[0]["lr"] = 2e-3
+    assert len({digest, moved, state_digest({"model": model.state_dict()}, {"model": optimizer.state_dict()})}) == 3
+
+
+def test_memory_store_is_refused_before_ray_starts() -> None:
+    with pytest.raises(ValueError, match="in-memory store memory://train-test"):
+        run_training("base", tiny_config(), "memory://train-test")
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_with_the_same_state(local_ray: None, tmp_path: Path) -> None:
+    out = prepared_corpus(tmp_path / "store")
+    cfg = tiny_config("base.train.steps=6", "base.train.checkpoint_every=2", "base.train.log_every=1",
+                      "base.train.max_failures=0")
+    resume_hint = r"InjectedFailure.*committed checkpoint at step 2.*`rodin train base --out"
+    with pytest.raises(TrainingError, match=resume_hint):
+        run_training("base", cfg, out, cpus_per_worker=1, fail_at_step=3)
+    assert train_data.committed_step(out, "base") == 2
+    saved = load_checkpoint(Path(out) / "checkpoints" / "runs" / "base" / "step-00000002")
+    assert saved.step == 2 and [h["step"] for h in saved.metrics["history"]] == [1, 2]
+
+    lines: list[str] = []
+    summary = run_training("base", cfg, out, cpus_per_worker=1, on_progress=lines.append)
+
+    resumed = summary["resumed"]
+    assert resumed["step"] == 2 and resumed["origin"].startswith("Ray run checkpoint")
+    assert resumed["state_sha256"] == checkpoint_digest(saved)  # model, EMA, encoder and AdamW state as saved
+    assert (summary["start_step"], summary["steps_run"]) == (2, 4)
+    assert [h["step"] for h in summary["history"]] == [1, 2, 3, 4, 5, 6]
+    assert any("resumed at step 2" in line for line in lines) and any("step 6/6" in line for line in lines)
+    final, manifest = train_data.read_stage_checkpoint(out, "base")
+    assert final.step == 6 and manifest.extra["final"] and manifest.extra["run"] == "base"
+
+
+def test_two_workers_follow_the_loss_trend_of_one(local_ray: None, tmp_path: Path) -> None:
+    out = prepared_corpus(tmp_path / "store")
+    cfg = tiny_config("base.train.steps=40", "base.train.checkpoint_every=40", "base.train.log_every=5",
+                      "base.train.lr=3e-3", "base.train.batch_size=8")
+    curves = {}
+    for workers in (1, 2):
+        cfg.base.train.workers = workers
+        summary = run_training("base", cfg, out, run_name=f"workers-{workers}", resume=False, cpus_per_worker=1)
+        assert summary["workers"] == workers and summary["steps_run"] == 40
+        curves[workers] = [h["loss"] for h in summary["history"]]
+        print(f"{workers} worker(s): loss {[round(v, 3) for v in curves[workers]]}, "
+              f"{summary['steps_per_s']:.2f} steps/s")
+    for workers, losses in curves.items():
+        assert statistics.mean(losses[-3:]) < 0.8 * statistics.mean(losses[:2]), (workers, losses)
+    one, two = statistics.mean(curves[1][-3:]), statistics.mean(curves[2][-3:])
+    assert abs(one - two) < 0.25 * one, curves
+    assert open_store(out).stage("checkpoints").read_manifest("base").extra["workers"] == 2

@@ -1,0 +1,287 @@
+"""The training stage as Prefect flows (paper §3.2, §3.3, appendix B.1, B.4; DESIGN.md "Engines").
+
+``train-base``, ``train-upsampler`` and ``train-latent-prior`` each prepare what training reads
+besides the tri-planes (the frontal views and the normalisation statistics, once:
+:mod:`workflows.train_data`), train their stage as a Ray Train job (:mod:`workflows.train_ray`;
+launched again, the run resumes from its last checkpoint) and publish the loss curve and a sheet
+of sampled renders as artifacts, also written under ``{out}/reports/``.
+
+``train-all`` is the DAG after fitting: the base model and the upsampler train side by side (the
+upsampler learns from fitted tri-planes, not from base samples, §3.3), then the latent prior on
+the latents of the trained base's encoder (appendix B.4).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import ray
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.states import State
+
+from rodin_core.config import RodinConfig, load_config
+from rodin_core.imaging import encode_png
+from rodin_core.storage import open_store
+from rodin_core.training.stages import STAGE_NAMES, train_config_for
+from workflows import train_data, train_report
+from workflows.artifacts import publish_image, write_report
+from workflows.fit_data import FitDataError
+from workflows.logs import relay_logs
+from workflows.train_data import FrontalsJob, TrainDataError
+from workflows.train_ray import TrainingError, ray_session, run_training
+from workflows.train_worker import ResumeMismatchError
+
+STAGE_FLOWS = {"base": "train-base", "upsampler": "train-upsampler", "prior": "train-latent-prior"}
+RETRIES = 2
+RETRY_DELAY_S = 5
+TRAIN_RETRIES = 1
+"""Prefect retries of a whole training run (after Ray Train's own ``max_failures``); each resumes."""
+TRAIN_RETRY_DELAY_S = 10
+SAMPLES = 4
+"""Subjects (or prior draws) in the sample sheet of each stage."""
+TAGS = ["rodin", "train"]
+
+
+class TrainingStagesFailedError(RuntimeError):
+    """Some stages of ``train-all`` failed; the others are committed. ``summary`` is the flow's summary."""
+
+    def __init__(self, summary: dict[str, Any], failed: dict[str, str]) -> None:
+        listing = "; ".join(f"{stage}: {error.splitlines()[0] if error else ''}" for stage, error in failed.items())
+        super().__init__(f"{len(failed)} training stage(s) failed ({listing}). Stages that finished are committed "
+                         f"under {summary['store']}/checkpoints/; launch the flow again to resume the others")
+        self.summary = summary
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.summary, {})
+
+
+TRAINING_ERRORS = (TrainDataError, FitDataError, TrainingError, TrainingStagesFailedError, ResumeMismatchError)
+"""Failures whose message says what to run next (``rodin train`` prints them without a traceback)."""
+
+
+def training_config(preset: str, config_file: str | None, overrides: list[str] | None, stages: tuple[str, ...],
+                    steps: int | None, workers: int | None) -> RodinConfig:
+    """Preset, YAML file, ``overrides``, then ``steps``/``workers`` for every stage in ``stages``."""
+    extra = [f"{stage}.train.{name}={value}" for stage in stages
+             for name, value in (("steps", steps), ("workers", workers)) if value is not None]
+    return load_config(preset, config_file, [*(overrides or []), *extra])
+
+
+@task(cache_policy=NO_CACHE, tags=TAGS)
+def plan_frontals(renders: str, out: str, storage_options: dict | None) -> tuple[list[FrontalsJob], list[str]]:
+    """The ``frontals/`` shards to extract, and those already current."""
+    return train_data.plan_frontals(renders, out, storage_options)
+
+
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, cache_policy=NO_CACHE, tags=TAGS,
+      task_run_name="extract-frontals-{job.shard_id}")
+def extract_frontals(renders: str, out: str, job: FrontalsJob, storage_options: dict | None) -> int:
+    """Commit the frontal views of one tri-plane shard's subjects."""
+    return train_data.extract_frontals_shard(renders, out, job, storage_options)
+
+
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, cache_policy=NO_CACHE, tags=TAGS)
+def compute_stats(out: str, storage_options: dict | None) -> dict[str, Any]:
+    """Commit the plane statistics when missing; returns ``{subjects, computed}``."""
+    with relay_logs(train_data.__name__):
+        stats, computed = train_data.ensure_stats(out, storage_options)
+    return {"subjects": stats.count, "computed": computed}
+
+
+def retry_unless_a_setup_error(task: Any, task_run: Any, state: State) -> bool:
+    """Retry a failed training run (it resumes), but not a missing input or an incompatible checkpoint."""
+    try:
+        state.result()
+    except (TrainDataError, FitDataError, ResumeMismatchError):
+        return False
+    except Exception:  # noqa: BLE001 - any other failure may be transient
+        return True
+    return True
+
+
+@task(retries=TRAIN_RETRIES, retry_delay_seconds=TRAIN_RETRY_DELAY_S, retry_condition_fn=retry_unless_a_setup_error,
+      cache_policy=NO_CACHE, tags=TAGS, task_run_name="train-{stage_name}")
+def train_stage(stage_name: str, cfg: RodinConfig, out: str, storage_options: dict | None, run_name: str | None,
+                resume: bool, cpus_per_worker: int | None = None) -> dict[str, Any]:
+    """Train one stage on Ray Train (resuming its run), relaying its progress lines to the run log."""
+    with relay_logs("workflows.train_ray"):
+        return run_training(stage_name, cfg, out, storage_options, run_name=run_name, resume=resume,
+                            cpus_per_worker=cpus_per_worker, on_progress=get_run_logger().info)
+
+
+@task(retries=1, cache_policy=NO_CACHE, tags=TAGS)
+def make_sample_sheet(stage_name: str, out: str, storage_options: dict | None) -> tuple[bytes, str, str]:
+    """Renders of a few samples of the committed checkpoint, as a PNG under ``reports/`` (PNG, URI, caption)."""
+    sheet, caption = train_report.sample_sheet(stage_name, out, SAMPLES, storage_options=storage_options)
+    png = encode_png(sheet)
+    path = f"reports/{STAGE_FLOWS[stage_name]}-samples.png"
+    return png, write_report(open_store(out, storage_options), path, png), caption
+
+
+def prepare_training_data(renders: str, out: str, storage_options: dict | None) -> dict[str, Any]:
+    """Extract the missing frontal views, then compute the plane statistics when missing."""
+    pending, current = plan_frontals(renders, out, storage_options)
+    extracted = extract_frontals.map(unmapped(renders), unmapped(out), pending, unmapped(storage_options)).result()
+    stats = compute_stats(out, storage_options)
+    get_run_logger().info("frontal views: %d shards extracted (%d subjects), %d current; plane statistics of %d "
+                          "subjects %s", len(pending), sum(extracted), len(current), stats["subjects"],
+                          "computed" if stats["computed"] else "reused")
+    return {"frontal_shards_extracted": len(pending), "frontal_shards_current": len(current), **stats}
+
+
+def publish_training_report(stage_name: str, out: str, storage_options: dict | None,
+                            summary: dict[str, Any]) -> dict[str, Any]:
+    """Publish the loss curve, the sample sheet and a summary of one stage's run; returns the flow's summary.
+
+    A sample sheet that cannot be made is logged, never fatal: the checkpoint is what matters.
+    """
+    logger = get_run_logger()
+    store = open_store(out, storage_options)
+    key = STAGE_FLOWS[stage_name]
+    result = brief(summary)
+    history = summary.get("history") or []
+    if history:
+        png = train_report.loss_curve_png(history, f"{key} loss")
+        result["loss_curve"] = write_report(store, f"reports/{key}-loss.png", png)
+        publish_image(f"{key}-loss", f"{key}: loss", png, result["loss_curve"],
+                      caption=f"Loss terms averaged over each {len(history)}-point log window and over workers.")
+    state = make_sample_sheet(stage_name, out, storage_options, return_state=True)
+    if state.is_completed():
+        png, uri, caption = state.result()
+        publish_image(f"{key}-samples", f"{key}: samples", png, uri, caption=caption)
+        result["samples"] = uri
+    else:
+        logger.warning("no sample sheet for %s: %s", stage_name, state.message)
+    markdown = summary_markdown(key, result)
+    write_report(store, f"reports/{key}.md", markdown.encode("utf-8"))
+    logger.info("%s: loss %s -> %s over steps %d..%d, %.2f steps/s", stage_name, _fmt(result["loss_first"]),
+                _fmt(result["loss_last"]), result["start_step"], result["steps"], result["steps_per_s"] or 0.0)
+    return result
+
+
+def brief(summary: dict[str, Any]) -> dict[str, Any]:
+    """The run summary without its history: what a flow returns per stage."""
+    first, last = summary.get("first") or {}, summary.get("last") or {}
+    return {key: summary[key] for key in ("stage", "run_name", "workers", "start_step", "steps", "steps_run",
+                                          "steps_per_s", "seconds", "checkpoint")} | {
+        "resumed_from": (summary.get("resumed") or {}).get("step"), "loss_first": first.get("loss"),
+        "loss_last": last.get("loss")}
+
+
+def summary_markdown(title: str, result: dict[str, Any]) -> str:
+    """A small markdown table of one stage's run."""
+    rows = [("run", result["run_name"]), ("workers", result["workers"]),
+            ("steps", f"{result['start_step']} -> {result['steps']}"), ("resumed from step", result["resumed_from"]),
+            ("loss (first, last log)", f"{_fmt(result['loss_first'])} -> {_fmt(result['loss_last'])}"),
+            ("steps/s", _fmt(result["steps_per_s"])), ("seconds", result["seconds"]),
+            ("checkpoint", f"`{result['checkpoint']}`")]
+    return "\n".join([f"# {title}", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _train_one(stage_name: str, out: str, renders: str | None, preset: str, config_file: str | None,
+               overrides: list[str] | None, steps: int | None, workers: int | None, cpus_per_worker: int | None,
+               ray_address: str | None, storage_options: dict | None, resume: bool,
+               run_name: str | None) -> dict[str, Any]:
+    """The body of the three single-stage flows."""
+    start = time.perf_counter()
+    cfg = training_config(preset, config_file, overrides, (stage_name,), steps, workers)
+    data = prepare_training_data(renders or out, out, storage_options)
+    with ray_session(ray_address):
+        summary = train_stage(stage_name, cfg, out, storage_options, run_name, resume, cpus_per_worker)
+    result = publish_training_report(stage_name, out, storage_options, summary)
+    return {**result, "data": data, "store": out, "flow_seconds": round(time.perf_counter() - start, 3)}
+
+
+@flow(name="train-base")
+def train_base(out: str = "data/tiny", renders: str | None = None, preset: str = "tiny",
+               config_file: str | None = None, overrides: list[str] | None = None, steps: int | None = None,
+               workers: int | None = None, cpus_per_worker: int | None = None, ray_address: str | None = None,
+               storage_options: dict | None = None, resume: bool = True, run_name: str | None = None) -> dict[str, Any]:
+    """Train the latent-conditioned base model (§3.2) on the tri-planes fitted into ``out``.
+
+    ``renders``: the renders' dataset root (default ``out``), for the frontal views. ``steps`` and
+    ``workers`` override ``base.train.steps``/``workers``; ``cpus_per_worker`` (and torch threads)
+    defaults to the largest Ray node's CPUs divided by the workers. ``resume=False`` starts a fresh run.
+    Returns ``{stage, run_name, start_step, steps, loss_first, loss_last, steps_per_s, checkpoint,
+    loss_curve, samples, ...}``.
+    """
+    return _train_one("base", out, renders, preset, config_file, overrides, steps, workers, cpus_per_worker,
+                      ray_address, storage_options, resume, run_name)
+
+
+@flow(name="train-upsampler")
+def train_upsampler(out: str = "data/tiny", renders: str | None = None, preset: str = "tiny",
+                    config_file: str | None = None, overrides: list[str] | None = None, steps: int | None = None,
+                    workers: int | None = None, cpus_per_worker: int | None = None, ray_address: str | None = None,
+                    storage_options: dict | None = None, resume: bool = True,
+                    run_name: str | None = None) -> dict[str, Any]:
+    """Train the tri-plane upsampler (§3.3) on the tri-planes fitted into ``out``; see :func:`train_base`."""
+    return _train_one("upsampler", out, renders, preset, config_file, overrides, steps, workers, cpus_per_worker,
+                      ray_address, storage_options, resume, run_name)
+
+
+@flow(name="train-latent-prior")
+def train_latent_prior(out: str = "data/tiny", renders: str | None = None, preset: str = "tiny",
+                       config_file: str | None = None, overrides: list[str] | None = None, steps: int | None = None,
+                       workers: int | None = None, cpus_per_worker: int | None = None,
+                       ray_address: str | None = None, storage_options: dict | None = None, resume: bool = True,
+                       run_name: str | None = None) -> dict[str, Any]:
+    """Train the latent prior (appendix B.4) on the latents of the trained base's encoder; see :func:`train_base`."""
+    return _train_one("prior", out, renders, preset, config_file, overrides, steps, workers, cpus_per_worker,
+                      ray_address, storage_options, resume, run_name)
+
+
+@flow(name="train-all")
+def train_all(out: str = "data/tiny", renders: str | None = None, preset: str = "tiny",
+              config_file: str | None = None, overrides: list[str] | None = None, steps: int | None = None,
+              workers: int | None = None, cpus_per_worker: int | None = None, ray_address: str | None = None,
+              storage_options: dict | None = None, resume: bool = True) -> dict[str, Any]:
+    """Train the three stages after fitting: base and upsampler side by side, then the prior.
+
+    ``steps``/``workers`` override every stage's. Each stage's run is named after it, so launching
+    the flow again resumes every unfinished stage. Returns ``{base, upsampler, prior}`` summaries;
+    raises :class:`TrainingStagesFailedError` after the reports when a stage failed.
+    """
+    start = time.perf_counter()
+    cfg = training_config(preset, config_file, overrides, STAGE_NAMES, steps, workers)
+    data = prepare_training_data(renders or out, out, storage_options)
+    with ray_session(ray_address):
+        cpus = cpus_per_worker or shared_cpus_per_worker(cfg)
+        base = train_stage.submit("base", cfg, out, storage_options, None, resume, cpus)
+        upsampler = train_stage.submit("upsampler", cfg, out, storage_options, None, resume, cpus)
+        prior = train_stage.submit("prior", cfg, out, storage_options, None, resume, cpus, wait_for=[base])
+        summaries, failed = wait_for_stages({"base": base, "upsampler": upsampler, "prior": prior})
+    results = {stage: publish_training_report(stage, out, storage_options, summary)
+               for stage, summary in summaries.items()}
+    summary = {**results, "failed": failed, "data": data, "store": out,
+               "flow_seconds": round(time.perf_counter() - start, 3)}
+    if failed:
+        raise TrainingStagesFailedError(summary, failed)
+    return summary
+
+
+def shared_cpus_per_worker(cfg: RodinConfig) -> int:
+    """CPUs per worker so that the base and upsampler runs fit side by side on the largest node."""
+    cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
+    workers = train_config_for("base", cfg).workers + train_config_for("upsampler", cfg).workers
+    return max(1, int(max(cpus, default=1)) // workers)
+
+
+def wait_for_stages(futures: dict[str, PrefectFuture]) -> tuple[dict[str, dict], dict[str, str]]:
+    """Summaries of the stages that finished and ``{stage: error}`` of the others."""
+    summaries, failed = {}, {}
+    for stage, future in futures.items():
+        future.wait()
+        if future.state.is_completed():
+            summaries[stage] = future.result()
+        else:
+            failed[stage] = str(future.state.message or future.state.name)
+            get_run_logger().error("stage %s did not finish: %s", stage, failed[stage])
+    return summaries, failed

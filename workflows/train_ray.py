@@ -1,0 +1,243 @@
+"""Each training stage as a Ray Train job (DESIGN.md "Engines"; paper §3.2, §3.3, appendix B.1, B.4).
+
+:func:`run_training` launches a ``TorchTrainer`` (Ray Train V2, the default in Ray 2.60) with
+``{stage}.train.workers`` data-parallel workers (one GPU each with ``use_gpu``, else CPUs). Every
+worker builds the stage (:func:`rodin_core.training.stages.build_stage`), streams its own part of the
+corpus and runs :func:`rodin_core.training.loop.run_stage`; gradients are averaged by the stage
+itself, so modules are never wrapped and checkpoint keys never get a ``module.`` prefix.
+
+Checkpoints, every ``checkpoint_every`` steps and after the last: rank 0 writes a safetensors + JSON
+checkpoint (model, EMA, optimizer, step, config, normalisation statistics, the metrics history),
+commits it to ``{out}/checkpoints/`` as the stage's shard (what generation reads) and reports it
+to Ray Train, whose runs live under ``{out}/checkpoints/runs/<run name>/`` (the store itself, local
+or an object store through fsspec).
+
+Resume, from the checkpoint with the most steps among:
+
+- Ray Train's own: after a worker failure (``FailureConfig(max_failures)``), and when a run is
+  launched again with the same name and storage (Train V2 has no ``Trainer.restore``: a new
+  trainer with the same ``RunConfig(name, storage_path)`` finds the run's checkpoints);
+- the stage's committed checkpoint in the store (``resume=True``), e.g. after the run folder was
+  lost or with another run name.
+
+The restored model and optimizer state is checked against the checkpoint (a sha256 over every
+tensor) and the run continues at the next step; ``resume=False`` starts a fresh run under a new name.
+What each worker does is in :mod:`workflows.train_worker`; this module is the driver's side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow.fs
+import ray
+import ray.train
+import torch
+from ray.train import (
+    CheckpointConfig,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+)
+from ray.train.torch import TorchTrainer
+
+from rodin_core.config import RodinConfig, TrainConfig
+from rodin_core.storage import Store, open_store
+from rodin_core.training.stages import STAGE_NAMES, train_config_for
+from workflows import train_data
+from workflows.ray_runner import dashboard_available, ray_runtime_env
+from workflows.train_worker import RUNS_FOLDER, TrainJob, check_compatible, train_worker
+
+log = logging.getLogger(__name__)
+
+PROGRESS_POLL_S = 2.0
+"""Seconds between two reads of the workers' progress lines by the driver."""
+RAY_TRAIN_LOG_LEVEL = "WARNING"
+"""Ray Train's own console logs (one line per report at INFO); progress comes through the relay."""
+CHECKPOINTS_KEPT = 2
+"""Checkpoints Ray Train keeps per run (``CheckpointConfig(num_to_keep)``)."""
+
+
+class TrainingError(RuntimeError):
+    """A training run failed after its retries; the message says how to resume it."""
+
+
+def run_training(
+    stage_name: str,
+    cfg: RodinConfig,
+    out: str,
+    storage_options: dict | None = None,
+    ray_address: str | None = None,
+    run_name: str | None = None,
+    resume: bool = True,
+    cpus_per_worker: int | None = None,
+    fail_at_step: int | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train stage ``stage_name`` of ``cfg`` on the corpus at ``out`` with Ray Train; returns rank 0's summary.
+
+    Rank 0's progress lines (step, loss terms, steps/s, ETA, checkpoints) are passed to
+    ``on_progress`` in the calling thread (default: this module's logger).
+    ``run_name`` defaults to the stage name, so that launching the same command again resumes the
+    run; ``resume=False`` trains from scratch under ``{stage}-{UTC time}`` instead (or under
+    ``run_name``, which must then be new). ``cpus_per_worker`` defaults to the largest node's CPUs
+    divided by the workers. The summary: ``{stage, run_name, workers, start_step, steps, steps_run,
+    resumed, first, last, steps_per_s, seconds, history, checkpoint}``
+    (see :func:`workflows.train_worker.train_worker`).
+    Raises :class:`TrainingError` when the run fails after ``train.max_failures`` retries.
+    """
+    if stage_name not in STAGE_NAMES:
+        raise ValueError(f"unknown training stage {stage_name!r}; choose one of {STAGE_NAMES}")
+    store = open_store(out, storage_options)
+    storage_path, filesystem = ray_storage(store)
+    train = train_config_for(stage_name, cfg)
+    name = run_name or (stage_name if resume else f"{stage_name}-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+    if not resume and _run_exists(store, name):
+        raise ValueError(f"run {name!r} already exists under {storage_path}; with resume=False pick a new run name")
+    saved = train_data.committed_config(out, stage_name, storage_options) if resume else None
+    if saved is not None:  # the common mismatch, caught before Ray starts (workers check every candidate)
+        where = f"committed checkpoint {out}/{train_data.CHECKPOINTS_STAGE}/{stage_name}"
+        check_compatible(stage_name, cfg, saved, where)
+    with ray_session(ray_address):
+        threads = cpus_per_worker or default_cpus_per_worker(train.workers)
+        job = TrainJob(stage_name, cfg.to_dict(), out, storage_options, name, resume, threads, fail_at_step)
+        if stage_name == "prior":
+            ensure_latents_on_ray(job)
+        relay = ProgressRelay.remote()
+        resources = {"CPU": threads, **({"GPU": 1} if train.use_gpu else {})}
+        trainer = TorchTrainer(
+            train_worker,
+            train_loop_config={**dataclasses.asdict(job), "progress": relay},
+            scaling_config=ScalingConfig(num_workers=train.workers, use_gpu=train.use_gpu,
+                                         resources_per_worker=resources),
+            run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=filesystem,
+                                 failure_config=FailureConfig(max_failures=train.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+                                 logging_config=LoggingConfig(log_level=RAY_TRAIN_LOG_LEVEL)),
+        )
+        log.info("training %s: run %r, %d worker(s) x %d CPU%s, %d steps; Ray run folder %s/%s", stage_name, name,
+                 train.workers, threads, " + 1 GPU" if train.use_gpu else "", train.steps, storage_path, name)
+        try:
+            result = fit_with_progress(trainer, relay, on_progress or log.info)
+        except ray.train.TrainingFailedError as exc:
+            raise TrainingError(failure_message(stage_name, out, storage_options, train, exc)) from exc
+        finally:
+            ray.kill(relay)
+    return result.return_value
+
+
+@ray.remote(num_cpus=0)
+class ProgressRelay:
+    """Progress lines of rank 0, held until the driver reads them."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def push(self, line: str) -> None:
+        self.lines.append(line)
+
+    def drain(self) -> list[str]:
+        lines, self.lines = self.lines, []
+        return lines
+
+
+def fit_with_progress(trainer: TorchTrainer, relay: Any, on_progress: Callable[[str], None]) -> Any:
+    """``trainer.fit()`` in a helper thread while this thread passes the relayed lines to ``on_progress``."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-train-fit") as pool:
+        future = pool.submit(trainer.fit)
+        done = False
+        while not done:
+            try:
+                future.result(timeout=PROGRESS_POLL_S)
+                done = True
+            except FutureTimeout:
+                pass
+            except Exception:  # noqa: BLE001 - the lines before a failure matter most; result() raises it below
+                done = True
+            for line in ray.get(relay.drain.remote()):
+                on_progress(line)
+        return future.result()
+
+
+def ray_storage(store: Store) -> tuple[str, pyarrow.fs.FileSystem | None]:
+    """``(storage_path, storage_filesystem)`` of Ray Train's runs: ``{out}/checkpoints/runs`` in the store.
+
+    A local store is a local path; any other fsspec store goes through pyarrow's fsspec handler
+    (with the store's storage options). ``memory://`` is refused: workers are other processes.
+    """
+    protocols = store.fs.protocol if isinstance(store.fs.protocol, (tuple, list)) else (store.fs.protocol,)
+    path = f"{store.root}/{train_data.CHECKPOINTS_STAGE}/{RUNS_FOLDER}"
+    if "memory" in protocols:
+        raise ValueError(f"Ray Train workers run in their own processes and cannot see the in-memory store "
+                         f"{store.uri}; train on a local folder or an object store (s3://...)")
+    if "file" in protocols or "local" in protocols:
+        return os.path.abspath(path), None
+    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(store.fs))
+
+
+def _run_exists(store: Store, name: str) -> bool:
+    return bool(store.fs.exists(f"{store.root}/{train_data.CHECKPOINTS_STAGE}/{RUNS_FOLDER}/{name}"))
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Ray for the trainers: the instance this process is connected to, else the cluster at ``address``,
+    else a local instance with every core (shut down at the end of the block)."""
+    if ray.is_initialized():
+        yield
+        return
+    kwargs: dict[str, Any] = {"runtime_env": ray_runtime_env(address)}
+    if address is None:
+        kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=dashboard_available())
+    else:
+        kwargs["address"] = address
+    context = ray.init(**kwargs)
+    url = getattr(context, "dashboard_url", None)
+    log.info("Ray %s; %s", f"cluster at {address}" if address else "started locally",
+             f"dashboard (Train tab) at http://{url}" if url else "no dashboard (install ray[default])")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def default_cpus_per_worker(workers: int) -> int:
+    """The largest live node's CPUs divided among ``workers`` (at least 1)."""
+    cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
+    return max(1, int(max(cpus, default=1)) // max(1, workers))
+
+
+def ensure_latents_on_ray(job: TrainJob) -> None:
+    """Commit the prior's training latents (:func:`workflows.train_data.ensure_latents`) in a Ray task
+    with one worker's resources, before the trainer starts."""
+    train = job.train
+
+    @ray.remote(num_cpus=job.threads, num_gpus=1 if train.use_gpu else 0)
+    def encode(config: dict, out: str, storage_options: dict | None, threads: int) -> tuple[int, bool]:
+        torch.set_num_threads(threads)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return train_data.ensure_latents(RodinConfig.from_dict(config), out, storage_options, device)
+
+    count, computed = ray.get(encode.remote(job.config, job.out, job.storage_options, job.threads))
+    log.info("prior latents of %d subjects %s", count, "encoded and committed" if computed else "already current")
+
+
+def failure_message(stage_name: str, out: str, storage_options: dict | None, train: TrainConfig,
+                    error: Exception) -> str:
+    """What failed (each failed worker's own error), and the command that resumes from the last checkpoint."""
+    step = train_data.committed_step(out, stage_name, storage_options)
+    where = f"from its committed checkpoint at step {step}" if step else "from scratch (no checkpoint was committed)"
+    failures = getattr(error, "worker_failures", None) or {}
+    causes = sorted({f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+                     for exc in failures.values()}) or [f"{type(error).__name__}: {str(error).strip()[-400:]}"]
+    return (f"training {stage_name} failed after {train.max_failures} retries ({'; '.join(causes)[:800]}). "
+            f"Launch the same command again to resume {where}: `rodin train {stage_name} --out {out}`")
