@@ -1,4 +1,4 @@
-"""Fixtures shared by the flow tests: one temporary Prefect server for the whole session."""
+"""Fixtures shared by the flow tests: one temporary Prefect server for the whole session, a local Ray."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import ray
 from prefect.testing.utilities import prefect_test_harness
+
+from workflows.ray_runner import ray_runtime_env
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +20,13 @@ def prefect_server() -> Iterator[float]:
         seconds = time.perf_counter() - start
         print(f"prefect_test_harness started in {seconds:.1f} s")
         yield seconds
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray instance on 2 CPUs for one test module, with the project importable by its workers."""
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_runtime_env(None))
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -7,19 +7,16 @@ prior on the base encoder's latents; each publishes its loss curve and sample re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 from prefect.artifacts import Artifact
 
 from rodin_core.cli import main
 from rodin_core.imaging import decode_png
 from rodin_core.storage import open_store
 from workflows import train_report
-from workflows.ray_runner import ray_runtime_env
 from workflows.train_data import TrainDataError
 from workflows.train_flows import train_all, train_base, training_config
 from workflows.train_worker import ResumeMismatchError
@@ -28,15 +25,6 @@ from .test_train_data import TINY, make_corpus, tiny_config
 
 STEPS = ["base.train.checkpoint_every=4", "base.train.log_every=2", "upsampler.train.checkpoint_every=4",
          "upsampler.train.log_every=2", "prior.train.checkpoint_every=4", "prior.train.log_every=2"]
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_runtime_env(None))
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

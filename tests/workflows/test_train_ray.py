@@ -7,30 +7,18 @@ One local Ray instance (2 CPUs) serves the module. Runs use the synthetic corpus
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 
 from rodin_core.storage import open_store
 from rodin_core.training.checkpoint import load_checkpoint
 from workflows import train_data
-from workflows.ray_runner import ray_runtime_env
 from workflows.train_ray import TrainingError, run_training
 from workflows.train_worker import checkpoint_digest, state_digest
 
 from .test_train_data import make_corpus, tiny_config
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_runtime_env(None))
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def prepared_corpus(root: Path) -> str:
