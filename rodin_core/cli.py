@@ -8,6 +8,11 @@
     rodin config --preset small --set render.views=50            # print the resolved config
     rodin status --out data/tiny                                  # committed shards and failures
     rodin contact-sheet --out data/tiny --dest sheet.png          # frontal views of the corpus
+    rodin sample --out data/tiny --n 4 --dest samples/            # generate flow: avatars + turntables (§4.2)
+    rodin invert portrait.png --out data/tiny --dest inverted/    # portrait inversion (§4.5)
+    rodin interpolate a.safetensors b.safetensors --out data/tiny --frames 5 --dest interp/   # Fig. 6
+    rodin mesh avatar.safetensors --out data/tiny --dest avatar.glb             # marching cubes (Fig. 5)
+    rodin render-avatar avatar.safetensors --out data/tiny --x0 --dest views/   # turntable, x̂0 strip (Fig. 15)
 
 Orchestration lives in ``workflows``; it is imported only when a command runs a flow, so that
 ``rodin_core`` itself never imports Prefect or Ray.
@@ -20,9 +25,12 @@ import importlib
 import json
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from rodin_core.config import PRESETS, ConfigError, load_config
 
+SAMPLER_CHOICES = ("ancestral", "ddim")
+"""``--sampler`` values: :data:`rodin_core.generation.SAMPLERS` (not imported here, to keep torch out of start-up)."""
 TRAIN_FLOWS = {"base": "train_base", "upsampler": "train_upsampler", "prior": "train_latent_prior",
                "all": "train_all"}
 """``rodin train`` stage -> flow function of ``workflows.train_flows``."""
@@ -96,7 +104,76 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--columns", type=int, default=4, help="tiles per row (default 4)")
     sheet.add_argument("--tile", type=int, default=None, help="shrink tiles to this many pixels")
     sheet.add_argument("--no-labels", action="store_true", help="leave out the subject-id labels")
+    _add_generation_parsers(sub)
     return parser
+
+
+def _add_sampling_args(parser: argparse.ArgumentParser, inherit: bool = False) -> None:
+    """--seed, --cfg, --sampler, --steps, --preset, --device; with ``inherit`` the defaults come from avatar A."""
+    parser.add_argument("--out", required=True, help="dataset root URI holding checkpoints/ and decoder/")
+    parser.add_argument("--seed", type=int, default=None if inherit else 0,
+                        help="seed of the prior draw and the reverse process (default: " +
+                             ("avatar A's)" if inherit else "0)"))
+    parser.add_argument("--cfg", dest="guidance_scale", type=float, default=None, metavar="SCALE",
+                        help="classifier-free guidance scale (Eq. 3; default: " +
+                             ("avatar A's)" if inherit else "base.guidance_scale of the checkpoints)"))
+    parser.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None if inherit else "ancestral",
+                        help="reverse process: ancestral or DDIM (eta 0) (default: " +
+                             ("avatar A's)" if inherit else "ancestral)"))
+    parser.add_argument("--steps", type=int, default=None,
+                        help="reverse steps of the base model and the upsampler (default: " +
+                             ("avatar A's)" if inherit else "each stage's sampling_steps)"))
+    _add_generation_common(parser)
+
+
+def _add_generation_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default=None, choices=PRESETS,
+                        help="refuse checkpoints trained with another preset (default: take the checkpoints' preset)")
+    parser.add_argument("--device", default="cpu", help="torch device of the networks and the renderer (default: cpu)")
+
+
+def _add_generation_parsers(sub: argparse._SubParsersAction) -> None:
+    sample = sub.add_parser("sample", help="sample avatars with turntables and a contact sheet (generate flow)")
+    _add_sampling_args(sample)
+    sample.add_argument("--n", type=int, default=4, help="avatars to sample; avatar i uses seed + i (default 4)")
+    sample.add_argument("--views", type=int, default=24, help="turntable frames per avatar (default 24)")
+    sample.add_argument("--resolution", type=int, help="rendered frame side in pixels (default: render.resolution)")
+    sample.add_argument("--outputs", default=None, help="dataset root URI for generated/ (default: --out)")
+    sample.add_argument("--dest", default=None, help="also copy the committed outputs to this local folder")
+
+    invert = sub.add_parser("invert", help="portrait inversion: an image -> avatar + turntable (§4.5)")
+    invert.add_argument("image", help="portrait image file (PNG, JPEG), any size")
+    _add_sampling_args(invert)
+    invert.add_argument("--views", type=int, default=24, help="turntable frames (default 24)")
+    invert.add_argument("--resolution", type=int, help="rendered frame side in pixels (default: render.resolution)")
+    invert.add_argument("--dest", required=True, help="local folder for the avatar, its turntable and comparison")
+
+    interp = sub.add_parser("interpolate", help="latent interpolation between two avatars (Fig. 6)")
+    interp.add_argument("a", help="avatar .safetensors at t = 0")
+    interp.add_argument("b", help="avatar .safetensors at t = 1")
+    _add_sampling_args(interp, inherit=True)
+    interp.add_argument("--frames", type=int, default=5, help="avatars along the path, both ends included (default 5)")
+    interp.add_argument("--resolution", type=int, help="rendered frame side in pixels (default: render.resolution)")
+    interp.add_argument("--dest", required=True, help="local folder for interp-NN.safetensors and interpolation.png")
+
+    mesh = sub.add_parser("mesh", help="marching-cubes mesh of an avatar's density field (Fig. 5)")
+    mesh.add_argument("avatar", help="avatar .safetensors")
+    mesh.add_argument("--out", required=True, help="dataset root URI holding the decoder the avatar was made for")
+    mesh.add_argument("--resolution", type=int, default=128, help="density grid cells per side (default 128)")
+    mesh.add_argument("--threshold", type=float, default=None,
+                      help="density iso-level (default: rodin_core.mesh.DEFAULT_THRESHOLD, 10)")
+    mesh.add_argument("--device", default="cpu", help="torch device of the decoder (default: cpu)")
+    mesh.add_argument("--dest", required=True, help="mesh file to write, .glb or .ply")
+
+    render = sub.add_parser("render-avatar", help="turntable of an avatar file, and its x0 strip (Fig. 15)")
+    render.add_argument("avatar", help="avatar .safetensors")
+    render.add_argument("--out", required=True, help="dataset root URI holding the decoder (and checkpoints for --x0)")
+    render.add_argument("--views", type=int, default=24, help="turntable frames (default 24)")
+    render.add_argument("--resolution", type=int, default=128, help="rendered frame side in pixels (default 128)")
+    render.add_argument("--x0", action="store_true",
+                        help="also re-run the reverse process from the avatar's z and render x0 along it")
+    _add_generation_common(render)
+    render.add_argument("--dest", required=True, help="local folder for the turntable GIF, frames and x0 strip")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args)
         if args.command == "contact-sheet":
             return _contact_sheet(args)
+        if args.command in GENERATION_COMMANDS:
+            return _generation(args)
     except ConfigError as err:
         print(f"rodin: config error: {err}", file=sys.stderr)
         return 2
@@ -161,6 +240,64 @@ def _train(args: argparse.Namespace) -> int:
         print(f"rodin: {err}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+GENERATION_COMMANDS = ("sample", "invert", "interpolate", "mesh", "render-avatar")
+
+
+def _generation(args: argparse.Namespace) -> int:
+    """Run a generation command; an input error is printed as one line with exit code 2."""
+    data = importlib.import_module("workflows.generate_data")
+    try:
+        if args.command == "sample":
+            return _sample(args, data)
+        commands = importlib.import_module("workflows.avatar_commands")
+        result = _avatar_command(args, commands)
+    except data.GENERATION_ERRORS as err:
+        print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _avatar_command(args: argparse.Namespace, commands: ModuleType) -> dict:
+    """``rodin invert`` / ``interpolate`` / ``mesh`` / ``render-avatar``: plain functions writing to ``--dest``."""
+    if args.command == "invert":
+        return commands.invert_portrait(args.out, args.image, args.dest, seed=args.seed,
+                                        guidance_scale=args.guidance_scale, sampler=args.sampler, steps=args.steps,
+                                        views=args.views, resolution=args.resolution, preset=args.preset,
+                                        device=args.device)
+    if args.command == "interpolate":
+        return commands.interpolate_avatars(args.out, args.a, args.b, args.dest, frames=args.frames, seed=args.seed,
+                                            guidance_scale=args.guidance_scale, sampler=args.sampler,
+                                            steps=args.steps, resolution=args.resolution, preset=args.preset,
+                                            device=args.device)
+    if args.command == "mesh":
+        threshold = {} if args.threshold is None else {"threshold": args.threshold}
+        return commands.mesh_avatar(args.out, args.avatar, args.dest, resolution=args.resolution, device=args.device,
+                                    **threshold)
+    return commands.render_avatar(args.out, args.avatar, args.dest, views=args.views, resolution=args.resolution,
+                                  x0=args.x0, preset=args.preset, device=args.device)
+
+
+def _sample(args: argparse.Namespace, data: ModuleType) -> int:
+    """Check the inputs, run the generate flow, copy its committed outputs to ``--dest``; print where they are."""
+    outputs = args.outputs or args.out
+    request = data.GenerateRequest(n=args.n, guidance_scale=args.guidance_scale, sampler=args.sampler,
+                                   steps=args.steps, seed=args.seed, views=args.views, resolution=args.resolution)
+    data.plan_generation(args.out, outputs, request, args.preset)  # fail fast, before starting Prefect
+    flows = importlib.import_module("workflows.generate")
+    summary = flows.generate(checkpoints=args.out, n=args.n, guidance_scale=args.guidance_scale, sampler=args.sampler,
+                             steps=args.steps, seed=args.seed, outputs=outputs, turntable_views=args.views,
+                             resolution=args.resolution, preset=args.preset, device=args.device)
+    print(json.dumps(summary, indent=2, default=str))
+    state = "reused" if summary["reused"] else "committed"
+    print(f"{len(summary['avatars'])} avatars {state} in {summary['stage']} shard {summary['shard_id']}; "
+          f"contact sheet: {summary['contact_sheet']}")
+    if args.dest:
+        files = data.export_generated(outputs, summary["shard_id"], args.dest)
+        print(f"copied {len(files)} files to {args.dest} (contact sheet: {files[0]})")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import torch
 
 from .s3_server import INSTALL_HINT, find_weed_binary, start_seaweedfs
 
@@ -23,3 +24,13 @@ def s3_store_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         yield f"s3://{server.bucket}", server.storage_options
     finally:
         server.stop()
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for the test, as one Ray worker per core runs it: the tensors of unit tests are
+    small, and two-thread torch slows down badly (up to 80x measured) when another process shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,15 +10,17 @@ the decoder reads (denormalised with the corpus statistics) and latents in the e
 - :func:`sample_upsampler` (§3.3): full-resolution tri-planes from low-resolution ones (x_0 prediction).
 - :func:`sample_prior` (appendix B.4): latents z for unconditional generation.
 
-Sampling uses the stage's respacing (``sampling_steps``, paper: 100 steps): ``"ddimN"`` runs
-deterministic DDIM (η = 0), anything else the ancestral sampler. Every draw comes from ``generator``,
-so the same inputs and seed give the same output.
+Sampling uses the stage's respacing (``sampling_steps``, paper: 100 steps) unless ``respacing``
+overrides it: ``"ddimN"`` runs deterministic DDIM (η = 0), anything else the ancestral sampler,
+unless ``sampler`` (``"ancestral"`` or ``"ddim"``) names the update rule. ``on_x0(step, x̂0)`` sees
+the predicted clean sample in raw units at every reverse step (Fig. 15). Every draw comes from
+``generator``, so the same inputs and seed give the same output.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -33,6 +35,7 @@ from rodin_core.diffusion import (
     classifier_free_guidance,
     ddim_sample,
 )
+from rodin_core.diffusion.samplers import SampleCallback
 from rodin_core.training.prior import LatentNormalizer
 from rodin_core.training.stages import (
     diffusion_config_for,
@@ -54,6 +57,12 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+SAMPLERS = ("ancestral", "ddim")
+"""Reverse-process update rules: the ancestral sampler (§3.2, Ho et al. 2020) and deterministic DDIM (η = 0)."""
+X0Callback = Callable[[int, Tensor], None]
+"""``on_x0(step, x0)``: loop step (0 first) and the predicted clean sample x̂0 in raw units (Fig. 15)."""
+
+
 def run_sampler(
     diffusion_cfg: DiffusionConfig,
     model: DiffusionModel,
@@ -62,17 +71,42 @@ def run_sampler(
     generator: torch.Generator | None = None,
     model_kwargs: dict[str, Any] | None = None,
     progress: bool = False,
+    *,
+    sampler: str | None = None,
+    respacing: str | None = None,
+    callback: SampleCallback | None = None,
 ) -> Tensor:
-    """A sample of ``shape`` from the respaced process of ``diffusion_cfg`` (DDIM η = 0 for ``"ddimN"``)."""
-    diffusion = build_diffusion(diffusion_cfg, diffusion_cfg.sampling_steps)
+    """A sample of ``shape`` from the respaced process of ``diffusion_cfg``.
+
+    ``respacing`` (default ``diffusion_cfg.sampling_steps``) picks the kept steps; ``sampler`` the update
+    rule, by default DDIM η = 0 for a ``"ddimN"`` respacing and ancestral otherwise. ``callback`` goes
+    to the sampler (:data:`~rodin_core.diffusion.samplers.SampleCallback`).
+    """
+    spacing = str(diffusion_cfg.sampling_steps if respacing is None else respacing)
+    if sampler is None:
+        sampler = "ddim" if spacing.startswith("ddim") else "ancestral"
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    diffusion = build_diffusion(diffusion_cfg, spacing)
     if generator is not None and generator.device.type != device.type:
         raise ValueError(f"the generator lives on {generator.device} but the model on {device}; "
                          f"create it with torch.Generator(device={str(device)!r})")
     kwargs: dict[str, Any] = {"generator": generator, "model_kwargs": model_kwargs, "progress": progress,
-                              "device": device}
-    if str(diffusion_cfg.sampling_steps).startswith("ddim"):
+                              "device": device, "callback": callback}
+    if sampler == "ddim":
         return ddim_sample(diffusion, model, shape, eta=0.0, **kwargs)
     return ancestral_sample(diffusion, model, shape, **kwargs)
+
+
+def _raw_x0_callback(on_x0: X0Callback | None, stats: PlaneStats) -> SampleCallback | None:
+    """The sampler callback that hands ``on_x0`` the step's x̂0 rolled-in and denormalised (n, 3, C, h, h)."""
+    if on_x0 is None:
+        return None
+
+    def callback(step: int, t: int, x_t: Tensor, pred_xstart: Tensor) -> None:
+        on_x0(step, stats.denormalize(roll_in(pred_xstart)))  # (n, C, h, 3h) -> (n, 3, C, h, h)
+
+    return callback
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -90,11 +124,15 @@ def sample_base(
     generator: torch.Generator | None = None,
     guidance_scale: float | None = None,
     progress: bool = False,
+    sampler: str | None = None,
+    respacing: str | None = None,
+    on_x0: X0Callback | None = None,
 ) -> Tensor:
     """Raw tri-planes (n, 3, C, h, h) at the base resolution from the base U-Net.
 
     ``z`` (n, D): conditional sampling with CFG scale ``guidance_scale`` (default ``base.guidance_scale``);
-    ``z=None``: unconditional (z = 0), ``n`` samples.
+    ``z=None``: unconditional (z = 0), ``n`` samples. ``sampler``, ``respacing``: see :func:`run_sampler`;
+    ``on_x0(step, x̂0 (n, 3, C, h, h))`` at every reverse step.
     """
     unet = unet_config_for("base", cfg)
     if z is None:
@@ -116,7 +154,8 @@ def sample_base(
             denoiser = classifier_free_guidance(model, scale)
             kwargs = {"z": z.to(device, torch.float32)}
         rolled = run_sampler(diffusion_config_for("base", cfg), denoiser, (count, unet.in_channels, size, 3 * size),
-                             device, generator, kwargs, progress)  # (n, C, h, 3h)
+                             device, generator, kwargs, progress, sampler=sampler, respacing=respacing,
+                             callback=_raw_x0_callback(on_x0, stats))  # (n, C, h, 3h)
     return stats.denormalize(roll_in(rolled))  # (n, 3, C, h, h)
 
 
@@ -128,8 +167,14 @@ def sample_upsampler(
     *,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    sampler: str | None = None,
+    respacing: str | None = None,
+    on_x0: X0Callback | None = None,
 ) -> Tensor:
-    """Raw full-resolution tri-planes (n, 3, C, H, H) from raw low-resolution ones (n, 3, C, h, h)."""
+    """Raw full-resolution tri-planes (n, 3, C, H, H) from raw low-resolution ones (n, 3, C, h, h).
+
+    ``sampler``, ``respacing``: see :func:`run_sampler`; ``on_x0(step, x̂0 (n, 3, C, H, H))`` at every reverse step.
+    """
     unet = unet_config_for("upsampler", cfg)
     h = cfg.triplane.rescale_min
     if low_res.dim() != 5 or tuple(low_res.shape[1:]) != (3, unet.in_channels, h, h):
@@ -140,7 +185,8 @@ def sample_upsampler(
     with evaluating(model):
         rolled = run_sampler(diffusion_config_for("upsampler", cfg), model,
                              (low_res.shape[0], unet.in_channels, size, 3 * size), device, generator,
-                             {"low_res": condition}, progress)  # (n, C, H, 3H)
+                             {"low_res": condition}, progress, sampler=sampler, respacing=respacing,
+                             callback=_raw_x0_callback(on_x0, stats))  # (n, C, H, 3H)
     return stats.denormalize(roll_in(rolled))  # (n, 3, C, H, H)
 
 

@@ -1,15 +1,8 @@
-"""Core tests run torch on one thread, as one Ray worker per core does: their tensors are small, and
-two-thread torch slows down badly (up to 80x measured) when another process shares the cores."""
-
-from collections.abc import Iterator
+"""Every core test runs torch on one thread (the ``one_torch_thread`` fixture of tests/conftest.py)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _core_tests_use_one_thread(one_torch_thread: None) -> None:
+    """Applies ``one_torch_thread`` to every test under tests/rodin_core."""

@@ -1,15 +1,25 @@
-"""The `rodin` command: config printing, errors as one line with exit code 2, status and contact sheets."""
+"""The `rodin` command: config printing, errors as one line with exit code 2, status and contact sheets,
+and the generation commands (sample is run through the flow in tests/workflows/test_generate.py)."""
 
 import json
 
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
+import trimesh
+from PIL import Image
 
 from render.corpus import VIEWS_SCHEMA, VIEWS_TABLE
-from rodin_core.cli import main
-from rodin_core.imaging import decode_png, encode_png
+from rodin_core.cli import SAMPLER_CHOICES, main
+from rodin_core.generation import SAMPLERS, load_avatar, save_avatar
+from rodin_core.imaging import LABEL_HEIGHT, decode_png, encode_png
+from rodin_core.mesh import density_grid, extract_mesh
 from rodin_core.storage import open_store
+from workflows.fit_data import torch_threads
+from workflows.generate_data import load_pipeline, turntable_frames
+
+from ..generation_data import make_generation_root
 
 
 def test_config_prints_the_resolved_config(capsys):
@@ -65,3 +75,142 @@ def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit) as exc:
         main(["paint"])
     assert exc.value.code == 2
+
+
+# Generation commands (issue 6) on untrained but real checkpoints: see tests/generation_data.py.
+
+@pytest.fixture(scope="module")
+def generation_root(tmp_path_factory):
+    with torch_threads(1):
+        return make_generation_root(tmp_path_factory.mktemp("cli-generation") / "data")
+
+
+@pytest.fixture(scope="module")
+def sampled(generation_root, tmp_path_factory):
+    """Two avatars of the prior (seeds 0 and 1) saved as files, as `rodin sample --dest` leaves them."""
+    folder = tmp_path_factory.mktemp("sampled")
+    with torch_threads(1):  # as the tests (conftest): CPU results depend on the thread count in the last bits
+        avatars = load_pipeline(generation_root).sample(2, seed=0)
+    return [save_avatar(avatar, folder / f"avatar-00{i}.safetensors") for i, avatar in enumerate(avatars)]
+
+
+def _portrait(path, height=40, width=30):
+    rgba = np.zeros((height, width, 4), np.uint8)
+    rgba[10:30, 5:25] = (200, 120, 80, 255)
+    path.write_bytes(encode_png(rgba))
+    return path
+
+
+def _printed(capsys):
+    return json.loads(capsys.readouterr().out)
+
+
+def test_invert_writes_the_avatar_its_turntable_and_a_comparison(generation_root, tmp_path, capsys):
+    image = _portrait(tmp_path / "portrait.png")
+    argv = ["invert", str(image), "--out", generation_root, "--views", "3", "--resolution", "16", "--seed", "7"]
+    assert main([*argv, "--dest", str(tmp_path / "a")]) == 0
+    printed = _printed(capsys)
+    assert printed["avatar"] == str(tmp_path / "a" / "portrait.safetensors") and printed["frames"] == 3
+    assert main([*argv, "--dest", str(tmp_path / "b")]) == 0
+    first, second = load_avatar(tmp_path / "a" / "portrait.safetensors"), load_avatar(tmp_path / "b" / "portrait.safetensors")
+    assert torch.equal(first.planes, second.planes) and torch.equal(first.z, second.z)  # same image and seed
+    assert first.planes.shape == (3, 4, 8, 8) and first.z.shape == (8,)
+    assert (first.meta["kind"], first.meta["seed"], first.meta["image"], first.meta["image_size"]) == (
+        "invert", 7, "portrait.png", [40, 30])
+    gif = Image.open(tmp_path / "a" / "portrait-turntable.gif")
+    assert (gif.n_frames, gif.size) == (3, (16, 16))
+    frames = sorted((tmp_path / "a" / "portrait-turntable").iterdir())
+    assert [f.name for f in frames] == ["frame_0000.png", "frame_0001.png", "frame_0002.png"]
+    pipeline = load_pipeline(generation_root)
+    expected = turntable_frames(pipeline.cfg, pipeline.decoder, first.planes, 3, 16)
+    assert np.array_equal(decode_png(frames[1].read_bytes()), expected[1])
+    comparison = decode_png((tmp_path / "a" / "portrait-inversion.png").read_bytes())
+    assert comparison.shape == (16 + LABEL_HEIGHT, 2 * 16, 3)  # the input scaled to 16 px high (12 wide), the avatar
+    assert np.array_equal(comparison[:16, 16:], expected[0])
+
+
+def test_interpolate_writes_the_path_and_reproduces_the_start(generation_root, sampled, tmp_path, capsys):
+    dest = tmp_path / "interp"
+    assert main(["interpolate", str(sampled[0]), str(sampled[1]), "--out", generation_root, "--frames", "5",
+                 "--resolution", "16", "--dest", str(dest)]) == 0
+    printed = _printed(capsys)
+    assert printed["t"] == [0.0, 0.25, 0.5, 0.75, 1.0] and printed["seed"] == 0  # avatar A's seed
+    path = [load_avatar(dest / f"interp-0{k}.safetensors") for k in range(5)]
+    a, b = load_avatar(sampled[0]), load_avatar(sampled[1])
+    assert torch.equal(path[0].planes, a.planes) and torch.equal(path[0].z, a.z)  # t = 0 with A's seed is A
+    assert torch.equal(path[-1].z, b.z) and [p.meta["t"] for p in path] == printed["t"]
+    assert all(p.meta["kind"] == "interpolate" and p.meta["seed"] == 0 for p in path)
+    strip = decode_png((dest / "interpolation.png").read_bytes())
+    assert strip.shape == (16 + LABEL_HEIGHT, 5 * 16, 3)
+
+
+def test_mesh_writes_a_glb_that_trimesh_loads(generation_root, sampled, tmp_path, capsys):
+    decoder = load_pipeline(generation_root).decoder
+    planes = load_avatar(sampled[0]).planes
+    grid = density_grid(planes, decoder, 24)
+    threshold = float(grid.min() + grid.max()) / 2.0
+    dest = tmp_path / "avatar.glb"
+    assert main(["mesh", str(sampled[0]), "--out", generation_root, "--resolution", "24", "--threshold",
+                 str(threshold), "--dest", str(dest)]) == 0
+    printed = _printed(capsys)
+    loaded = trimesh.load(dest, force="mesh")
+    expected = extract_mesh(planes, decoder, 24, threshold)
+    assert len(loaded.faces) == len(expected.faces) == printed["faces"] > 0
+    assert np.allclose(np.sort(loaded.vertices, axis=0), np.sort(expected.vertices, axis=0), atol=1e-6)
+    assert np.abs(loaded.vertices).max() <= 1.0 and printed["watertight"] == loaded.is_watertight is True
+    assert main(["mesh", str(sampled[0]), "--out", generation_root, "--resolution", "24", "--dest",
+                 str(tmp_path / "ply.ply"), "--threshold", str(float(grid.max()) + 1.0)]) == 2
+    assert "pass a lower threshold" in capsys.readouterr().err
+
+
+def test_render_avatar_writes_the_turntable_and_the_x0_strip(generation_root, sampled, tmp_path, capsys):
+    dest = tmp_path / "views"
+    assert main(["render-avatar", str(sampled[1]), "--out", generation_root, "--views", "4", "--resolution", "16",
+                 "--x0", "--dest", str(dest)]) == 0
+    printed = _printed(capsys)
+    assert printed["x0_planes_max_difference"] == 0.0  # the re-run from z and seed ends at the avatar's planes
+    pipeline = load_pipeline(generation_root)
+    expected = turntable_frames(pipeline.cfg, pipeline.decoder, load_avatar(sampled[1]).planes, 4, 16)
+    frames = [decode_png(p.read_bytes()) for p in sorted((dest / "avatar-001-turntable").iterdir())]
+    assert len(frames) == 4 and all(np.array_equal(f, e) for f, e in zip(frames, expected, strict=True))
+    strip = decode_png((dest / "avatar-001-x0.png").read_bytes())
+    assert strip.shape == (16 + LABEL_HEIGHT, (3 + 3) * 16, 3)  # every x0 of the 3 base and 3 upsampler steps
+    assert np.array_equal(strip[:16, -16:], expected[0])  # the last x0 is the avatar, seen from the front
+
+
+def _one_line_error(capsys, argv):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    return captured.err
+
+
+def test_generation_input_errors_are_one_line_with_exit_code_2(generation_root, sampled, tmp_path, capsys):
+    out = ["--out", generation_root]
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    err = _one_line_error(capsys, ["invert", str(text), *out, "--dest", str(tmp_path / "x")])
+    assert "is not an image file PIL can read" in err and "PNG or JPEG" in err
+    err = _one_line_error(capsys, ["invert", str(_portrait(tmp_path / "p.png")), "--out", str(tmp_path / "empty"),
+                                   "--dest", str(tmp_path / "x")])
+    assert "no committed base, upsampler checkpoints" in err and "`rodin train all --out" in err
+    err = _one_line_error(capsys, ["invert", str(tmp_path / "p.png"), *out, "--preset", "small", "--dest",
+                                   str(tmp_path / "x")])
+    assert "trained with preset 'tiny', not 'small'; pass --preset tiny" in err
+    err = _one_line_error(capsys, ["render-avatar", str(tmp_path / "missing.safetensors"), *out, "--dest",
+                                   str(tmp_path / "x")])
+    assert "no avatar file at" in err
+    err = _one_line_error(capsys, ["mesh", str(text), *out, "--dest", str(tmp_path / "m.glb")])
+    assert "is not an avatar file" in err
+    other = load_avatar(sampled[0])
+    other.meta["decoder_sha256"] = "f" * 64
+    foreign = save_avatar(other, tmp_path / "foreign.safetensors")
+    err = _one_line_error(capsys, ["interpolate", str(foreign), str(sampled[1]), *out, "--dest", str(tmp_path / "x")])
+    assert "was made for decoder ffffffffffff" in err and "pass the --out dataset root it was generated from" in err
+    err = _one_line_error(capsys, ["mesh", str(sampled[0]), *out, "--dest", str(tmp_path / "m.obj")])
+    assert "--dest must end in .ply or .glb" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_sampler_choices_are_the_pipelines():
+    assert SAMPLER_CHOICES == SAMPLERS
