@@ -161,6 +161,11 @@ class FitConfig:
     """Grey level the RGBA renders are composited onto (and the field renders over)."""
     eval_every: int = 100
     """Steps between held-out PSNR evaluations (early stopping)."""
+    patience: int = 0
+    """Phase B also stops once this many evaluations in a row improved the best held-out PSNR by less
+    than ``min_improvement`` (a plateau below the target); 0 never stops on a plateau."""
+    min_improvement: float = 0.05
+    """Smallest gain (dB) of the best held-out PSNR that counts as progress for ``patience``."""
     occupancy_resolution: int = 64
     """Cells per side of the occupancy grid that skips empty space in phase B (0: query every point)."""
     occupancy_every: int = 16
@@ -174,9 +179,9 @@ class FitConfig:
         for name in ("shared_subjects", "shared_steps", "steps", "rays_per_step", "coarse_samples",
                      "eval_every", "shard_size", "occupancy_every"):
             _check_range(f"fit.{name}", getattr(self, name), low=1)
-        for name in ("holdout_views", "fine_samples", "seed", "occupancy_resolution"):
+        for name in ("holdout_views", "fine_samples", "seed", "occupancy_resolution", "patience"):
             _check_range(f"fit.{name}", getattr(self, name), low=0)
-        for name in ("lr_planes", "lr_decoder", "sparsity_weight", "tv_weight", "distortion_weight"):
+        for name in ("lr_planes", "lr_decoder", "sparsity_weight", "tv_weight", "distortion_weight", "min_improvement"):
             _check_range(f"fit.{name}", getattr(self, name), low=0.0)
         _check_range("fit.target_psnr", self.target_psnr, low=0.0, high=100.0)
         if self.occupancy_resolution == 1:

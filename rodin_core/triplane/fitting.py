@@ -210,6 +210,9 @@ def fit_subject(subject: SubjectViews, decoder: TriplaneDecoder, tri_cfg: Tripla
                 progress: Progress | None = None, init: torch.Tensor | None = None) -> FitResult:
     """Phase B: fit one subject's planes with the decoder frozen; stop at ``fit.target_psnr`` held out.
 
+    With ``fit.patience`` > 0 it also stops on a plateau: after that many evaluations in a row that
+    raised the best held-out PSNR by less than ``fit.min_improvement`` dB.
+
     ``decoder`` must be frozen (:func:`freeze_decoder`). ``init`` (3, C, H, W) warm-starts the
     planes (default: random, seeded by ``fit.seed`` and the subject id). With
     ``fit.occupancy_resolution`` > 0 the field is queried only in the cells of an occupancy grid
@@ -252,7 +255,7 @@ def fit_subject(subject: SubjectViews, decoder: TriplaneDecoder, tri_cfg: Tripla
     curve: list[tuple[int, float]] = []
     refresh_occupancy()
     best_planes, best = planes.detach().clone(), evaluate(0)
-    step, error, last = 0, None, None
+    step, error, last, stale = 0, None, None, 0
     if not math.isfinite(best):
         error = f"subject {subject.subject_id}: held-out PSNR of the initial planes is {best} (decoder output not finite)"
     while error is None and step < fit_cfg.steps and best < fit_cfg.target_psnr:
@@ -273,10 +276,13 @@ def fit_subject(subject: SubjectViews, decoder: TriplaneDecoder, tri_cfg: Tripla
             if not math.isfinite(last):
                 error = f"subject {subject.subject_id}: held-out PSNR is {last} at step {step}"
                 break
+            stale = stale + 1 if last < best + fit_cfg.min_improvement else 0
             if last > best:
                 best, best_planes = last, planes.detach().clone()
         if progress is not None:
             progress(step, loss.item(), last)
+        if fit_cfg.patience and stale >= fit_cfg.patience:
+            break  # a plateau below the target: more steps would not pay for themselves
     if error is None and occupancy is not None and held_idx:  # report the exact render, not the skipping one
         best = evaluate_psnr(best_planes, decoder, subject, held_idx, tri_cfg, fit_cfg)
     psnr_train = math.nan if error else evaluate_psnr(best_planes, decoder, subject, _train_views(train_idx),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -168,3 +169,18 @@ def test_shared_decoder_lets_a_new_subject_fit_well() -> None:
     result = fit_subject(new, decoder, TRI, _fit_cfg(steps=100, eval_every=50), init=mean)
     assert result.error is None and result.psnr_holdout > 17.0
     assert result.psnr_holdout > result.psnr_curve[0][1] + 2.0
+
+
+def test_a_plateau_below_the_target_stops_after_patience_evaluations() -> None:
+    decoder = _random_decoder()
+    subject = _sphere_subject(3, 0.7, (0.9, 0.5, 0.3))
+    frozen = _fit_cfg(steps=30, eval_every=3, lr_planes=0.0, target_psnr=99.0)  # the planes cannot move
+    assert fit_subject(subject, decoder, TRI, frozen).steps == 30  # patience 0: no plateau stop
+    stopped = fit_subject(subject, decoder, TRI, dataclasses.replace(frozen, patience=2))
+    assert stopped.steps == 6 and [s for s, _ in stopped.psnr_curve] == [0, 3, 6]
+    assert stopped.error is None and stopped.psnr_holdout == pytest.approx(stopped.psnr_curve[0][1], abs=1e-4)
+    learning = _fit_cfg(steps=6, eval_every=3, target_psnr=99.0, patience=1)
+    curve = fit_subject(subject, decoder, TRI, learning).psnr_curve
+    assert [s for s, _ in curve] == [0, 3, 6] and curve[1][1] > curve[0][1] + 0.05  # progress: no stop at 3
+    demanding = fit_subject(subject, decoder, TRI, dataclasses.replace(learning, min_improvement=100.0))
+    assert demanding.steps == 3 and demanding.psnr_curve == curve[:2]  # the same gain no longer counts
