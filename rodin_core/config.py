@@ -44,11 +44,34 @@ class CorpusConfig:
     """Subjects per shard: the unit of work, retry and commit."""
     asset_dir: str | None = None
     """Optional asset-library folder (one sub-folder per category of .blend/.glb/.gltf files)."""
+    holdout_subjects: int = 1000
+    """Evaluation subjects (paper §4.5, appendix C.5 Table 4: 1K test subjects): the last ids of the corpus,
+    ``subjects - holdout_subjects`` .. ``subjects - 1``, are rendered and fitted like every subject but never
+    seen by diffusion training (base, upsampler, plane statistics, the prior's latents). 0 holds none out."""
 
     def validate(self) -> None:
         _check_range("corpus.subjects", self.subjects, low=1)
         _check_range("corpus.seed", self.seed, low=0, high=2**31 - 1)
         _check_range("corpus.shard_size", self.shard_size, low=1)
+        if not 0 <= self.holdout_subjects < self.subjects:
+            raise ConfigError(
+                f"bad value for corpus.holdout_subjects: {self.holdout_subjects!r} is outside the valid range "
+                f"[0, {self.subjects - 1}] (corpus.subjects={self.subjects} and at least one subject must be left "
+                "for training); lower corpus.holdout_subjects (0 holds none out) or raise corpus.subjects"
+            )
+
+    @property
+    def first_held_out(self) -> int | None:
+        """Smallest held-out subject id, ``subjects - holdout_subjects``; None when no subject is held out."""
+        return self.subjects - self.holdout_subjects if self.holdout_subjects else None
+
+    def held_out_ids(self) -> list[int]:
+        """Ids of the held-out evaluation subjects, ascending (§4.5, appendix C.5)."""
+        return list(range(self.subjects - self.holdout_subjects, self.subjects))
+
+    def is_training_subject(self, subject_id: int) -> bool:
+        """Whether diffusion training may read subject ``subject_id`` (it is not held out)."""
+        return self.first_held_out is None or subject_id < self.first_held_out
 
 
 @dataclass
@@ -399,6 +422,17 @@ class RodinConfig:
         return cfg.validate()
 
 
+def saved_held_out_from(saved: Mapping[str, Any]) -> int | None:
+    """The first held-out subject id (§4.5, appendix C.5) of a saved ``RodinConfig.to_dict()``, read as saved.
+
+    None when it held no subject out, also for configs saved before ``corpus.holdout_subjects`` existed
+    (whatever the preset says now, their training read every subject).
+    """
+    corpus = saved.get("corpus") or {}
+    holdout = int(corpus.get("holdout_subjects", 0))
+    return int(corpus["subjects"]) - holdout if holdout else None
+
+
 def preset_config(name: str) -> RodinConfig:
     """The named preset: ``tiny`` (minutes on 2 CPU cores), ``small``, ``paper`` (§4.1)."""
     if name == "paper":
@@ -406,7 +440,7 @@ def preset_config(name: str) -> RodinConfig:
     if name == "small":
         return RodinConfig(
             preset="small",
-            corpus=CorpusConfig(subjects=2_000, shard_size=50),
+            corpus=CorpusConfig(subjects=2_000, shard_size=50, holdout_subjects=50),
             render=RenderConfig(views=100, resolution=128, samples=12, timeout_s=3600.0),
             triplane=TriplaneConfig(channels=16, resolution=128, rescale_min=32, decoder_hidden=64),
             fit=FitConfig(shared_subjects=100, shared_steps=5000, steps=1500, target_psnr=29.0, shard_size=50),
@@ -423,12 +457,12 @@ def preset_config(name: str) -> RodinConfig:
     if name == "tiny":
         return RodinConfig(
             preset="tiny",
-            corpus=CorpusConfig(subjects=16, shard_size=4),
-            render=RenderConfig(views=64, resolution=64, samples=8, max_bounces=3, timeout_s=900.0),
+            corpus=CorpusConfig(subjects=16, shard_size=4, holdout_subjects=2),
+            render=RenderConfig(views=64, resolution=64, samples=16, max_bounces=3, timeout_s=900.0),
             triplane=TriplaneConfig(channels=8, resolution=64, rescale_min=32, decoder_hidden=64, feature_frequencies=0),
             fit=FitConfig(shared_subjects=4, shared_steps=2000, steps=800, target_psnr=28.5, holdout_views=4,
                           rays_per_step=2048, coarse_samples=16, fine_samples=16, lr_planes=0.1, lr_decoder=0.003,
-                          eval_every=50, shard_size=4, occupancy_resolution=32),
+                          rescale_prob=0.6, eval_every=50, patience=3, shard_size=4, occupancy_resolution=32),
             encoder=EncoderConfig(kind="learned", image_size=64, learned_channels=16),
             base=BaseStageConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(16,),
                                  aware_resolutions=(32,), num_head_channels=32, dropout=0.0, sampling_steps="50",

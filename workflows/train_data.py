@@ -14,6 +14,11 @@ Prepared once from the earlier stages' committed shards, before any trainer star
 - ``latents/``: z of every training subject for the latent prior (appendix B.4), encoded by the
   trained base's learned encoder (its EMA) or by frozen CLIP.
 
+Held-out subjects (``corpus.holdout_subjects``, paper §4.5, appendix C.5 Table 4): the statistics
+and the latents are computed over the training subjects only, and what they were computed over
+(:func:`training_digest`) names the first held-out id, so latents of another holdout are computed
+again and statistics of another holdout are refused (the stages trained on them saw other subjects).
+
 And where the trainers publish: ``checkpoints/`` holds one shard per stage (``base``,
 ``upsampler``, ``prior``), the stage's latest checkpoint (``model.safetensors``,
 ``optimizer.safetensors``, ``checkpoint.json``), re-committed at every checkpoint; the newest
@@ -37,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from render.corpus import VIEWS_TABLE
-from rodin_core.config import RodinConfig
+from rodin_core.config import CorpusConfig, RodinConfig
 from rodin_core.encoders import build_encoder
 from rodin_core.storage import Manifest, StageStore, config_hash, open_store
 from rodin_core.training.checkpoint import (
@@ -172,31 +177,93 @@ def extract_frontals_shard(renders: str, out: str, job: FrontalsJob, storage_opt
 
 
 def corpus_digest(out: str, storage_options: dict | None = None) -> dict[str, str]:
-    """``{triplanes shard id: committed attempt id}``: what the statistics and latents were computed over."""
+    """``{triplanes shard id: committed attempt id}``: the tri-planes the statistics and latents were computed over."""
     stage, shards = committed_triplane_shards(out, storage_options)
     return {shard_id: stage.read_manifest(shard_id).attempt_id for shard_id in shards}
 
 
-def ensure_stats(out: str, storage_options: dict | None = None) -> tuple[PlaneStats, bool]:
+def training_digest(out: str, storage_options: dict | None = None,
+                    corpus: CorpusConfig | None = None) -> dict[str, object]:
+    """What the statistics and latents are computed over (JSON, hashed into their manifests).
+
+    ``{"triplanes": corpus_digest}``, plus ``"held_out_from"`` (the first held-out subject id, §4.5)
+    when ``corpus`` holds subjects out; without held-out subjects the digest is the one computed
+    before held-out subjects existed, so such committed statistics and latents stay current.
+    """
+    digest: dict[str, object] = {"triplanes": corpus_digest(out, storage_options)}
+    if corpus is not None and corpus.first_held_out is not None:
+        digest["held_out_from"] = corpus.first_held_out
+    return digest
+
+
+def check_holdout(out: str, corpus: CorpusConfig, storage_options: dict | None = None) -> None:
+    """Check that ``corpus`` describes the fitted corpus of ``out`` where held-out subjects are concerned.
+
+    Raises :class:`TrainDataError` when subjects are held out but fitted ids reach ``corpus.subjects``
+    (the held-out ids would not be the corpus's last ones); warns when no held-out subject is fitted
+    (fitting has not reached them, or the corpus was rendered with fewer subjects than ``corpus.subjects``).
+    """
+    first = corpus.first_held_out
+    if first is None:
+        return
+    stage, shards = committed_triplane_shards(out, storage_options)
+    fitted = {s for shard in shards for s in stage.read_manifest(shard).subject_ids}
+    beyond = sorted(s for s in fitted if s >= corpus.subjects)
+    if beyond:
+        raise TrainDataError(f"{out} holds fitted subjects {beyond[:10]} at or above corpus.subjects="
+                             f"{corpus.subjects}, so the held-out subjects (corpus.holdout_subjects="
+                             f"{corpus.holdout_subjects}: ids {first}..{corpus.subjects - 1}) are not the corpus's "
+                             f"last ones; train with the corpus.subjects the corpus was rendered with "
+                             f"(e.g. --set corpus.subjects={max(fitted) + 1})")
+    if not any(s >= first for s in fitted):
+        log.warning("corpus.holdout_subjects=%d holds out ids %d..%d, none of which is fitted in %s (fitted ids "
+                    "%d..%d): every fitted subject is trained on. If the corpus was rendered with fewer subjects "
+                    "than corpus.subjects=%d, train with the same corpus.subjects", corpus.holdout_subjects, first,
+                    corpus.subjects - 1, out, min(fitted), max(fitted), corpus.subjects)
+
+
+def ensure_stats(out: str, storage_options: dict | None = None,
+                 corpus: CorpusConfig | None = None) -> tuple[PlaneStats, bool]:
     """The committed normalisation statistics of ``out``, computed and committed first when missing.
 
-    Returns ``(stats, computed)``. Statistics committed over another set of tri-plane shards are
-    kept (every trained stage depends on them) with a warning saying how to recompute them.
+    Returns ``(stats, computed)``. ``corpus``: its held-out subjects (§4.5) are left out (None: every
+    fitted subject counts). Statistics committed over another set of tri-plane shards are kept
+    (every trained stage depends on them) with a warning saying how to recompute them; statistics
+    committed with other held-out subjects raise :class:`TrainDataError`.
     """
-    corpus = corpus_digest(out, storage_options)
+    held_out_from = corpus.first_held_out if corpus is not None else None
+    if corpus is not None:
+        check_holdout(out, corpus, storage_options)
+    digest = training_digest(out, storage_options, corpus)
     stage = open_store(out, storage_options).stage(STATS_STAGE)
     if stage.is_committed(STATS_SHARD):
+        manifest = stage.read_manifest(STATS_SHARD)
+        committed_from = manifest.extra.get("held_out_from")
+        if committed_from != held_out_from:
+            raise TrainDataError(
+                f"the plane statistics of {out} were computed {_holdout_words(committed_from)}, but the config "
+                f"trains {_holdout_words(held_out_from)} (corpus.holdout_subjects); the stages trained with them "
+                f"saw other subjects. Either train with the held-out subjects they were made with, or "
+                f"delete {stage.uri}/manifests/{STATS_SHARD}.json and retrain every stage from scratch "
+                f"(`rodin train all --out {out} --fresh`)")
         stats = read_plane_stats(out, storage_options)
-        if stage.read_manifest(STATS_SHARD).config_hash != config_hash({"triplanes": corpus}):
+        if manifest.config_hash != config_hash(digest):
             log.warning("the plane statistics of %s were computed over %d subjects before the tri-planes changed; "
                         "they are kept so that every stage uses the same ones. To recompute them, delete %s/manifests/"
                         "%s.json and retrain every stage", out, stats.count, stage.uri, STATS_SHARD)
         return stats, False
-    stats = compute_plane_stats(_logged(iter_planes(out, storage_options, list(corpus)), "plane statistics"))
-    write_plane_stats(out, stats, storage_options, config={"triplanes": corpus})
-    log.info("plane statistics of %d subjects committed to %s (mean %s, std %s)", stats.count, stage.uri,
-             _rounded(stats.mean.tolist()), _rounded(stats.std.tolist()))
+    planes = iter_planes(out, storage_options, list(digest["triplanes"]), held_out_from=held_out_from)
+    stats = compute_plane_stats(_logged(planes, "plane statistics"))
+    write_plane_stats(out, stats, storage_options, config=digest, extra={"held_out_from": held_out_from})
+    log.info("plane statistics of %d subjects committed to %s (mean %s, std %s%s)", stats.count, stage.uri,
+             _rounded(stats.mean.tolist()), _rounded(stats.std.tolist()),
+             "" if held_out_from is None else f"; subjects from id {held_out_from} held out")
     return stats, True
+
+
+def _holdout_words(held_out_from: int | None) -> str:
+    """``"with no held-out subjects"`` or ``"with subjects from id N held out"``."""
+    return "with no held-out subjects" if held_out_from is None else f"with subjects from id {held_out_from} held out"
 
 
 def _logged(items: Iterator[tuple[int, Tensor]], label: str) -> Iterator[Tensor]:
@@ -301,17 +368,18 @@ def ensure_latents(cfg: RodinConfig, out: str, storage_options: dict | None = No
                    device: torch.device | str = "cpu") -> tuple[int, bool]:
     """Commit ``latents/`` (z of every fitted subject) unless current; returns ``(subjects, computed)``.
 
-    Current means committed for the same encoder (and base checkpoint) and the same tri-plane shards.
+    Current means committed for the same encoder (and base checkpoint), the same tri-plane shards and the
+    same held-out subjects (``cfg.corpus``, §4.5: their z is never computed).
     """
     encoder, provenance = latent_encoder(cfg, out, storage_options, device)
-    digest = config_hash({**provenance, "triplanes": corpus_digest(out, storage_options)})
+    digest = config_hash({**provenance, **training_digest(out, storage_options, cfg.corpus)})
     stage = open_store(out, storage_options).stage(LATENTS_STAGE)
     if stage.is_committed(LATENTS_SHARD):
         manifest = stage.read_manifest(LATENTS_SHARD)
         if manifest.config_hash == digest:
             return len(manifest.subject_ids), False
     start = time.perf_counter()
-    dataset = TriplaneDataset(out, storage_options, shuffle_buffer=1)
+    dataset = TriplaneDataset(out, storage_options, shuffle_buffer=1, held_out_from=cfg.corpus.first_held_out)
     samples = dataset.iter_epoch(0)
 
     def batches():
@@ -321,7 +389,8 @@ def ensure_latents(cfg: RodinConfig, out: str, storage_options: dict | None = No
     ids, z = encode_latents(encoder, batches(), device)  # (N,), (N, D)
     writer = stage.begin(LATENTS_SHARD)
     writer.write_bytes(LATENTS_FILE, safetensors.torch.save({"subject_ids": ids, "z": z.contiguous()}))
-    writer.commit(ids.tolist(), digest, extra={"latent_dim": int(z.shape[1]), **provenance})
+    writer.commit(ids.tolist(), digest, extra={"latent_dim": int(z.shape[1]), **provenance,
+                                               "held_out_from": cfg.corpus.first_held_out})
     log.info("latents of %d subjects (D=%d) committed to %s in %.1f s", z.shape[0], z.shape[1], stage.uri,
              time.perf_counter() - start)
     return int(z.shape[0]), True

@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import State
 
-from rodin_core.config import RodinConfig, load_config
+from rodin_core.config import CorpusConfig, RodinConfig, load_config
 from rodin_core.imaging import encode_png
 from rodin_core.storage import open_store
 from rodin_core.training.stages import STAGE_NAMES, train_config_for
@@ -84,10 +84,10 @@ def extract_frontals(renders: str, out: str, job: FrontalsJob, storage_options: 
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, cache_policy=NO_CACHE, tags=TAGS)
-def compute_stats(out: str, storage_options: dict | None) -> dict[str, Any]:
-    """Commit the plane statistics when missing; returns ``{subjects, computed}``."""
+def compute_stats(out: str, storage_options: dict | None, corpus: CorpusConfig) -> dict[str, Any]:
+    """Commit the plane statistics of the training subjects when missing; returns ``{subjects, computed}``."""
     with relay_logs(train_data.__name__):
-        stats, computed = train_data.ensure_stats(out, storage_options)
+        stats, computed = train_data.ensure_stats(out, storage_options, corpus)
     return {"subjects": stats.count, "computed": computed}
 
 
@@ -121,11 +121,14 @@ def make_sample_sheet(stage_name: str, out: str, storage_options: dict | None) -
     return png, write_report(open_store(out, storage_options), path, png), caption
 
 
-def prepare_training_data(renders: str, out: str, storage_options: dict | None) -> dict[str, Any]:
-    """Extract the missing frontal views, then compute the plane statistics when missing."""
+def prepare_training_data(renders: str, out: str, storage_options: dict | None, cfg: RodinConfig) -> dict[str, Any]:
+    """Extract the missing frontal views, then compute the plane statistics when missing.
+
+    The held-out subjects of ``cfg.corpus`` (§4.5, appendix C.5) are left out of the statistics.
+    """
     pending, current = plan_frontals(renders, out, storage_options)
     extracted = extract_frontals.map(unmapped(renders), unmapped(out), pending, unmapped(storage_options)).result()
-    stats = compute_stats(out, storage_options)
+    stats = compute_stats(out, storage_options, cfg.corpus)
     get_run_logger().info("frontal views: %d shards extracted (%d subjects), %d current; plane statistics of %d "
                           "subjects %s", len(pending), sum(extracted), len(current), stats["subjects"],
                           "computed" if stats["computed"] else "reused")
@@ -192,7 +195,7 @@ def _train_one(stage_name: str, out: str, renders: str | None, preset: str, conf
     """The body of the three single-stage flows."""
     start = time.perf_counter()
     cfg = training_config(preset, config_file, overrides, (stage_name,), steps, workers)
-    data = prepare_training_data(renders or out, out, storage_options)
+    data = prepare_training_data(renders or out, out, storage_options, cfg)
     with ray_session(ray_address):
         summary = train_stage(stage_name, cfg, out, storage_options, run_name, resume, cpus_per_worker)
     result = publish_training_report(stage_name, out, storage_options, summary)
@@ -251,7 +254,7 @@ def train_all(out: str = "data/tiny", renders: str | None = None, preset: str = 
     """
     start = time.perf_counter()
     cfg = training_config(preset, config_file, overrides, STAGE_NAMES, steps, workers)
-    data = prepare_training_data(renders or out, out, storage_options)
+    data = prepare_training_data(renders or out, out, storage_options, cfg)
     with ray_session(ray_address):
         cpus = cpus_per_worker or shared_cpus_per_worker(cfg)
         base = train_stage.submit("base", cfg, out, storage_options, None, resume, cpus)

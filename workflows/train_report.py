@@ -137,9 +137,10 @@ class FrontalRenderer:
         return to_uint8(rgb.clamp(0.0, 1.0))
 
 
-def first_subjects(out: str, count: int, storage_options: dict | None = None) -> list[TriplaneSample]:
-    """The first ``count`` training subjects in shard order."""
-    samples = TriplaneDataset(out, storage_options, shuffle_buffer=1).iter_epoch(0)
+def first_subjects(out: str, count: int, storage_options: dict | None = None,
+                   held_out_from: int | None = None) -> list[TriplaneSample]:
+    """The first ``count`` training subjects in shard order (ids from ``held_out_from`` are held out)."""
+    samples = TriplaneDataset(out, storage_options, shuffle_buffer=1, held_out_from=held_out_from).iter_epoch(0)
     return [s for _, s in zip(range(count), samples)]
 
 
@@ -155,7 +156,7 @@ def sample_sheet(stage_name: str, out: str, count: int, seed: int = 0,
     render = FrontalRenderer(train_data.load_decoder(out, storage_options), trained.cfg)
     generator = torch.Generator().manual_seed(seed)
     if stage_name == "base":
-        subjects = first_subjects(out, count, storage_options)
+        subjects = first_subjects(out, count, storage_options, trained.cfg.corpus.first_held_out)
         encoder = build_encoder(trained.cfg.encoder)
         if trained.cfg.encoder.kind == "learned":
             encoder = trained.module("encoder_ema", encoder)
@@ -169,7 +170,7 @@ def sample_sheet(stage_name: str, out: str, count: int, seed: int = 0,
                    f"{trained.cfg.base.guidance_scale}, {trained.cfg.base.sampling_steps} sampling steps).")
         return contact_sheet(images, 3 * min(2, count), labels), caption
     if stage_name == "upsampler":
-        subjects = first_subjects(out, count, storage_options)
+        subjects = first_subjects(out, count, storage_options, trained.cfg.corpus.first_held_out)
         planes = torch.stack([s.planes for s in subjects])  # (n, 3, C, H, W)
         low = downsample_planes(planes, trained.cfg.triplane.rescale_min)  # (n, 3, C, h, h)
         high = sample_upsampler(trained.ema, trained.cfg, trained.stats, low, generator=generator)  # (n, 3, C, H, H)

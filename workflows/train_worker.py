@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from rodin_core.config import RodinConfig, TrainConfig
+from rodin_core.config import RodinConfig, TrainConfig, saved_held_out_from
 from rodin_core.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rodin_core.training.dataset import TriplaneDataset, collate_samples
 from rodin_core.training.loop import run_stage
@@ -156,10 +156,18 @@ def check_compatible(stage_name: str, cfg: RodinConfig, saved: dict[str, Any], o
                    if _plain(saved.get(section, {}).get(key)) != _plain(value)]
     if saved.get("stage") != stage_name:
         differences.insert(0, f"stage: checkpoint {saved.get('stage')!r}, config {stage_name!r}")
+    saved_from, wanted_from = saved_held_out_from(saved.get("rodin") or {}), cfg.corpus.first_held_out
+    if saved_from != wanted_from:
+        differences.append(f"held-out subjects (corpus.holdout_subjects): checkpoint {_from_words(saved_from)}, "
+                           f"config {_from_words(wanted_from)}")
     if differences:
         raise ResumeMismatchError(f"cannot resume {stage_name} from the {origin}: it was trained with another setup "
                          f"({'; '.join(differences[:8])}). Train from scratch under a new run name "
                          f"(`rodin train {stage_name} --fresh ...`) or go back to the checkpoint's config")
+
+
+def _from_words(held_out_from: int | None) -> str:
+    return "none" if held_out_from is None else f"ids from {held_out_from}"
 
 
 def _plain(value: Any) -> Any:
@@ -233,7 +241,8 @@ def state_digest(modules: Mapping[str, Mapping[str, Tensor]], optimizers: Mappin
 def stage_batches(job: TrainJob, rank: int, world: int, start: int, latents: Tensor | None = None) -> Iterator[Any]:
     """This rank's endless batches: ``batch_size / workers`` subjects (or rows of ``latents``, the prior's) per step.
 
-    The data order is drawn from ``train.seed + start``, so a resumed run gets a fresh shuffle.
+    Held-out subjects (``corpus.holdout_subjects``, §4.5) are never read. The data order is drawn from
+    ``train.seed + start``, so a resumed run gets a fresh shuffle.
     """
     train = job.train
     per_rank = train.batch_size // world
@@ -246,7 +255,7 @@ def stage_batches(job: TrainJob, rank: int, world: int, start: int, latents: Ten
     if job.stage == "prior":
         return latent_batches(latents, per_rank, seed=train.seed + start, rank=rank, world_size=world)
     dataset = TriplaneDataset(job.out, job.storage_options, rank=rank, world_size=world, seed=train.seed + start,
-                              shuffle_buffer=SHUFFLE_BUFFER)
+                              shuffle_buffer=SHUFFLE_BUFFER, held_out_from=job.rodin.corpus.first_held_out)
     return iter(DataLoader(dataset, batch_size=per_rank, collate_fn=collate_samples, num_workers=0))
 
 

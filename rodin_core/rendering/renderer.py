@@ -23,7 +23,7 @@ from rodin_core.rendering.compositing import RenderOutput, composite
 from rodin_core.rendering.occupancy import OccupancyGrid
 from rodin_core.rendering.rays import camera_rays, ray_box_intersect
 from rodin_core.rendering.sampling import importance_samples, stratified_samples
-from rodin_core.triplane.field import TriplaneDecoder, query_field
+from rodin_core.triplane.field import TriplaneDecoder, sample_triplane
 
 
 @dataclass
@@ -65,15 +65,16 @@ def _render_intervals(
     rays, intervals = t_edges.shape[0], t_edges.shape[1] - 1
     mids = 0.5 * (t_edges[:, 1:] + t_edges[:, :-1])  # (R, S)
     points = (origins[:, None, :] + directions[:, None, :] * mids[..., None]).reshape(rays * intervals, 3)  # (R*S, 3)
-    dirs = directions[:, None, :].expand(rays, intervals, 3).reshape(rays * intervals, 3)  # (R*S, 3)
+    view = decoder.direction_logits(directions)  # (R, 3): the colour term of each ray's direction, once per ray
     if occupancy is None:
-        sigma, rgb = query_field(planes, decoder, points[None], dirs[None])  # (1, R*S), (1, R*S, 3)
-        sigma, rgb = sigma[0], rgb[0]
+        features = sample_triplane(planes, points[None])[0].reshape(rays, intervals, -1)  # (R, S, C)
+        sigma, rgb = decoder.decode(features, view[:, None, :])  # (R, S), (R, S, 3)
     else:
         keep = occupancy.query(points).nonzero().squeeze(1)  # (K,) indices of points in occupied cells
-        kept_sigma, kept_rgb = query_field(planes, decoder, points[keep][None], dirs[keep][None])  # (1, K), (1, K, 3)
-        sigma = points.new_zeros(rays * intervals).index_copy(0, keep, kept_sigma[0])  # (R*S,)
-        rgb = points.new_zeros(rays * intervals, 3).index_copy(0, keep, kept_rgb[0])  # (R*S, 3)
+        features = sample_triplane(planes, points[keep][None])[0]  # (K, C)
+        kept_sigma, kept_rgb = decoder.decode(features, view[keep // intervals])  # (K,), (K, 3)
+        sigma = points.new_zeros(rays * intervals).index_copy(0, keep, kept_sigma)  # (R*S,)
+        rgb = points.new_zeros(rays * intervals, 3).index_copy(0, keep, kept_rgb)  # (R*S, 3)
     return composite(sigma.reshape(rays, intervals), rgb.reshape(rays, intervals, 3), t_edges, background)
 
 

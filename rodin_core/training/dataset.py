@@ -7,6 +7,11 @@ joins the aligned ``frontals/`` shard by subject id, skips subjects whose fit fa
 subjects of consecutive shards through a shuffle buffer. Each epoch visits every subject of this
 reader's partition exactly once, in an order drawn from ``seed + epoch``; epochs repeat forever.
 
+Held-out subjects (paper §4.5, appendix C.5 Table 4): every reader takes ``held_out_from``, the
+smallest held-out subject id (:attr:`rodin_core.config.CorpusConfig.first_held_out`), and never
+yields a subject whose id is at or above it; shards holding only held-out subjects are left out of
+the plan. ``None`` reads every fitted subject.
+
 Partitioning: with R readers (Ray Train ranks x DataLoader workers), reader r takes the sorted
 shards ``shards[r::R]``; when there are fewer shards than readers it reads every shard and keeps the
 subjects at positions ``r::R`` of the sorted subject list instead. Partitions are disjoint and
@@ -107,27 +112,38 @@ def _triplanes(out_uri: str, storage_options: dict | None) -> tuple[StageStore, 
     return stage, shards
 
 
-def _good_subjects(stage: StageStore, shard_id: str) -> list[int]:
-    """Sorted ids of the shard's subjects whose fit succeeded (``error`` is null)."""
+def is_training_subject(subject_id: int, held_out_from: int | None) -> bool:
+    """Whether training may read ``subject_id``: held-out subjects have ids >= ``held_out_from`` (§4.5)."""
+    return held_out_from is None or subject_id < held_out_from
+
+
+def _good_subjects(stage: StageStore, shard_id: str, held_out_from: int | None = None) -> list[int]:
+    """Sorted ids of the shard's training subjects whose fit succeeded (``error`` is null)."""
     table = stage.read_table(shard_id, RECORDS_FILE, columns=["subject_id", "error"]).to_pydict()
-    return sorted(int(s) for s, e in zip(table["subject_id"], table["error"], strict=True) if e is None)
+    return sorted(int(s) for s, e in zip(table["subject_id"], table["error"], strict=True)
+                  if e is None and is_training_subject(int(s), held_out_from))
 
 
-def subject_ids(out_uri: str, storage_options: dict | None = None) -> list[int]:
-    """Sorted ids of every successfully fitted subject of the committed tri-plane shards."""
+def subject_ids(out_uri: str, storage_options: dict | None = None, held_out_from: int | None = None) -> list[int]:
+    """Sorted ids of every successfully fitted training subject of the committed tri-plane shards.
+
+    ``held_out_from``: the smallest held-out subject id (``CorpusConfig.first_held_out``); None keeps all.
+    """
     stage, shards = _triplanes(out_uri, storage_options)
-    return sorted(s for shard in shards for s in _good_subjects(stage, shard))
+    return sorted(s for shard in shards for s in _good_subjects(stage, shard, held_out_from))
 
 
-def iter_planes(out_uri: str, storage_options: dict | None = None,
-                shard_ids: Sequence[str] | None = None) -> Iterator[tuple[int, Tensor]]:
-    """Stream ``(subject_id, planes (3, C, H, W) float32)`` shard by shard, failed subjects skipped.
+def iter_planes(out_uri: str, storage_options: dict | None = None, shard_ids: Sequence[str] | None = None,
+                held_out_from: int | None = None) -> Iterator[tuple[int, Tensor]]:
+    """Stream ``(subject_id, planes (3, C, H, W) float32)`` shard by shard, failed and held-out subjects skipped.
 
     Feeds :func:`rodin_core.training.stats.compute_plane_stats` without loading the corpus.
     """
     stage, shards = _triplanes(out_uri, storage_options)
     for shard in shards if shard_ids is None else shard_ids:
-        good = set(_good_subjects(stage, shard))
+        good = set(_good_subjects(stage, shard, held_out_from))
+        if not good:
+            continue
         planes = planes_from_safetensors(stage.read_bytes(shard, PLANES_FILE))
         for subject, tensor in planes.items():
             if subject in good:
@@ -135,7 +151,11 @@ def iter_planes(out_uri: str, storage_options: dict | None = None,
 
 
 class TriplaneDataset(IterableDataset):
-    """Infinite, shuffled stream of :class:`TriplaneSample` read shard by shard from ``out_uri``."""
+    """Infinite, shuffled stream of :class:`TriplaneSample` read shard by shard from ``out_uri``.
+
+    ``held_out_from``: the smallest held-out subject id (``CorpusConfig.first_held_out``); subjects at or
+    above it are never yielded (§4.5, appendix C.5). None yields every fitted subject.
+    """
 
     def __init__(
         self,
@@ -146,6 +166,7 @@ class TriplaneDataset(IterableDataset):
         world_size: int = 1,
         seed: int = 0,
         shuffle_buffer: int = 256,
+        held_out_from: int | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= rank < world_size:
@@ -156,13 +177,22 @@ class TriplaneDataset(IterableDataset):
         self.storage_options = storage_options
         self.rank, self.world_size = rank, world_size
         self.seed, self.shuffle_buffer = seed, shuffle_buffer
+        self.held_out_from = held_out_from
         stage, committed = _triplanes(out_uri, storage_options)
         if shard_ids is not None:
             unknown = sorted(set(shard_ids) - set(committed))
             if unknown:
                 raise DatasetError(f"shards {unknown} are not committed in {stage.uri}; committed: {committed[:10]}"
                                    f"{' ...' if len(committed) > 10 else ''}")
-        self.shard_ids = sorted(committed if shard_ids is None else shard_ids)
+        shards = sorted(committed if shard_ids is None else shard_ids)
+        if held_out_from is not None:  # reads the manifests only
+            shards = [shard for shard in shards
+                      if any(is_training_subject(s, held_out_from) for s in stage.read_manifest(shard).subject_ids)]
+        self.shard_ids = shards
+        if not self.shard_ids:
+            raise DatasetError(f"every committed tri-plane shard of {out_uri} holds only held-out subjects (ids >= "
+                               f"{held_out_from}, corpus.holdout_subjects); lower corpus.holdout_subjects or fit "
+                               "more subjects")
 
     def _reader(self) -> tuple[int, int]:
         """(index, count) of this reader among all ranks x DataLoader workers."""
@@ -175,13 +205,13 @@ class TriplaneDataset(IterableDataset):
         if len(self.shard_ids) >= readers:
             return self.shard_ids[reader::readers], None
         stage = open_store(self.out_uri, self.storage_options).stage(TRIPLANES_STAGE)
-        everyone = sorted(s for shard in self.shard_ids for s in _good_subjects(stage, shard))
+        everyone = sorted(s for shard in self.shard_ids for s in _good_subjects(stage, shard, self.held_out_from))
         return list(self.shard_ids), set(everyone[reader::readers])
 
     def _load_shard(self, shard_id: str, keep: set[int] | None) -> list[tuple[int, Tensor, bytes]]:
         store = open_store(self.out_uri, self.storage_options)
         planes_stage, frontals_stage = store.stage(TRIPLANES_STAGE), store.stage(FRONTALS_STAGE)
-        good = set(_good_subjects(planes_stage, shard_id))
+        good = set(_good_subjects(planes_stage, shard_id, self.held_out_from))
         if keep is not None:
             good &= keep
         if not good:

@@ -159,13 +159,16 @@ def compute_plane_stats(planes: Iterable[Tensor]) -> PlaneStats:
 
 
 def write_plane_stats(out_uri: str, stats: PlaneStats, storage_options: dict | None = None,
-                      config: Mapping | None = None) -> None:
-    """Commit ``stats`` as shard ``stats`` of stage ``stats/`` (``stats.safetensors`` + ``stats.json``)."""
+                      config: Mapping | None = None, extra: Mapping | None = None) -> None:
+    """Commit ``stats`` as shard ``stats`` of stage ``stats/`` (``stats.safetensors`` + ``stats.json``).
+
+    ``config`` (JSON) is hashed into the manifest's config hash; ``extra`` (JSON) is added to its extra.
+    """
     writer = open_store(out_uri, storage_options).stage(STATS_STAGE).begin(STATS_SHARD)
     writer.write_bytes(STATS_FILE, stats.to_bytes())
     writer.write_bytes(STATS_JSON, stats.to_json().encode("utf-8"))
     writer.commit([], config_hash(dict(config or {"channels": stats.channels})),
-                  extra={"count": stats.count, "channels": stats.channels})
+                  extra={**(extra or {}), "count": stats.count, "channels": stats.channels})
 
 
 def read_plane_stats(out_uri: str, storage_options: dict | None = None) -> PlaneStats:

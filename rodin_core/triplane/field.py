@@ -155,13 +155,28 @@ class TriplaneDecoder(nn.Module):
             raise ValueError(
                 f"directions must be (..., 3) matching features {tuple(features.shape)}, got {tuple(directions.shape)}"
             )
+        return self.decode(features, self.direction_logits(directions))
+
+    def direction_logits(self, directions: Tensor) -> Tensor:
+        """Unit directions (..., 3) -> their share (..., 3) of the colour layer's pre-activation (bias included).
+
+        The colour layer reads ``[h, xi(d)]``; its output splits exactly into ``W_h h + (W_d xi(d) + b)``.
+        The second term depends on the ray only, so a renderer computes it once per ray, not per sample.
+        """
+        weight = self.colour.weight[:, self.cfg.hidden:]  # (3, D_dir)
+        return self.direction_embedding(directions) @ weight.T + self.colour.bias  # (..., 3)
+
+    def decode(self, features: Tensor, direction_logits: Tensor) -> tuple[Tensor, Tensor]:
+        """features (..., C) and :meth:`direction_logits` broadcastable to (..., 3) -> sigma (...,), rgb (..., 3)."""
+        if features.shape[-1] != self.cfg.channels:
+            raise ValueError(f"decoder expects features (..., {self.cfg.channels}), got {tuple(features.shape)}")
         h = self.feature_embedding(features)
         for layer in self.trunk:
             h = F.relu(layer(h))
         out = self.density_and_features(h)  # (..., 1 + hidden)
         sigma = trunc_exp(out[..., 0])
-        h = F.relu(out[..., 1:])
-        rgb = torch.sigmoid(self.colour(torch.cat([h, self.direction_embedding(directions)], dim=-1)))
+        h = F.relu(out[..., 1:])  # (..., hidden)
+        rgb = torch.sigmoid(h @ self.colour.weight[:, :self.cfg.hidden].T + direction_logits)  # (..., 3)
         return sigma, rgb
 
 

@@ -44,6 +44,8 @@ PLANE_INIT_STD = 0.1
 """Standard deviation of the random normal initialisation of plane features (appendix B.2)."""
 FOREGROUND_WEIGHT = 4.0
 """Relative sampling weight of pixels on or next to the subject (alpha > 0, dilated 2 px) vs background."""
+PHASE_A_OCCUPANCY_WARMUP = 0.25
+"""Fraction of phase A's steps rendered without empty-space skipping, while the decoder and planes take shape."""
 FINAL_LR_FRACTION = 0.1
 """The plane learning rate decays exponentially to this fraction of ``fit.lr_planes`` at ``fit.steps``."""
 TRAIN_EVAL_VIEWS = 4
@@ -296,7 +298,10 @@ def fit_shared_decoder(subjects: list[SubjectViews], tri_cfg: TriplaneConfig, fi
     """Phase A: fit the shared decoder jointly with the planes of ``subjects`` (the first K).
 
     One subject's ray batch per step, round-robin, for ``fit.shared_steps`` steps; each subject's
-    planes have their own Adam state so they move only on their own steps. Returns the frozen
+    planes have their own Adam state so they move only on their own steps. After the first
+    :data:`PHASE_A_OCCUPANCY_WARMUP` of the steps, each subject has an occupancy grid (refreshed from
+    its planes and the current decoder every ``fit.occupancy_every`` of its steps) that skips empty
+    space, as in phase B. Returns the frozen
     decoder and one :class:`FitResult` per subject (planes at the end of phase A). Unlike phase B,
     a non-finite loss raises: the decoder every later subject depends on would be broken.
     """
@@ -320,9 +325,14 @@ def fit_shared_decoder(subjects: list[SubjectViews], tri_cfg: TriplaneConfig, fi
     plane_opts = [torch.optim.Adam([p], lr=fit_cfg.lr_planes) for p in planes]
     curves: list[list[tuple[int, float]]] = [[] for _ in subjects]
     steps = [0] * len(subjects)
+    grids: list[OccupancyGrid | None] = [None] * len(subjects)
+    warmup = int(PHASE_A_OCCUPANCY_WARMUP * fit_cfg.shared_steps)
     for step in range(1, fit_cfg.shared_steps + 1):
         k = (step - 1) % len(subjects)
-        loss = _step_loss(planes[k], decoder, pools[k], tri_cfg, fit_cfg, generators[k])
+        if fit_cfg.occupancy_resolution > 0 and step > warmup and steps[k] % fit_cfg.occupancy_every == 0:
+            grids[k] = grids[k] or OccupancyGrid(fit_cfg.occupancy_resolution)
+            grids[k].update(field_density(planes[k].detach(), decoder))
+        loss = _step_loss(planes[k], decoder, pools[k], tri_cfg, fit_cfg, generators[k], grids[k])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"phase A: non-finite loss {loss.item()} at step {step} (subject "
                                      f"{subjects[k].subject_id}); lower fit.lr_decoder={fit_cfg.lr_decoder} "

@@ -11,6 +11,7 @@ from rodin_core.config import (
     apply_overrides,
     load_config,
     preset_config,
+    saved_held_out_from,
 )
 
 
@@ -93,6 +94,36 @@ def test_yaml_errors(tmp_path):
     flat.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_config("tiny", flat)
+
+
+def test_held_out_subjects_are_the_last_ids_of_the_corpus():
+    """corpus.holdout_subjects: the evaluation subjects of paper §4.5 / appendix C.5 (1K in the paper)."""
+    assert preset_config("paper").corpus.holdout_subjects == 1000
+    assert preset_config("paper").corpus.first_held_out == 99_000
+    tiny = preset_config("tiny").corpus
+    assert (tiny.subjects, tiny.holdout_subjects, tiny.first_held_out) == (16, 2, 14)
+    assert tiny.held_out_ids() == [14, 15]
+    assert [s for s in range(16) if tiny.is_training_subject(s)] == list(range(14))
+    small = load_config("small", overrides=["corpus.subjects=10", "corpus.holdout_subjects=3"]).corpus
+    assert small.held_out_ids() == [7, 8, 9] and small.first_held_out == 7
+    none = load_config("tiny", overrides=["corpus.holdout_subjects=0"]).corpus
+    assert none.first_held_out is None and none.held_out_ids() == [] and none.is_training_subject(15)
+    assert load_config("tiny", overrides=["corpus.subjects=8"]).corpus.held_out_ids() == [6, 7]
+    saved = preset_config("tiny").to_dict()
+    assert saved_held_out_from(saved) == 14 and RodinConfig.from_dict(saved).corpus.first_held_out == 14
+    del saved["corpus"]["holdout_subjects"]  # a config saved before the key existed trained on every subject
+    assert saved_held_out_from(saved) is None
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["corpus.holdout_subjects=16"], r"corpus.holdout_subjects: 16 is outside the valid range \[0, 15\]"),
+    (["corpus.holdout_subjects=-1"], r"corpus.holdout_subjects: -1 is outside the valid range \[0, 15\]"),
+    (["corpus.subjects=2"], r"corpus.holdout_subjects: 2 .*\[0, 1\].*lower corpus.holdout_subjects"),
+    (["corpus.holdout_subjects=two"], r"bad value for corpus.holdout_subjects: 'two' is not a int"),
+])
+def test_bad_holdout_names_the_key_and_the_fix(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", overrides=overrides)
 
 
 def test_dict_round_trip():

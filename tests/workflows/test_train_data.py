@@ -154,6 +154,64 @@ def test_stats_are_computed_once_over_the_fitted_subjects(corpus: str, caplog: p
     assert "they are kept" in caplog.text
 
 
+def commit_base(corpus: str, cfg: RodinConfig, stats, folder: Path) -> None:
+    """Commit an untrained base checkpoint of ``cfg`` (its learned encoder makes the latents)."""
+    stage = build_stage("base", cfg, stats)
+    save_checkpoint(folder, modules=stage.modules, optimizers=stage.optimizers, step=1, config=stage.config())
+    train_data.commit_stage_checkpoint(corpus, "base", folder, stage.config(), {"step": 1})
+
+
+def test_held_out_subjects_stay_out_of_the_stats_and_the_latents(corpus: str, tmp_path: Path) -> None:
+    """corpus.holdout_subjects (paper §4.5, appendix C.5): the last ids are never seen by training."""
+    cfg = tiny_config("corpus.subjects=9", "corpus.holdout_subjects=2")  # ids 7 and 8 held out
+    training = [s for s in SUBJECTS if s not in (FAILED, 7, 8)]
+    stats, computed = train_data.ensure_stats(corpus, corpus=cfg.corpus)
+    expected = compute_plane_stats(subject_planes(s, cfg).half().float() for s in training)
+    assert computed and stats.count == len(training) == 6
+    torch.testing.assert_close(stats.mean, expected.mean)
+    torch.testing.assert_close(stats.std, expected.std)
+    assert open_store(corpus).stage("stats").read_manifest("stats").extra["held_out_from"] == 7
+    assert train_data.ensure_stats(corpus, corpus=cfg.corpus)[1] is False
+
+    for job in train_data.plan_frontals(corpus, corpus)[0]:
+        train_data.extract_frontals_shard(corpus, corpus, job)
+    commit_base(corpus, cfg, stats, tmp_path / "ckpt")
+    assert train_data.ensure_latents(cfg, corpus) == (6, True)
+    assert train_data.read_latents(corpus)[0].tolist() == training
+    fewer = tiny_config("corpus.subjects=9", "corpus.holdout_subjects=1")  # only id 8 held out
+    assert train_data.ensure_latents(fewer, corpus) == (7, True)  # another holdout: computed again
+    assert train_data.read_latents(corpus)[0].tolist() == sorted([*training, 7])
+    assert train_data.ensure_latents(fewer, corpus) == (7, False)
+
+    with pytest.raises(TrainDataError, match=r"computed with subjects from id 7 held out, but the config trains "
+                                             r"with subjects from id 8 held out .*manifests/stats.json.*--fresh"):
+        train_data.ensure_stats(corpus, corpus=fewer.corpus)
+    with pytest.raises(TrainDataError, match=r"trains with no held-out subjects"):
+        train_data.ensure_stats(corpus, corpus=tiny_config("corpus.holdout_subjects=0").corpus)
+
+
+def test_training_digest_names_the_holdout_only_when_there_is_one(corpus: str) -> None:
+    shards = train_data.corpus_digest(corpus)
+    assert sorted(shards) == ["shard-000000", "shard-000001", "shard-000002"]
+    assert train_data.training_digest(corpus) == {"triplanes": shards}  # what stats/latents were hashed over before
+    assert train_data.training_digest(corpus, corpus=tiny_config("corpus.holdout_subjects=0").corpus) == {
+        "triplanes": shards}
+    held = tiny_config("corpus.subjects=9", "corpus.holdout_subjects=2").corpus
+    assert train_data.training_digest(corpus, corpus=held) == {"triplanes": shards, "held_out_from": 7}
+
+
+def test_holdout_must_describe_the_fitted_corpus(corpus: str, caplog: pytest.LogCaptureFixture) -> None:
+    short = tiny_config("corpus.subjects=8", "corpus.holdout_subjects=1").corpus  # id 8 is fitted
+    with pytest.raises(TrainDataError, match=r"fitted subjects \[8\] at or above corpus.subjects=8.*"
+                                             r"--set corpus.subjects=9"):
+        train_data.ensure_stats(corpus, corpus=short)
+    assert not open_store(corpus).stage("stats").is_committed("stats")
+    with caplog.at_level("WARNING"):
+        stats, _ = train_data.ensure_stats(corpus, corpus=tiny_config().corpus)  # holds out 14, 15: not fitted
+    assert "holds out ids 14..15, none of which is fitted" in caplog.text
+    assert stats.count == len(SUBJECTS) - 1
+
+
 def test_decoder_is_frozen_and_its_absence_named(corpus: str, tmp_path: Path) -> None:
     decoder = train_data.load_decoder(corpus)
     assert not decoder.training and not any(p.requires_grad for p in decoder.parameters())

@@ -1,7 +1,7 @@
 """The training flows (workflows.train_flows) under a temporary Prefect server, and ``rodin train``.
 
 ``train-all`` runs once on the synthetic corpus of ``test_train_data`` (frontal views and
-statistics not yet prepared): base and upsampler side by side on a local 2-CPU Ray, then the
+statistics not yet prepared, its last subject held out): base and upsampler side by side on a local 2-CPU Ray, then the
 prior on the base encoder's latents; each publishes its loss curve and sample renders.
 """
 
@@ -23,7 +23,9 @@ from workflows.train_worker import ResumeMismatchError
 
 from .test_train_data import TINY, make_corpus, tiny_config
 
-STEPS = ["base.train.checkpoint_every=4", "base.train.log_every=2", "upsampler.train.checkpoint_every=4",
+HOLDOUT = ["corpus.subjects=9", "corpus.holdout_subjects=1"]
+"""Subject 8, the corpus's last, is held out of training (paper §4.5, appendix C.5)."""
+STEPS = [*HOLDOUT, "base.train.checkpoint_every=4", "base.train.log_every=2", "upsampler.train.checkpoint_every=4",
          "upsampler.train.log_every=2", "prior.train.checkpoint_every=4", "prior.train.log_every=2"]
 
 
@@ -53,7 +55,7 @@ def test_loss_curve_is_a_png_of_the_history() -> None:
 def test_train_all_trains_the_three_stages_and_publishes_them(trained: tuple[str, dict[str, Any]]) -> None:
     out, summary = trained
     assert summary["failed"] == {} and summary["data"]["frontal_shards_extracted"] == 3
-    assert summary["data"]["computed"] and summary["data"]["subjects"] == 8
+    assert summary["data"]["computed"] and summary["data"]["subjects"] == 7  # 9 fitted, 1 failed, 1 held out
     store = open_store(out)
     for stage, flow_name in (("base", "train-base"), ("upsampler", "train-upsampler"),
                              ("prior", "train-latent-prior")):
@@ -65,7 +67,7 @@ def test_train_all_trains_the_three_stages_and_publishes_them(trained: tuple[str
             assert Artifact.get(f"{flow_name}-{artifact}") is not None, (flow_name, artifact)
             assert (Path(out) / "reports" / f"{flow_name}-{artifact}.png").is_file()
         assert "| steps/s |" in (Path(out) / "reports" / f"{flow_name}.md").read_text()
-    assert store.stage("latents").is_committed("latents")
+    assert list(store.stage("latents").read_manifest("latents").subject_ids) == [0, 1, 2, 3, 5, 6, 7]
     sheet = decode_png((Path(out) / "reports" / "train-base-samples.png").read_bytes())
     assert sheet.shape[1] == 6 * 24  # two subjects per row: input, fitted, sampled
 

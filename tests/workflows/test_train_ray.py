@@ -14,9 +14,10 @@ import torch
 
 from rodin_core.storage import open_store
 from rodin_core.training.checkpoint import load_checkpoint
+from rodin_core.training.stages import stage_config
 from workflows import train_data
 from workflows.train_ray import TrainingError, run_training
-from workflows.train_worker import checkpoint_digest, state_digest
+from workflows.train_worker import ResumeMismatchError, check_compatible, checkpoint_digest, state_digest
 
 from .test_train_data import make_corpus, tiny_config
 
@@ -41,6 +42,20 @@ def test_state_digest_sees_every_tensor_and_hyper_parameter() -> None:
     moved = state_digest({"model": model.state_dict()}, {"model": optimizer.state_dict()})
     optimizer.param_groups[0]["lr"] = 2e-3
     assert len({digest, moved, state_digest({"model": model.state_dict()}, {"model": optimizer.state_dict()})}) == 3
+
+
+def test_resuming_a_checkpoint_of_other_held_out_subjects_is_refused() -> None:
+    """A checkpoint that trained on subjects the config holds out (paper §4.5) cannot be continued."""
+    cfg = tiny_config("corpus.subjects=9", "corpus.holdout_subjects=2")  # ids 7, 8 held out
+    check_compatible("base", cfg, stage_config("base", cfg), "test checkpoint")
+    other = stage_config("base", tiny_config("corpus.subjects=9", "corpus.holdout_subjects=1"))
+    with pytest.raises(ResumeMismatchError, match=r"held-out subjects \(corpus.holdout_subjects\): checkpoint ids "
+                                                  r"from 8, config ids from 7.*--fresh"):
+        check_compatible("base", cfg, other, "test checkpoint")
+    before = stage_config("base", cfg)
+    del before["rodin"]["corpus"]["holdout_subjects"]  # saved before held-out subjects existed: trained on all
+    with pytest.raises(ResumeMismatchError, match=r"checkpoint none, config ids from 7"):
+        check_compatible("base", cfg, before, "test checkpoint")
 
 
 def test_memory_store_is_refused_before_ray_starts() -> None:

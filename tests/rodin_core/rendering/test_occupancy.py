@@ -23,14 +23,24 @@ def coordinate_planes(size: int = 32) -> Tensor:
     return planes
 
 
-class SphereDecoder(nn.Module):
+class ViewIndependentDecoder(nn.Module):
+    """The decoder interface the renderer uses (TriplaneDecoder.direction_logits/decode), colour without view term."""
+
+    def direction_logits(self, directions: Tensor) -> Tensor:
+        return torch.zeros_like(directions)  # (..., 3)
+
+    def forward(self, features: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
+        return self.decode(features, self.direction_logits(directions))
+
+
+class SphereDecoder(ViewIndependentDecoder):
     """Density 50 inside a ball of radius 0.5 at the origin, 0 outside; counts the points it decodes."""
 
     def __init__(self) -> None:
         super().__init__()
         self.points = 0
 
-    def forward(self, features: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
+    def decode(self, features: Tensor, view: Tensor) -> tuple[Tensor, Tensor]:
         self.points += features.shape[:-1].numel()
         inside = features.norm(dim=-1) < 0.5
         rgb = torch.full((*features.shape[:-1], 3), 0.25) + 0.5 * (features[..., :1] > 0)
@@ -93,8 +103,8 @@ def test_gradients_reach_the_planes_through_occupied_points_only() -> None:
     grid.update(sphere_density)
     layer = nn.Linear(3, 4)
 
-    class LinearDecoder(nn.Module):
-        def forward(self, features: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+    class LinearDecoder(ViewIndependentDecoder):
+        def decode(self, features: Tensor, view: Tensor) -> tuple[Tensor, Tensor]:
             out = layer(features)
             return nn.functional.softplus(out[..., 0]), torch.sigmoid(out[..., 1:])
 

@@ -124,3 +124,26 @@ def test_clear_errors_without_triplanes_or_frontals() -> None:
         epoch_ids(dataset)
     with pytest.raises(DatasetError, match="not committed"):
         TriplaneDataset(uri, shard_ids=["shard-000009"])
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_held_out_subjects_are_never_read(corpus: str, world_size: int) -> None:
+    """Ids from ``held_out_from`` on (corpus.holdout_subjects, paper §4.5) never reach training."""
+    training = [0, 1, 3, 4]  # GOOD below 5
+    parts = [epoch_ids(TriplaneDataset(corpus, rank=r, world_size=world_size, held_out_from=5), epoch=e)
+             for r in range(world_size) for e in range(2)]
+    assert sorted(itertools.chain(*parts)) == sorted(training * 2)
+    ids = [s.subject_id for s in itertools.islice(iter(TriplaneDataset(corpus, held_out_from=5)), 20)]
+    assert set(ids) == set(training)
+    assert subject_ids(corpus, held_out_from=5) == training
+    assert [s for s, _ in iter_planes(corpus, held_out_from=5)] == training
+
+
+def test_shards_of_held_out_subjects_only_leave_the_plan(corpus: str) -> None:
+    dataset = TriplaneDataset(corpus, held_out_from=4)  # shard-000001 holds 4, 5, 6: all held out
+    assert dataset.shard_ids == ["shard-000000"]
+    parts = [epoch_ids(TriplaneDataset(corpus, rank=r, world_size=2, held_out_from=4)) for r in range(2)]
+    assert all(parts) and sorted(itertools.chain(*parts)) == [0, 1, 3]
+    assert list(iter_planes(corpus, shard_ids=["shard-000001"], held_out_from=4)) == []
+    with pytest.raises(DatasetError, match=r"only held-out subjects \(ids >= 0, corpus.holdout_subjects\)"):
+        TriplaneDataset(corpus, held_out_from=0)

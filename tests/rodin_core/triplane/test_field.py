@@ -151,3 +151,23 @@ def test_query_field_shapes_and_gradients():
     assert sigma.shape == (1, 10) and rgb.shape == (1, 10, 3)
     (sigma.sum() + rgb.sum()).backward()
     assert planes.grad is not None and planes.grad.abs().sum() > 0
+
+
+def test_per_ray_direction_term_equals_the_colour_layer_on_the_concatenated_input():
+    torch.manual_seed(3)
+    decoder = TriplaneDecoder(DecoderConfig(channels=4, hidden=16, layers=4, direction_frequencies=2))
+    features = torch.randn(5, 7, 4)  # (R, S, C)
+    directions = torch.nn.functional.normalize(torch.randn(5, 3), dim=-1)  # (R, 3): one per ray
+    per_point = directions[:, None, :].expand(5, 7, 3)
+    h = decoder.feature_embedding(features)
+    for layer in decoder.trunk:
+        h = torch.relu(layer(h))
+    out = decoder.density_and_features(h)
+    by_hand = torch.sigmoid(decoder.colour(torch.cat([torch.relu(out[..., 1:]),
+                                                      decoder.direction_embedding(per_point)], dim=-1)))
+    sigma, rgb = decoder.decode(features, decoder.direction_logits(directions)[:, None, :])  # broadcast per ray
+    assert torch.allclose(rgb, by_hand, atol=1e-6) and torch.allclose(sigma, torch.exp(out[..., 0]), rtol=1e-6)
+    full_sigma, full_rgb = decoder(features, per_point)
+    assert torch.equal(full_sigma, sigma) and torch.allclose(full_rgb, rgb, atol=1e-7)
+    turned = decoder.decode(features, decoder.direction_logits(-directions)[:, None, :])[1]
+    assert not torch.allclose(turned, rgb, atol=1e-4)  # the colour depends on the view direction
