@@ -18,8 +18,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/rodin render --preset tiny --out $(OUT)
-	$(VENV)/bin/rodin status --out $(OUT)
+	$(VENV)/bin/rodin demo --out $(OUT)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -ra --durations=15

@@ -13,6 +13,7 @@
     rodin interpolate a.safetensors b.safetensors --out data/tiny --frames 5 --dest interp/   # Fig. 6
     rodin mesh avatar.safetensors --out data/tiny --dest avatar.glb             # marching cubes (Fig. 5)
     rodin render-avatar avatar.safetensors --out data/tiny --x0 --dest views/   # turntable, x̂0 strip (Fig. 15)
+    rodin demo --out data/tiny                                    # the main job: every stage, outputs in data/tiny/demo
 
 Orchestration lives in ``workflows``; it is imported only when a command runs a flow, so that
 ``rodin_core`` itself never imports Prefect or Ray.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -105,7 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--tile", type=int, default=None, help="shrink tiles to this many pixels")
     sheet.add_argument("--no-labels", action="store_true", help="leave out the subject-id labels")
     _add_generation_parsers(sub)
+    _add_demo_parser(sub)
     return parser
+
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="the main job: render, fit, train, generate, then invert a held-out portrait, "
+                                       "interpolate and mesh (demo flow; a re-run reuses every stage)")
+    _add_config_args(demo)
+    demo.add_argument("--out", required=True, help="dataset root URI of every stage (e.g. data/tiny)")
+    demo.add_argument("--dest", default=None, help="local folder for the outputs to look at (default: OUT/demo)")
+    demo.add_argument("--n", type=int, default=4, help="avatars to sample, at least 2; avatar i uses seed + i (default 4)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the sampled avatars and the inversion (default 0)")
+    demo.add_argument("--views", type=int, default=24, help="turntable frames per avatar (default 24)")
+    demo.add_argument("--mesh-resolution", type=int, default=128,
+                      help="density grid cells per side of the mesh of avatar 0 (default 128)")
+    demo.add_argument("--mesh-threshold", type=float, default=None,
+                      help="density iso-level of the mesh (default: 10, or below the peak density of an "
+                           "undertrained avatar that never reaches it)")
+    demo.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
 
 
 def _add_sampling_args(parser: argparse.ArgumentParser, inherit: bool = False) -> None:
@@ -176,7 +196,14 @@ def _add_generation_parsers(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--dest", required=True, help="local folder for the turntable GIF, frames and x0 strip")
 
 
+OFFLINE_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+"""Environment defaults of every command (a user's own setting wins): the embedded Prefect server sends no
+usage telemetry, which also keeps offline machines free of failed-telemetry errors in the logs."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for name, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "config":
@@ -195,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _contact_sheet(args)
         if args.command in GENERATION_COMMANDS:
             return _generation(args)
+        if args.command == "demo":
+            return _demo(args)
     except ConfigError as err:
         print(f"rodin: config error: {err}", file=sys.stderr)
         return 2
@@ -298,6 +327,29 @@ def _sample(args: argparse.Namespace, data: ModuleType) -> int:
     if args.dest:
         files = data.export_generated(outputs, summary["shard_id"], args.dest)
         print(f"copied {len(files)} files to {args.dest} (contact sheet: {files[0]})")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Run the demo flow; print the wall time of each stage and where the outputs are, or the failed stage."""
+    load_config(args.preset, args.config_file, args.overrides)  # fail fast, before starting Prefect
+    if args.n < 2:
+        print(f"rodin: --n must be at least 2 (the demo interpolates avatars 0 and 1), got {args.n}", file=sys.stderr)
+        return 2
+    flows = importlib.import_module("workflows.demo")
+    try:
+        flows.demo_folder(args.out, args.dest)
+    except ValueError as err:
+        print(f"rodin: {err}", file=sys.stderr)
+        return 2
+    try:
+        summary = flows.demo(out=args.out, preset=args.preset, config_file=args.config_file, overrides=args.overrides,
+                             ray_address=args.ray_address, n=args.n, seed=args.seed, turntable_views=args.views,
+                             mesh_resolution=args.mesh_resolution, mesh_threshold=args.mesh_threshold, dest=args.dest)
+    except flows.DemoStageError as err:
+        print(f"rodin: {err}", file=sys.stderr)
+        return 1
+    print(flows.format_summary(summary))
     return 0
 
 
