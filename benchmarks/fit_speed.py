@@ -55,7 +55,17 @@ from rodin_core.triplane.fitting import (
     freeze_decoder,
 )
 from rodin_core.triplane.subject import SubjectViews, split_views
-from workflows.fit_data import iter_subjects, renders_index
+from workflows.fit_data import (
+    DECODER_STAGE,
+    DECODER_WEIGHTS,
+    PHASE_B_ONLY_FIELDS,
+    committed_decoder,
+    decoder_hash,
+    iter_subjects,
+    load_committed_decoder,
+    load_shared_planes,
+    renders_index,
+)
 
 DEFAULT_CACHE = "outputs/benchmarks"
 
@@ -82,16 +92,42 @@ def print_progress(label: str) -> Callable[[int, float, float | None], None]:
     return progress
 
 
-def phase_a(subjects: list[SubjectViews], cfg: RodinConfig, cache: Path) -> tuple[TriplaneDecoder, dict[int, Tensor]]:
+def committed_phase_a(uri: str, subjects: list[SubjectViews], cfg: RodinConfig
+                      ) -> tuple[TriplaneDecoder, dict[int, Tensor]]:
+    """The decoder and phase-A planes the ``fit-triplanes`` flow committed under dataset root ``uri``.
+
+    Only a decoder fitted on exactly ``subjects`` with this config's phase-A settings and these
+    renders is accepted (the flow's own :func:`decoder_hash`); anything else exits with the reason.
+    """
+    store = open_store(uri)
+    sources = renders_index(store.stage("renders"))
+    stage = store.stage(DECODER_STAGE)
+    manifest = committed_decoder(stage, decoder_hash(cfg, [s.subject_id for s in subjects], sources))
+    if manifest is None:
+        raise SystemExit(f"{uri} holds no decoder fitted on subjects {[s.subject_id for s in subjects]} with the "
+                         f"{cfg.preset} preset's phase-A settings; run `rodin fit --preset {cfg.preset} --renders {uri}` "
+                         "or leave out --decoder-from")
+    print(f"phase A: the decoder committed under {uri} (weights sha256 {manifest.file(DECODER_WEIGHTS).sha256[:12]})",
+          flush=True)
+    return load_committed_decoder(stage, manifest.file(DECODER_WEIGHTS).sha256), load_shared_planes(stage)
+
+
+def phase_a(subjects: list[SubjectViews], cfg: RodinConfig, cache: Path, decoder_from: str | None = None
+            ) -> tuple[TriplaneDecoder, dict[int, Tensor]]:
     """The frozen phase-A decoder of ``subjects`` and their planes (appendix B.2), fitted once and cached.
 
-    Returns the decoder and ``{subject id: planes (3, C, H, W)}`` as phase A left them. The cache
-    under ``cache`` holds the decoder (``save_decoder``) and the planes (safetensors); its key names
-    the preset, ``fit.rescale_prob`` and the subject ids, and hashes the whole tri-plane and fitting
-    config, so the rescaling ablation's two arms and an edited preset never reuse a stale decoder.
+    Returns the decoder and ``{subject id: planes (3, C, H, W)}`` as phase A left them. With
+    ``decoder_from`` (a dataset root fitted by the flow) they are the committed ones
+    (:func:`committed_phase_a`). The cache under ``cache`` holds the decoder (``save_decoder``) and
+    the planes (safetensors); its key names the preset, ``fit.rescale_prob`` and the subject ids, and
+    hashes the tri-plane config and phase A's fitting settings, so the rescaling ablation's two arms
+    and an edited preset never reuse a stale decoder.
     """
+    if decoder_from is not None:
+        return committed_phase_a(decoder_from, subjects, cfg)
     ids = "-".join(str(s.subject_id) for s in subjects)
-    digest = config_hash({"triplane": dataclasses.asdict(cfg.triplane), "fit": dataclasses.asdict(cfg.fit)})
+    fit = {k: v for k, v in dataclasses.asdict(cfg.fit).items() if k not in PHASE_B_ONLY_FIELDS}
+    digest = config_hash({"triplane": dataclasses.asdict(cfg.triplane), "fit": fit})
     prefix = cache / f"phase-a-{cfg.preset}-rescale{cfg.fit.rescale_prob:g}-subjects{ids}-{digest[:12]}"
     planes_path = prefix.with_name(prefix.name + ".planes.safetensors")
     if planes_path.is_file():
@@ -219,6 +255,8 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=None,
                         help="held-out PSNR target in dB for both fitters (default: fit.target_psnr of the preset)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, one per Ray worker)")
+    parser.add_argument("--decoder-from", default=None, metavar="URI",
+                        help="use the decoder the fit-triplanes flow committed under this dataset root (phase A skipped)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = preset_config(args.preset)
@@ -227,7 +265,7 @@ def main() -> None:
     fit: FitConfig = cfg.fit
     tri: TriplaneConfig = cfg.triplane
     subjects = load_subjects(args.renders, fit.shared_subjects + 1)
-    decoder, _ = phase_a(subjects[:fit.shared_subjects], cfg, Path(args.cache))
+    decoder, _ = phase_a(subjects[:fit.shared_subjects], cfg, Path(args.cache), args.decoder_from)
     subject = subjects[fit.shared_subjects]
     samples = fit.coarse_samples + fit.fine_samples
     max_steps = args.reference_steps or 4 * fit.steps

@@ -22,14 +22,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rodin_core.evaluation.reconstruction import DEFAULT_OTHER_VIEWS, SubjectReconstruction
+from rodin_core.evaluation.reconstruction import (
+    DEFAULT_OTHER_VIEWS,
+    SubjectReconstruction,
+)
 from rodin_core.generation import SAMPLERS, SampleOptions
 from rodin_core.imaging import contact_sheet, encode_png
 from rodin_core.metrics import LPIPS_NETWORKS
 from rodin_core.training.perceptual import PerceptualUnavailableError
 from rodin_core.triplane.subject import SubjectViews
 from workflows.generate_data import GENERATION_ERRORS
-from workflows.reconstruction_data import ReconstructionInputError, ReconstructionReport, measure_reconstruction
+from workflows.reconstruction_data import (
+    ReconstructionInputError,
+    ReconstructionReport,
+    measure_reconstruction,
+)
 
 DEFAULT_JSON = "outputs/benchmarks/reconstruction-metrics.json"
 SHEET_VIEWS = 3

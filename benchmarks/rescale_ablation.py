@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=2, help="phase-B subjects fitted in each arm (default 2)")
     parser.add_argument("--cache", default=DEFAULT_CACHE, help=f"phase-A decoder cache folder ({DEFAULT_CACHE})")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--decoder-from", default=None, metavar="URI",
+                        help="WITH arm: the decoder the fit-triplanes flow committed under this dataset root")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     base = preset_config(args.preset)
@@ -50,7 +52,8 @@ def main() -> None:
     for name, prob in arms:
         cfg = apply_overrides(preset_config(args.preset), [f"fit.rescale_prob={prob}"])
         arm = f"{name} (p={prob:g})"
-        decoder, shared_planes = phase_a(subjects[:shared], cfg, Path(args.cache))
+        decoder, shared_planes = phase_a(subjects[:shared], cfg, Path(args.cache),
+                                         args.decoder_from if prob == base.fit.rescale_prob else None)
         fitted = [("A", subject, shared_planes[subject.subject_id]) for subject in subjects[:shared]]
         for subject in subjects[shared:]:
             print(f"{arm}: phase B, subject {subject.subject_id}", flush=True)
