@@ -156,6 +156,9 @@ class FitConfig:
     """K: subjects fitted jointly with the decoder in phase A (paper: the first 1,000)."""
     shared_steps: int = 20_000
     """Optimisation steps of phase A."""
+    shared_batch: int = 1
+    """Phase-A subjects rendered per step (round-robin groups; ``rays_per_step`` is split among them):
+    every step then moves the decoder on several subjects at once and each subject's planes more often."""
     steps: int = 3000
     """Most optimisation steps per subject in phase B (it stops earlier at ``target_psnr``)."""
     target_psnr: float = 30.0
@@ -199,7 +202,7 @@ class FitConfig:
     """Seed of plane initialisation, ray batches and sample jitter."""
 
     def validate(self) -> None:
-        for name in ("shared_subjects", "shared_steps", "steps", "rays_per_step", "coarse_samples",
+        for name in ("shared_subjects", "shared_steps", "shared_batch", "steps", "rays_per_step", "coarse_samples",
                      "eval_every", "shard_size", "occupancy_every"):
             _check_range(f"fit.{name}", getattr(self, name), low=1)
         for name in ("holdout_views", "fine_samples", "seed", "occupancy_resolution", "patience"):

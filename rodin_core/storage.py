@@ -30,6 +30,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import traceback
 import uuid
@@ -236,6 +237,20 @@ def _parse_file(entry: Any, shard_id: str, attempt_id: str, bad: Any) -> Manifes
     if rows is not None and (not _is_int(rows) or rows < 0):
         raise bad(f"file {name!r} has rows {rows!r}, expected null or a non-negative integer")
     return ManifestFile(name, entry["path"], entry["size"], entry["sha256"], rows)
+
+
+def absolute_uri(uri: str) -> str:
+    """``uri`` with a relative local path made absolute against this process's working directory.
+
+    Work handed to other processes (Ray Train workers run in directories of their own) must name a
+    local dataset root absolutely; URIs with another protocol (``s3://``, ``memory://``) are unchanged.
+    """
+    protocol, sep, path = uri.partition("://")
+    if not sep:
+        return os.path.abspath(uri)
+    if protocol == "file":
+        return f"file://{os.path.abspath(path)}"
+    return uri
 
 
 def open_store(uri: str, storage_options: dict | None = None) -> Store:

@@ -51,7 +51,7 @@ from ray.train import (
 from ray.train.torch import TorchTrainer
 
 from rodin_core.config import RodinConfig, TrainConfig
-from rodin_core.storage import Store, open_store
+from rodin_core.storage import Store, absolute_uri, open_store
 from rodin_core.training.stages import STAGE_NAMES, train_config_for
 from workflows import train_data
 from workflows.ray_runner import dashboard_available, ray_runtime_env
@@ -97,6 +97,7 @@ def run_training(
     """
     if stage_name not in STAGE_NAMES:
         raise ValueError(f"unknown training stage {stage_name!r}; choose one of {STAGE_NAMES}")
+    out = absolute_uri(out)  # the workers run in Ray Train's own working directories
     store = open_store(out, storage_options)
     storage_path, filesystem = ray_storage(store)
     train = train_config_for(stage_name, cfg)

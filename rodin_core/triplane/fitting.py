@@ -140,13 +140,15 @@ def field_density(planes: torch.Tensor, decoder: TriplaneDecoder) -> Callable[[t
 
 
 def _step_loss(planes: torch.Tensor, decoder: TriplaneDecoder, pool: _RayPool, tri_cfg: TriplaneConfig,
-               fit_cfg: FitConfig, generator: torch.Generator, occupancy: OccupancyGrid | None = None) -> torch.Tensor:
-    """Eq. 1 rendering loss of one random ray batch: MSE + sparse, smooth and compact regularisers."""
+               fit_cfg: FitConfig, generator: torch.Generator, occupancy: OccupancyGrid | None = None,
+               rays: int | None = None) -> torch.Tensor:
+    """Eq. 1 rendering loss of one random batch of ``rays`` rays (default ``fit.rays_per_step``): MSE +
+    sparse, smooth and compact regularisers."""
     batch = planes.unsqueeze(0)  # (1, 3, C, H, W)
     rendered = batch
     if fit_cfg.rescale_prob > 0 and torch.rand((), generator=generator).item() < fit_cfg.rescale_prob:
         rendered = random_rescale(batch, tri_cfg.rescale_min, generator)
-    origins, dirs, target = pool.sample(fit_cfg.rays_per_step, generator)
+    origins, dirs, target = pool.sample(rays or fit_cfg.rays_per_step, generator)
     out = render_rays(rendered, decoder, origins, dirs, _settings(fit_cfg, True, occupancy), fit_cfg.background,
                       generator=generator)
     loss = F.mse_loss(out.rgb, target)
@@ -297,8 +299,10 @@ def fit_shared_decoder(subjects: list[SubjectViews], tri_cfg: TriplaneConfig, fi
                        progress: Progress | None = None) -> tuple[TriplaneDecoder, list[FitResult]]:
     """Phase A: fit the shared decoder jointly with the planes of ``subjects`` (the first K).
 
-    One subject's ray batch per step, round-robin, for ``fit.shared_steps`` steps; each subject's
-    planes have their own Adam state so they move only on their own steps. After the first
+    Each step renders ``fit.shared_batch`` subjects (round-robin groups; ``fit.rays_per_step`` split
+    among them) and moves the decoder and their planes on the mean of their losses, for
+    ``fit.shared_steps`` steps; each subject's planes have their own Adam state so they move only on
+    their own steps. After the first
     :data:`PHASE_A_OCCUPANCY_WARMUP` of the steps, each subject has an occupancy grid (refreshed from
     its planes and the current decoder every ``fit.occupancy_every`` of its steps) that skips empty
     space, as in phase B. Returns the frozen
@@ -327,27 +331,35 @@ def fit_shared_decoder(subjects: list[SubjectViews], tri_cfg: TriplaneConfig, fi
     steps = [0] * len(subjects)
     grids: list[OccupancyGrid | None] = [None] * len(subjects)
     warmup = int(PHASE_A_OCCUPANCY_WARMUP * fit_cfg.shared_steps)
+    group = min(fit_cfg.shared_batch, len(subjects))
+    groups = [list(range(i, min(i + group, len(subjects)))) for i in range(0, len(subjects), group)]
     for step in range(1, fit_cfg.shared_steps + 1):
-        k = (step - 1) % len(subjects)
-        if fit_cfg.occupancy_resolution > 0 and step > warmup and steps[k] % fit_cfg.occupancy_every == 0:
-            grids[k] = grids[k] or OccupancyGrid(fit_cfg.occupancy_resolution)
-            grids[k].update(field_density(planes[k].detach(), decoder))
-        loss = _step_loss(planes[k], decoder, pools[k], tri_cfg, fit_cfg, generators[k], grids[k])
+        members = groups[(step - 1) % len(groups)]
+        for k in members:
+            if fit_cfg.occupancy_resolution > 0 and step > warmup and steps[k] % fit_cfg.occupancy_every == 0:
+                grids[k] = grids[k] or OccupancyGrid(fit_cfg.occupancy_resolution)
+                grids[k].update(field_density(planes[k].detach(), decoder))
+        rays = max(1, fit_cfg.rays_per_step // len(members))
+        loss = sum(_step_loss(planes[k], decoder, pools[k], tri_cfg, fit_cfg, generators[k], grids[k], rays)
+                   for k in members) / len(members)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"phase A: non-finite loss {loss.item()} at step {step} (subject "
-                                     f"{subjects[k].subject_id}); lower fit.lr_decoder={fit_cfg.lr_decoder} "
-                                     f"or fit.lr_planes={fit_cfg.lr_planes}")
+            raise FloatingPointError(f"phase A: non-finite loss {loss.item()} at step {step} (subjects "
+                                     f"{[subjects[k].subject_id for k in members]}); lower fit.lr_decoder="
+                                     f"{fit_cfg.lr_decoder} or fit.lr_planes={fit_cfg.lr_planes}")
         decoder_opt.zero_grad(set_to_none=True)
-        plane_opts[k].zero_grad(set_to_none=True)
+        for k in members:
+            plane_opts[k].zero_grad(set_to_none=True)
         loss.backward()
         decoder_opt.step()
-        plane_opts[k].step()
         decoder_sched.step()
-        for group in plane_opts[k].param_groups:
-            group["lr"] = fit_cfg.lr_planes * gamma**step
-        steps[k] += 1
+        for k in members:
+            plane_opts[k].step()
+            for param_group in plane_opts[k].param_groups:
+                param_group["lr"] = fit_cfg.lr_planes * gamma**step
+            steps[k] += 1
         score = None
         if step % fit_cfg.eval_every == 0:
+            k = members[0]
             decoder.eval()
             score = evaluate_psnr(planes[k].detach(), decoder, subjects[k], splits[k][1] or splits[k][0][:1],
                                   tri_cfg, fit_cfg)

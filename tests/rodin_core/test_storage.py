@@ -23,6 +23,7 @@ from rodin_core.storage import (
     StageStore,
     StorageError,
     Store,
+    absolute_uri,
     config_hash,
     open_store,
     shard_id_for,
@@ -330,3 +331,12 @@ def test_config_hash_is_stable_under_key_order() -> None:
     assert shard_id_for(42) == "shard-000042"
     with pytest.raises(TypeError, match="JSON-serialisable"):
         config_hash({"bad": object()})
+
+
+def test_absolute_uri_anchors_relative_local_paths_only(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert absolute_uri("data/tiny") == str(tmp_path / "data" / "tiny")
+    assert absolute_uri("file://data/tiny") == f"file://{tmp_path / 'data' / 'tiny'}"
+    assert absolute_uri("/srv/corpus") == "/srv/corpus"
+    assert absolute_uri("s3://bucket/corpus") == "s3://bucket/corpus"
+    assert absolute_uri("memory://corpus") == "memory://corpus"

@@ -17,7 +17,12 @@ from rodin_core.training.checkpoint import load_checkpoint
 from rodin_core.training.stages import stage_config
 from workflows import train_data
 from workflows.train_ray import TrainingError, run_training
-from workflows.train_worker import ResumeMismatchError, check_compatible, checkpoint_digest, state_digest
+from workflows.train_worker import (
+    ResumeMismatchError,
+    check_compatible,
+    checkpoint_digest,
+    state_digest,
+)
 
 from .test_train_data import make_corpus, tiny_config
 
@@ -87,8 +92,11 @@ def test_a_killed_run_resumes_from_its_checkpoint_with_the_same_state(local_ray:
     assert final.step == 6 and manifest.extra["final"] and manifest.extra["run"] == "base"
 
 
-def test_two_workers_follow_the_loss_trend_of_one(local_ray: None, tmp_path: Path) -> None:
-    out = prepared_corpus(tmp_path / "store")
+def test_two_workers_follow_the_loss_trend_of_one(local_ray: None, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    prepared_corpus(tmp_path / "store")
+    monkeypatch.chdir(tmp_path)
+    out = "store"  # a relative local path, as `--out data/tiny`: Ray Train workers run in other working directories
     cfg = tiny_config("base.train.steps=40", "base.train.checkpoint_every=40", "base.train.log_every=5",
                       "base.train.lr=3e-3", "base.train.batch_size=8")
     curves = {}

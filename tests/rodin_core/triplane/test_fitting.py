@@ -13,6 +13,7 @@ from rodin_core.cameras import make_rig
 from rodin_core.config import FitConfig, TriplaneConfig
 from rodin_core.rendering.rays import camera_rays
 from rodin_core.rendering.renderer import RenderSettings, render_image
+from rodin_core.triplane import fitting
 from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
 from rodin_core.triplane.fitting import (
     FitResult,
@@ -184,3 +185,19 @@ def test_a_plateau_below_the_target_stops_after_patience_evaluations() -> None:
     assert [s for s, _ in curve] == [0, 3, 6] and curve[1][1] > curve[0][1] + 0.05  # progress: no stop at 3
     demanding = fit_subject(subject, decoder, TRI, dataclasses.replace(learning, min_improvement=100.0))
     assert demanding.steps == 3 and demanding.psnr_curve == curve[:2]  # the same gain no longer counts
+
+
+def test_phase_a_batches_of_subjects_move_every_member_each_step_on_a_split_ray_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = [_sphere_subject(s, 0.5 + 0.1 * s, (1.0, 0.4, 0.3)) for s in range(3)]
+    cfg = _fit_cfg(shared_steps=4, eval_every=100, occupancy_resolution=0)  # 256 rays per step
+    drawn: list[int] = []
+    sample = fitting._RayPool.sample
+    monkeypatch.setattr(fitting._RayPool, "sample", lambda pool, n, g: drawn.append(n) or sample(pool, n, g))
+    # groups of 3 subjects over 4 steps: batch 1 -> [0] [1] [2] [0]; 2 -> [0, 1] [2] [0, 1] [2]; 3 and 5 -> all
+    for batch, steps, rays in ((1, [2, 1, 1], [256] * 4), (2, [2, 2, 2], [128, 128, 256, 128, 128, 256]),
+                               (3, [4, 4, 4], [85] * 12), (5, [4, 4, 4], [85] * 12)):
+        drawn.clear()
+        _, results = fit_shared_decoder(shared, TRI, dataclasses.replace(cfg, shared_batch=batch))
+        assert [r.steps for r in results] == steps and drawn == rays, batch
+        assert all(r.error is None and math.isfinite(r.psnr_train) for r in results)
