@@ -158,7 +158,7 @@ def test_fit_subject_needs_a_frozen_decoder() -> None:
 
 def test_shared_decoder_lets_a_new_subject_fit_well() -> None:
     shared = [_sphere_subject(0, 0.6, (1.0, 0.4, 0.3)), _sphere_subject(1, 0.8, (0.3, 0.6, 1.0))]
-    cfg = _fit_cfg(shared_steps=300, lr_decoder=0.005, rescale_prob=0.3, eval_every=100)
+    cfg = _fit_cfg(shared_steps=300, shared_batch=1, lr_decoder=0.005, rescale_prob=0.3, eval_every=100)
     decoder, results = fit_shared_decoder(shared, TRI, cfg)
     assert not decoder.training and not any(p.requires_grad for p in decoder.parameters())
     assert [r.subject_id for r in results] == [0, 1] and all(isinstance(r, FitResult) for r in results)
