@@ -262,6 +262,7 @@ def main() -> None:
     cfg = preset_config(args.preset)
     if args.target is not None:
         cfg = apply_overrides(cfg, [f"fit.target_psnr={args.target}"])
+    cfg = apply_overrides(cfg, ["fit.patience=0"])  # no plateau stop: both fitters run to the target or their cap
     fit: FitConfig = cfg.fit
     tri: TriplaneConfig = cfg.triplane
     subjects = load_subjects(args.renders, fit.shared_subjects + 1)
