@@ -24,9 +24,36 @@ from pathlib import Path
 import torch
 from fit_speed import DEFAULT_CACHE, load_subjects, phase_a, print_progress
 
-from rodin_core.config import apply_overrides, preset_config
+from rodin_core.config import RodinConfig, apply_overrides, preset_config
+from rodin_core.storage import open_store
+from rodin_core.training.dataset import iter_planes
 from rodin_core.triplane.fitting import evaluate_psnr, fit_subject
 from rodin_core.triplane.subject import split_views
+from workflows.fit_data import iter_subjects, renders_index
+from workflows.train_data import load_decoder
+
+
+def committed_drops(uri: str, cfg: RodinConfig) -> None:
+    """Print the held-out PSNR at full resolution and after rescaling of every tri-plane the
+    ``fit-triplanes`` flow committed under ``uri`` (the corpus-wide WITH arm), and their median."""
+    decoder = load_decoder(uri)
+    planes = dict(iter_planes(uri))
+    renders = open_store(uri).stage("renders")
+    low = cfg.triplane.rescale_min
+    rows = []
+    for subject in iter_subjects(renders, sorted(planes), renders_index(renders)):
+        _, held = split_views(subject.n_views, cfg.fit.holdout_views)
+        full = evaluate_psnr(planes[subject.subject_id], decoder, subject, held, cfg.triplane, cfg.fit)
+        rescaled = evaluate_psnr(planes[subject.subject_id], decoder, subject, held, cfg.triplane, cfg.fit,
+                                 plane_size=low)
+        rows.append((full, rescaled))
+        print(f"committed subject {subject.subject_id:3d}: {full:6.2f} dB at {cfg.triplane.resolution}, "
+              f"{rescaled:6.2f} dB at {low}, drop {full - rescaled:5.2f} dB", flush=True)
+    drops = [full - rescaled for full, rescaled in rows]
+    print(f"committed tri-planes of {uri} ({len(rows)} subjects): median {statistics.median(r[0] for r in rows):.2f} dB "
+          f"at {cfg.triplane.resolution}, {statistics.median(r[1] for r in rows):.2f} dB at {low}; drop median "
+          f"{statistics.median(drops):.2f} dB, mean {statistics.mean(drops):.2f}, max {max(drops):.2f}; "
+          f"{sum(d <= 2.0 for d in drops)} of {len(drops)} within 2 dB")
 
 
 def main() -> None:
@@ -36,11 +63,16 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=2, help="phase-B subjects fitted in each arm (default 2)")
     parser.add_argument("--cache", default=DEFAULT_CACHE, help=f"phase-A decoder cache folder ({DEFAULT_CACHE})")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--committed", default=None, metavar="URI",
+                        help="only report the drop of every tri-plane the fit flow committed under this dataset root")
     parser.add_argument("--decoder-from", default=None, metavar="URI",
                         help="WITH arm: the decoder the fit-triplanes flow committed under this dataset root")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     base = preset_config(args.preset)
+    if args.committed is not None:
+        committed_drops(args.committed, base)
+        return
     if base.fit.rescale_prob == 0:
         raise SystemExit(f"preset {args.preset} fits without rescaling (fit.rescale_prob=0); nothing to compare")
     shared = base.fit.shared_subjects

@@ -470,7 +470,7 @@ def preset_config(name: str) -> RodinConfig:
             encoder=EncoderConfig(kind="learned", image_size=64, learned_channels=16),
             base=BaseStageConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(16,),
                                  aware_resolutions=(32,), num_head_channels=32, dropout=0.0, sampling_steps="50",
-                                 train=TrainConfig(steps=600, batch_size=8, lr=2e-4, ema_decay=0.99,
+                                 train=TrainConfig(steps=400, batch_size=8, lr=2e-4, ema_decay=0.99,
                                                    checkpoint_every=200, log_every=20)),
             upsampler=UpsamplerStageConfig(model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
                                            attention_resolutions=(), aware_resolutions=(64,), num_head_channels=16,
