@@ -12,8 +12,9 @@ script prints side by side, both on one CPU thread (the fitting flow runs one Ra
    one clock for both (from the call of the fitter to the first evaluation at or above the
    target, evaluations included), or a "did not reach" line at the step or time cap;
 
-for :func:`rodin_core.triplane.fitting.fit_subject` and for ``benchmarks/reference_fitter.py``
-(dense stratified sampling, plain Adam), the ratio of their seconds to target, and both fitters'
+for :func:`rodin_core.triplane.fitting.fit_subject` (twice: from the mean of phase A's planes, as the
+flow starts phase B, and from random planes) and for ``benchmarks/reference_fitter.py``
+(dense stratified sampling, plain Adam, random planes), the ratio of their seconds to target, and both fitters'
 best planes scored by the project's ``evaluate_psnr``. The load average is printed around each fit:
 timings are only comparable on an otherwise idle machine.
 
@@ -214,13 +215,16 @@ class TimeLimitReached(Exception):
 
 
 def run_project(subject: SubjectViews, decoder: TriplaneDecoder, cfg: RodinConfig,
-                time_limit: float) -> tuple[StepTimer, Tensor | None]:
-    """Fit ``subject`` with the project's phase-B loop, timed and point-counted; returns the timer and planes."""
+                time_limit: float, init: Tensor | None = None, label: str = "project") -> tuple[StepTimer, Tensor | None]:
+    """Fit ``subject`` with the project's phase-B loop, timed and point-counted; returns the timer and planes.
+
+    ``init``: the starting planes (the flow starts phase B from the mean of phase A's planes); None: random.
+    """
     counter = PointCounter()
-    hook = decoder.register_forward_hook(counter)
-    timer = StepTimer("project", counter, cfg.fit.target_psnr, time_limit)
+    hook = decoder.density_and_features.register_forward_hook(counter)  # once per decoded batch of points
+    timer = StepTimer(label, counter, cfg.fit.target_psnr, time_limit)
     try:
-        result = fit_subject(subject, decoder, cfg.triplane, cfg.fit, progress=timer)
+        result = fit_subject(subject, decoder, cfg.triplane, cfg.fit, progress=timer, init=init)
     except TimeLimitReached:
         return timer, None
     finally:
@@ -234,7 +238,7 @@ def run_reference(subject: SubjectViews, decoder: TriplaneDecoder, cfg: RodinCon
                   max_steps: int, time_limit: float) -> tuple[StepTimer, Tensor]:
     """Fit ``subject`` with the reference fitter, timed and point-counted the same way."""
     counter = PointCounter()
-    hook = decoder.register_forward_hook(counter)
+    hook = decoder.density_and_features.register_forward_hook(counter)
     timer = StepTimer("reference", counter, cfg.fit.target_psnr, math.inf)
     try:
         result = reference_fit(subject, decoder, cfg.triplane, cfg.fit, samples, max_steps, time_limit,
@@ -266,7 +270,7 @@ def main() -> None:
     fit: FitConfig = cfg.fit
     tri: TriplaneConfig = cfg.triplane
     subjects = load_subjects(args.renders, fit.shared_subjects + 1)
-    decoder, _ = phase_a(subjects[:fit.shared_subjects], cfg, Path(args.cache), args.decoder_from)
+    decoder, shared_planes = phase_a(subjects[:fit.shared_subjects], cfg, Path(args.cache), args.decoder_from)
     subject = subjects[fit.shared_subjects]
     samples = fit.coarse_samples + fit.fine_samples
     max_steps = args.reference_steps or 4 * fit.steps
@@ -279,38 +283,46 @@ def main() -> None:
     print(f"project: fit_subject ({fit.coarse_samples} coarse + {fit.fine_samples} importance samples, "
           f"rescale_prob {fit.rescale_prob:g}, regularisers, lr decay, at most {fit.steps} steps)", flush=True)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
-    project, project_planes = run_project(subject, decoder, cfg, args.time_limit)
+    warm = torch.stack(list(shared_planes.values())).mean(dim=0)  # (3, C, H, W): the flow's phase-B start
+    project, project_planes = run_project(subject, decoder, cfg, args.time_limit, init=warm, label="project")
     print(f"load average after the project's fit: {os.getloadavg()[0]:.2f}", flush=True)
-    print(f"reference: {samples} dense stratified samples per ray, plain Adam, MSE only, at most "
+    cold, cold_planes = run_project(subject, decoder, cfg, args.time_limit, label="proj-cold")
+    print(f"load average after the project's fit from random planes: {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"reference: {samples} dense stratified samples per ray, plain Adam, MSE only, random planes, at most "
           f"{max_steps} steps", flush=True)
     reference, reference_planes = run_reference(subject, decoder, cfg, samples, max_steps, args.time_limit)
     print(f"load average after the reference fit: {os.getloadavg()[0]:.2f}", flush=True)
     print()
+    print("project: phase B as the flow runs it, from the mean of phase A's planes; proj-cold: the same from "
+          "random planes, like the reference")
     print(f"{'fitter':<10} {'grad pts/step':>13} {'no-grad pts/step':>16} {'grad pts/s':>11} {'s/step':>7} "
           f"{'steps':>6} {'best held-out':>13}")
-    for t in (project, reference):
+    timers = (project, cold, reference)
+    for t in timers:
         print(f"{t.label:<10} {t.grad_points / max(t.steps, 1):13,.0f} {t.other_points / max(t.steps, 1):16,.0f} "
               f"{t.grad_points / max(t.seconds, 1e-9):11,.0f} {t.seconds / max(t.steps, 1):7.3f} {t.last_step:6d} "
               f"{t.best:10.2f} dB")
-    for t in (project, reference):
+    for t in timers:
         if t.reached is not None:
             print(f"{t.label}: reached {fit.target_psnr:g} dB held out at step {t.reached[0]}, "
                   f"{t.reached[1]:.1f} s")
         else:
             print(f"{t.label}: did not reach {fit.target_psnr:g} dB within {t.elapsed:.0f} s "
                   f"({t.last_step} steps; best {t.best:.2f} dB)")
-    if project.reached is not None and reference.reached is not None:
-        print(f"speed-up to target (reference seconds / project seconds): "
-              f"{reference.reached[1] / project.reached[1]:.2f}x")
-    elif project.reached is not None:
-        print(f"speed-up to target: more than {reference.elapsed / project.reached[1]:.2f}x "
-              f"(the reference did not reach it in {reference.last_step} steps)")
-    else:
-        print("speed-up to target: undefined (the project's fitter did not reach it)")
+    for t in (project, cold):
+        if t.reached is not None and reference.reached is not None:
+            print(f"speed-up to target of {t.label} (reference seconds / its seconds): "
+                  f"{reference.reached[1] / t.reached[1]:.2f}x")
+        elif t.reached is not None:
+            print(f"speed-up to target of {t.label}: more than {reference.elapsed / t.reached[1]:.2f}x "
+                  f"(the reference did not reach it in {reference.last_step} steps)")
+        else:
+            print(f"speed-up to target of {t.label}: undefined (it did not reach the target)")
     print("same yardstick (rodin_core evaluate_psnr, coarse + importance rendering) of each fitter's best planes:")
-    for t, planes in ((project, project_planes), (reference, reference_planes)):
+    for t, planes in ((project, project_planes), (cold, cold_planes), (reference, reference_planes)):
         if planes is not None:
             print(f"  {t.label:<10} {evaluate_psnr(planes, decoder, subject, held, tri, fit):.2f} dB")
+
 
 if __name__ == "__main__":
     main()
