@@ -47,27 +47,29 @@ class CorpusConfig:
     holdout_subjects: int = 1000
     """Evaluation subjects (paper §4.5, appendix C.5 Table 4: 1K test subjects): the last ids of the corpus,
     ``subjects - holdout_subjects`` .. ``subjects - 1``, are rendered and fitted like every subject but never
-    seen by diffusion training (base, upsampler, plane statistics, the prior's latents). 0 holds none out."""
+    seen by diffusion training (base, upsampler, plane statistics, the prior's latents). 0 holds none out; at
+    most ``subjects - 1`` are held out (:attr:`held_out_count`)."""
 
     def validate(self) -> None:
         _check_range("corpus.subjects", self.subjects, low=1)
         _check_range("corpus.seed", self.seed, low=0, high=2**31 - 1)
         _check_range("corpus.shard_size", self.shard_size, low=1)
-        if not 0 <= self.holdout_subjects < self.subjects:
-            raise ConfigError(
-                f"bad value for corpus.holdout_subjects: {self.holdout_subjects!r} is outside the valid range "
-                f"[0, {self.subjects - 1}] (corpus.subjects={self.subjects} and at least one subject must be left "
-                "for training); lower corpus.holdout_subjects (0 holds none out) or raise corpus.subjects"
-            )
+        _check_range("corpus.holdout_subjects", self.holdout_subjects, low=0)
+
+    @property
+    def held_out_count(self) -> int:
+        """Subjects actually held out: ``holdout_subjects``, but at most ``subjects - 1`` so that a corpus
+        shrunk with ``--subjects`` keeps at least one training subject."""
+        return min(self.holdout_subjects, self.subjects - 1)
 
     @property
     def first_held_out(self) -> int | None:
         """Smallest held-out subject id, ``subjects - holdout_subjects``; None when no subject is held out."""
-        return self.subjects - self.holdout_subjects if self.holdout_subjects else None
+        return self.subjects - self.held_out_count if self.held_out_count else None
 
     def held_out_ids(self) -> list[int]:
         """Ids of the held-out evaluation subjects, ascending (§4.5, appendix C.5)."""
-        return list(range(self.subjects - self.holdout_subjects, self.subjects))
+        return list(range(self.subjects - self.held_out_count, self.subjects))
 
     def is_training_subject(self, subject_id: int) -> bool:
         """Whether diffusion training may read subject ``subject_id`` (it is not held out)."""
@@ -195,6 +197,9 @@ class FitConfig:
     """Smallest gain (dB) of the best held-out PSNR that counts as progress for ``patience``."""
     occupancy_resolution: int = 64
     """Cells per side of the occupancy grid that skips empty space in phase B (0: query every point)."""
+    occupancy_opacity: float = 0.01
+    """Most opacity one skipped cell of the occupancy grid may hide from a ray: cells whose density is below
+    -ln(1 - occupancy_opacity) / cell side are skipped (Instant-NGP thresholds the same quantity)."""
     occupancy_every: int = 16
     """Phase-B steps between refreshes of the occupancy grid from the current planes."""
     shard_size: int = 100
@@ -214,6 +219,7 @@ class FitConfig:
         if self.occupancy_resolution == 1:
             raise ConfigError("fit.occupancy_resolution=1 is not a grid; use 0 (off) or >= 2 cells per side")
         _check_range("fit.rescale_prob", self.rescale_prob, low=0.0, high=1.0)
+        _check_range("fit.occupancy_opacity", self.occupancy_opacity, low=0.0, high=0.5)
         _check_range("fit.background", self.background, low=0.0, high=1.0)
 
 
@@ -433,8 +439,9 @@ def saved_held_out_from(saved: Mapping[str, Any]) -> int | None:
     (whatever the preset says now, their training read every subject).
     """
     corpus = saved.get("corpus") or {}
-    holdout = int(corpus.get("holdout_subjects", 0))
-    return int(corpus["subjects"]) - holdout if holdout else None
+    subjects = int(corpus["subjects"])
+    holdout = min(int(corpus.get("holdout_subjects", 0)), subjects - 1)  # CorpusConfig.held_out_count
+    return subjects - holdout if holdout else None
 
 
 def preset_config(name: str) -> RodinConfig:
@@ -466,7 +473,8 @@ def preset_config(name: str) -> RodinConfig:
             triplane=TriplaneConfig(channels=8, resolution=64, rescale_min=32, decoder_hidden=64, feature_frequencies=0),
             fit=FitConfig(shared_subjects=4, shared_steps=2000, shared_batch=4, steps=800, target_psnr=28.5, holdout_views=4,
                           rays_per_step=2048, coarse_samples=16, fine_samples=16, lr_planes=0.1, lr_decoder=0.003,
-                          rescale_prob=0.6, eval_every=50, patience=3, shard_size=4, occupancy_resolution=32),
+                          rescale_prob=0.6, eval_every=50, patience=3, shard_size=4, occupancy_resolution=32,
+                          occupancy_opacity=0.03),
             encoder=EncoderConfig(kind="learned", image_size=64, learned_channels=16),
             base=BaseStageConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(16,),
                                  aware_resolutions=(32,), num_head_channels=32, dropout=0.0, sampling_steps="50",

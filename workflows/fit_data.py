@@ -71,8 +71,7 @@ DECODER_WARM_START = "warm_start.safetensors"
 """Mean of phase A's planes, committed with the decoder: where every other phase-B subject starts."""
 DECODER_SHARED_PLANES = "shared_planes.safetensors"
 """Phase A's planes (float16, ``subject_<id>``), committed with the decoder: where phase B starts them."""
-PHASE_B_ONLY_FIELDS = ("steps", "target_psnr", "patience", "min_improvement", "shard_size", "occupancy_resolution",
-                       "occupancy_every")
+PHASE_B_ONLY_FIELDS = ("steps", "target_psnr", "patience", "min_improvement", "shard_size")
 """Fit settings phase A never reads: changing them keeps the committed decoder."""
 PROGRESS_LINES = 10
 """Progress log lines per subject (phase B) or per phase A run."""

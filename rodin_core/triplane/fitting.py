@@ -139,6 +139,13 @@ def field_density(planes: torch.Tensor, decoder: TriplaneDecoder) -> Callable[[t
     return density
 
 
+def occupancy_grid(fit_cfg: FitConfig, bound: float = 1.0) -> OccupancyGrid:
+    """The empty-space grid of ``fit.occupancy_resolution`` cells a side whose skipped cells hide at most
+    ``fit.occupancy_opacity`` of a ray each: density threshold sigma_min = -ln(1 - opacity) / cell side."""
+    cell = 2.0 * bound / fit_cfg.occupancy_resolution
+    return OccupancyGrid(fit_cfg.occupancy_resolution, bound, sigma_min=-math.log1p(-fit_cfg.occupancy_opacity) / cell)
+
+
 def _step_loss(planes: torch.Tensor, decoder: TriplaneDecoder, pool: _RayPool, tri_cfg: TriplaneConfig,
                fit_cfg: FitConfig, generator: torch.Generator, occupancy: OccupancyGrid | None = None,
                rays: int | None = None) -> torch.Tensor:
@@ -245,7 +252,7 @@ def fit_subject(subject: SubjectViews, decoder: TriplaneDecoder, tri_cfg: Tripla
     gamma = FINAL_LR_FRACTION ** (1.0 / max(fit_cfg.steps, 1))
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma)
 
-    occupancy = (OccupancyGrid(fit_cfg.occupancy_resolution) if fit_cfg.occupancy_resolution > 0 else None)
+    occupancy = occupancy_grid(fit_cfg) if fit_cfg.occupancy_resolution > 0 else None
 
     def refresh_occupancy() -> None:
         if occupancy is not None:
@@ -337,7 +344,7 @@ def fit_shared_decoder(subjects: list[SubjectViews], tri_cfg: TriplaneConfig, fi
         members = groups[(step - 1) % len(groups)]
         for k in members:
             if fit_cfg.occupancy_resolution > 0 and step > warmup and steps[k] % fit_cfg.occupancy_every == 0:
-                grids[k] = grids[k] or OccupancyGrid(fit_cfg.occupancy_resolution)
+                grids[k] = grids[k] or occupancy_grid(fit_cfg)
                 grids[k].update(field_density(planes[k].detach(), decoder))
         rays = max(1, fit_cfg.rays_per_step // len(members))
         loss = sum(_step_loss(planes[k], decoder, pools[k], tri_cfg, fit_cfg, generators[k], grids[k], rays)

@@ -23,6 +23,7 @@ from rodin_core.triplane.fitting import (
     freeze_decoder,
     init_planes,
     mean_planes,
+    occupancy_grid,
     subject_generator,
 )
 from rodin_core.triplane.subject import SubjectViews, split_views
@@ -201,3 +202,20 @@ def test_phase_a_batches_of_subjects_move_every_member_each_step_on_a_split_ray_
         _, results = fit_shared_decoder(shared, TRI, dataclasses.replace(cfg, shared_batch=batch))
         assert [r.steps for r in results] == steps and drawn == rays, batch
         assert all(r.error is None and math.isfinite(r.psnr_train) for r in results)
+
+
+def test_occupancy_threshold_bounds_the_opacity_a_skipped_cell_hides() -> None:
+    cfg = _fit_cfg(occupancy_resolution=32, occupancy_opacity=0.01)
+    grid = occupancy_grid(cfg)
+    assert 1.0 - math.exp(-grid.sigma_min * 2.0 / 32) == pytest.approx(0.01)  # one cell of side 2/32 crossed
+    fog = 0.9 * grid.sigma_min
+
+    def density(points: torch.Tensor) -> torch.Tensor:  # a dense ball of radius 0.5 in a faint fog
+        return torch.where(points.norm(dim=-1) < 0.5, torch.tensor(1.0), torch.tensor(fog))
+
+    occupied = grid.update(density)
+    assert 0.05 < occupied < 0.15  # the ball and its dilated shell: the fog below the threshold is skipped
+    assert not grid.query(torch.tensor([[0.9, 0.0, 0.0], [0.0, -0.8, 0.3]])).any()
+    assert grid.query(torch.tensor([[0.0, 0.0, 0.0], [0.3, 0.2, 0.0]])).all()
+    strict = occupancy_grid(dataclasses.replace(cfg, occupancy_opacity=0.001))  # threshold below the fog
+    assert strict.update(density) == 1.0
