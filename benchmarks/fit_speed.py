@@ -93,7 +93,7 @@ def print_progress(label: str) -> Callable[[int, float, float | None], None]:
     return progress
 
 
-def committed_phase_a(uri: str, subjects: list[SubjectViews], cfg: RodinConfig
+def committed_phase_a(uri: str, subjects: list[SubjectViews], cfg: RodinConfig, renders: str | None = None
                       ) -> tuple[TriplaneDecoder, dict[int, Tensor]]:
     """The decoder and phase-A planes the ``fit-triplanes`` flow committed under dataset root ``uri``.
 
@@ -101,7 +101,7 @@ def committed_phase_a(uri: str, subjects: list[SubjectViews], cfg: RodinConfig
     renders is accepted (the flow's own :func:`decoder_hash`); anything else exits with the reason.
     """
     store = open_store(uri)
-    sources = renders_index(store.stage("renders"))
+    sources = renders_index(open_store(renders or uri).stage("renders"))  # the renders the decoder was fitted to
     stage = store.stage(DECODER_STAGE)
     manifest = committed_decoder(stage, decoder_hash(cfg, [s.subject_id for s in subjects], sources))
     if manifest is None:
@@ -113,8 +113,8 @@ def committed_phase_a(uri: str, subjects: list[SubjectViews], cfg: RodinConfig
     return load_committed_decoder(stage, manifest.file(DECODER_WEIGHTS).sha256), load_shared_planes(stage)
 
 
-def phase_a(subjects: list[SubjectViews], cfg: RodinConfig, cache: Path, decoder_from: str | None = None
-            ) -> tuple[TriplaneDecoder, dict[int, Tensor]]:
+def phase_a(subjects: list[SubjectViews], cfg: RodinConfig, cache: Path, decoder_from: str | None = None,
+            renders: str | None = None) -> tuple[TriplaneDecoder, dict[int, Tensor]]:
     """The frozen phase-A decoder of ``subjects`` and their planes (appendix B.2), fitted once and cached.
 
     Returns the decoder and ``{subject id: planes (3, C, H, W)}`` as phase A left them. With
@@ -125,7 +125,7 @@ def phase_a(subjects: list[SubjectViews], cfg: RodinConfig, cache: Path, decoder
     and an edited preset never reuse a stale decoder.
     """
     if decoder_from is not None:
-        return committed_phase_a(decoder_from, subjects, cfg)
+        return committed_phase_a(decoder_from, subjects, cfg, renders)
     ids = "-".join(str(s.subject_id) for s in subjects)
     fit = {k: v for k, v in dataclasses.asdict(cfg.fit).items() if k not in PHASE_B_ONLY_FIELDS}
     digest = config_hash({"triplane": dataclasses.asdict(cfg.triplane), "fit": fit})
@@ -270,7 +270,8 @@ def main() -> None:
     fit: FitConfig = cfg.fit
     tri: TriplaneConfig = cfg.triplane
     subjects = load_subjects(args.renders, fit.shared_subjects + 1)
-    decoder, shared_planes = phase_a(subjects[:fit.shared_subjects], cfg, Path(args.cache), args.decoder_from)
+    decoder, shared_planes = phase_a(subjects[:fit.shared_subjects], cfg, Path(args.cache), args.decoder_from,
+                                     args.renders)
     subject = subjects[fit.shared_subjects]
     samples = fit.coarse_samples + fit.fine_samples
     max_steps = args.reference_steps or 4 * fit.steps

@@ -85,7 +85,7 @@ def main() -> None:
         cfg = apply_overrides(preset_config(args.preset), [f"fit.rescale_prob={prob}"])
         arm = f"{name} (p={prob:g})"
         decoder, shared_planes = phase_a(subjects[:shared], cfg, Path(args.cache),
-                                         args.decoder_from if prob == base.fit.rescale_prob else None)
+                                         args.decoder_from if prob == base.fit.rescale_prob else None, args.renders)
         fitted = [("A", subject, shared_planes[subject.subject_id]) for subject in subjects[:shared]]
         for subject in subjects[shared:]:
             print(f"{arm}: phase B, subject {subject.subject_id}", flush=True)
