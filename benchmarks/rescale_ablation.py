@@ -33,12 +33,12 @@ from workflows.fit_data import iter_subjects, renders_index
 from workflows.train_data import load_decoder
 
 
-def committed_drops(uri: str, cfg: RodinConfig) -> None:
+def committed_drops(uri: str, cfg: RodinConfig, renders_uri: str | None = None) -> None:
     """Print the held-out PSNR at full resolution and after rescaling of every tri-plane the
     ``fit-triplanes`` flow committed under ``uri`` (the corpus-wide WITH arm), and their median."""
     decoder = load_decoder(uri)
     planes = dict(iter_planes(uri))
-    renders = open_store(uri).stage("renders")
+    renders = open_store(renders_uri or uri).stage("renders")
     low = cfg.triplane.rescale_min
     rows = []
     for subject in iter_subjects(renders, sorted(planes), renders_index(renders)):
@@ -71,7 +71,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     base = preset_config(args.preset)
     if args.committed is not None:
-        committed_drops(args.committed, base)
+        committed_drops(args.committed, base, args.renders)
         return
     if base.fit.rescale_prob == 0:
         raise SystemExit(f"preset {args.preset} fits without rescaling (fit.rescale_prob=0); nothing to compare")
