@@ -29,16 +29,19 @@ from workflows.fit_data import (
 from workflows.train_data import commit_stage_checkpoint
 from workflows.train_worker import STATS_PREFIX
 
-GENERATION_TINY = [
-    "triplane.channels=4", "triplane.resolution=8", "triplane.rescale_min=4", "triplane.decoder_hidden=16",
-    "render.resolution=16", "fit.coarse_samples=6", "fit.fine_samples=0",
-    "encoder.kind=learned", "encoder.latent_dim=8", "encoder.image_size=16", "encoder.learned_channels=4",
+MICRO_NETWORKS = [
+    "encoder.latent_dim=8", "encoder.image_size=16", "encoder.learned_channels=4",
     "base.model_channels=8", "base.channel_mult=[1]", "base.attention_resolutions=[]", "base.aware_resolutions=[4]",
     "base.num_head_channels=8", "base.diffusion_steps=40", "base.sampling_steps=3",
     "upsampler.model_channels=8", "upsampler.channel_mult=[1]", "upsampler.attention_resolutions=[]",
     "upsampler.aware_resolutions=[8]", "upsampler.num_head_channels=8", "upsampler.diffusion_steps=40",
     "upsampler.sampling_steps=3", "upsampler.perceptual_weight=0",
     "prior.depth=2", "prior.width=16", "prior.diffusion_steps=40", "prior.sampling_steps=3",
+]
+"""Encoder and diffusion networks of a few thousand parameters, 3 sampling steps per stage (for 8x8 planes)."""
+GENERATION_TINY = [
+    "triplane.channels=4", "triplane.resolution=8", "triplane.rescale_min=4", "triplane.decoder_hidden=16",
+    "render.resolution=16", "fit.coarse_samples=6", "fit.fine_samples=0", "encoder.kind=learned", *MICRO_NETWORKS,
 ]
 """The tiny preset shrunk to networks of a few thousand parameters and 3 sampling steps per stage."""
 DENSITY_BIAS = 2.0

@@ -36,19 +36,15 @@ from rodin_core.storage import open_store
 from workflows.demo import RECORD_FILE, STAGES, TIMINGS_FILE, DemoStageError, demo
 from workflows.generate_data import GENERATED_STAGE
 
+from ..generation_data import MICRO_NETWORKS
+
 MICRO = [
     "corpus.subjects=3", "corpus.holdout_subjects=1", "corpus.shard_size=3",
     "render.views=6", "render.resolution=16", "render.samples=2",
     "triplane.resolution=8", "triplane.channels=4", "triplane.rescale_min=4", "triplane.decoder_hidden=16",
     "fit.shared_subjects=2", "fit.shared_steps=4", "fit.steps=4", "fit.rays_per_step=128", "fit.coarse_samples=8",
     "fit.fine_samples=8", "fit.eval_every=2", "fit.holdout_views=2", "fit.shard_size=2",
-    "encoder.latent_dim=8", "encoder.image_size=16", "encoder.learned_channels=4",
-    "base.model_channels=8", "base.channel_mult=[1]", "base.attention_resolutions=[]", "base.aware_resolutions=[4]",
-    "base.num_head_channels=8", "base.diffusion_steps=40", "base.sampling_steps=3",
-    "upsampler.model_channels=8", "upsampler.channel_mult=[1]", "upsampler.attention_resolutions=[]",
-    "upsampler.aware_resolutions=[8]", "upsampler.num_head_channels=8", "upsampler.diffusion_steps=40",
-    "upsampler.sampling_steps=3", "upsampler.perceptual_weight=0",
-    "prior.depth=2", "prior.width=16", "prior.diffusion_steps=40", "prior.sampling_steps=3",
+    *MICRO_NETWORKS,
     *(f"{stage}.train.{name}={value}" for stage in ("base", "upsampler", "prior")
       for name, value in (("steps", 2), ("batch_size", 2), ("log_every", 1))),
 ]
