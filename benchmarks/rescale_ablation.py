@@ -23,14 +23,25 @@ from pathlib import Path
 
 import torch
 from fit_speed import DEFAULT_CACHE, load_subjects, phase_a, print_progress
+from torch import Tensor
 
 from rodin_core.config import RodinConfig, apply_overrides, preset_config
 from rodin_core.storage import open_store
 from rodin_core.training.dataset import iter_planes
+from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.fitting import evaluate_psnr, fit_subject
-from rodin_core.triplane.subject import split_views
+from rodin_core.triplane.subject import SubjectViews, split_views
 from workflows.fit_data import iter_subjects, renders_index
 from workflows.train_data import load_decoder
+
+
+def full_and_rescaled(planes: Tensor, decoder: TriplaneDecoder, subject: SubjectViews, cfg: RodinConfig
+                      ) -> tuple[float, float]:
+    """Held-out PSNR of ``planes`` (3, C, H, W) as they are and after ``rescale_planes`` to
+    ``triplane.rescale_min`` (the Fig. 3 measurement)."""
+    _, held = split_views(subject.n_views, cfg.fit.holdout_views)
+    full = evaluate_psnr(planes, decoder, subject, held, cfg.triplane, cfg.fit)
+    return full, evaluate_psnr(planes, decoder, subject, held, cfg.triplane, cfg.fit, plane_size=cfg.triplane.rescale_min)
 
 
 def committed_drops(uri: str, cfg: RodinConfig, renders_uri: str | None = None) -> None:
@@ -42,10 +53,7 @@ def committed_drops(uri: str, cfg: RodinConfig, renders_uri: str | None = None) 
     low = cfg.triplane.rescale_min
     rows = []
     for subject in iter_subjects(renders, sorted(planes), renders_index(renders)):
-        _, held = split_views(subject.n_views, cfg.fit.holdout_views)
-        full = evaluate_psnr(planes[subject.subject_id], decoder, subject, held, cfg.triplane, cfg.fit)
-        rescaled = evaluate_psnr(planes[subject.subject_id], decoder, subject, held, cfg.triplane, cfg.fit,
-                                 plane_size=low)
+        full, rescaled = full_and_rescaled(planes[subject.subject_id], decoder, subject, cfg)
         rows.append((full, rescaled))
         print(f"committed subject {subject.subject_id:3d}: {full:6.2f} dB at {cfg.triplane.resolution}, "
               f"{rescaled:6.2f} dB at {low}, drop {full - rescaled:5.2f} dB", flush=True)
@@ -94,9 +102,7 @@ def main() -> None:
                 raise RuntimeError(f"{arm}: {result.error}")
             fitted.append(("B", subject, result.planes))
         for phase, subject, planes in fitted:
-            _, held = split_views(subject.n_views, cfg.fit.holdout_views)
-            full = evaluate_psnr(planes, decoder, subject, held, tri, cfg.fit)
-            rescaled = evaluate_psnr(planes, decoder, subject, held, tri, cfg.fit, plane_size=low)
+            full, rescaled = full_and_rescaled(planes, decoder, subject, cfg)
             rows.append((arm, f"{subject.subject_id} ({phase})", full, rescaled))
     print()
     print(f"Fig. 3 ablation, preset {args.preset}: held-out PSNR of planes at {tri.resolution}x{tri.resolution} and "
