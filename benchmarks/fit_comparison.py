@@ -21,11 +21,11 @@ from PIL import Image
 from torch import Tensor
 
 from rodin_core.config import preset_config
+from rodin_core.fitting.loop import fit_subject
+from rodin_core.fitting.preview import compare_views
 from rodin_core.imaging import contact_sheet
 from rodin_core.rendering.renderer import RenderSettings
 from rodin_core.triplane.field import TriplaneDecoder
-from rodin_core.triplane.fitting import fit_subject
-from rodin_core.triplane.preview import compare_views
 from rodin_core.triplane.subject import SubjectViews, split_views
 
 OUTPUT = "docs/fitting-gt-vs-fitted.png"

@@ -12,7 +12,7 @@ script prints side by side, both on one CPU thread (the fitting flow runs one Ra
    one clock for both (from the call of the fitter to the first evaluation at or above the
    target, evaluations included), or a "did not reach" line at the step or time cap;
 
-for :func:`rodin_core.triplane.fitting.fit_subject` (twice: from the mean of phase A's planes, as the
+for :func:`rodin_core.fitting.loop.fit_subject` (twice: from the mean of phase A's planes, as the
 flow starts phase B, and from random planes) and for ``benchmarks/reference_fitter.py``
 (dense stratified sampling, plain Adam, random planes), the ratio of their seconds to target, and both fitters'
 best planes scored by the project's ``evaluate_psnr``. The load average is printed around each fit:
@@ -46,15 +46,10 @@ from rodin_core.config import (
     apply_overrides,
     preset_config,
 )
+from rodin_core.fitting.loop import evaluate_psnr, fit_shared_decoder, fit_subject, freeze_decoder
 from rodin_core.storage import config_hash, open_store
 from rodin_core.triplane.decoder_io import load_decoder, save_decoder
 from rodin_core.triplane.field import TriplaneDecoder
-from rodin_core.triplane.fitting import (
-    evaluate_psnr,
-    fit_shared_decoder,
-    fit_subject,
-    freeze_decoder,
-)
 from rodin_core.triplane.subject import SubjectViews, split_views
 from workflows.fit_data import (
     DECODER_STAGE,

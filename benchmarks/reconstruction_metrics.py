@@ -29,7 +29,7 @@ from rodin_core.evaluation.reconstruction import (
 from rodin_core.generation import SAMPLERS, SampleOptions
 from rodin_core.imaging import contact_sheet, encode_png
 from rodin_core.metrics import LPIPS_NETWORKS
-from rodin_core.training.perceptual import PerceptualUnavailableError
+from rodin_core.networks.perceptual import PerceptualUnavailableError
 from rodin_core.triplane.subject import SubjectViews
 from workflows.generate_data import GENERATION_ERRORS
 from workflows.reconstruction_data import (

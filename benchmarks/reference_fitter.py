@@ -1,7 +1,7 @@
 """A plain reference tri-plane NeRF fitter, the yardstick of ``fit_speed.py`` (paper §3.1, Eq. 1; appendix B.2).
 
 Phase B of appendix B.2 (one subject's planes, shared decoder frozen) written the textbook way, so
-that the project's fitter (:func:`rodin_core.triplane.fitting.fit_subject`) is compared with an
+that the project's fitter (:func:`rodin_core.fitting.loop.fit_subject`) is compared with an
 honest baseline:
 
 * every training pixel whose ray meets the cube [-1, 1]^3 is a candidate ray, drawn uniformly

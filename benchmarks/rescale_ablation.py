@@ -26,10 +26,10 @@ from fit_speed import DEFAULT_CACHE, load_subjects, phase_a, print_progress
 from torch import Tensor
 
 from rodin_core.config import RodinConfig, apply_overrides, preset_config
+from rodin_core.datasets.triplanes import iter_planes
+from rodin_core.fitting.loop import evaluate_psnr, fit_subject
 from rodin_core.storage import open_store
-from rodin_core.training.dataset import iter_planes
 from rodin_core.triplane.field import TriplaneDecoder
-from rodin_core.triplane.fitting import evaluate_psnr, fit_subject
 from rodin_core.triplane.subject import SubjectViews, split_views
 from workflows.fit_data import iter_subjects, renders_index
 from workflows.train_data import load_decoder

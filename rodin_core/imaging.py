@@ -10,6 +10,7 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 LABEL_HEIGHT = 12
@@ -135,3 +136,8 @@ def decode_png(data: bytes) -> np.ndarray:
             return np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
     except OSError as exc:
         raise ValueError(f"decode_png could not read {len(data)} bytes as an image ({exc})") from exc
+
+
+def to_uint8(rgb: torch.Tensor) -> np.ndarray:
+    """(H, W, 3) float in [0, 1] -> uint8."""
+    return np.clip(np.rint(rgb.numpy() * 255.0), 0, 255).astype(np.uint8)

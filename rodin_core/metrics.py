@@ -10,7 +10,7 @@ one of :data:`LPIPS_NETWORKS`:
   usable when the package is installed and torchvision's ImageNet weights of the trunk are already
   in the torch hub cache (nothing is downloaded);
 - ``stlpips-vgg``: the shift-tolerant LPIPS VGG16 of Ghildyal & Liu 2022, whose weights ship in the
-  ``stlpips-pytorch`` wheel (:class:`rodin_core.training.perceptual.STLPIPS`, the network of the
+  ``stlpips-pytorch`` wheel (:class:`rodin_core.networks.perceptual.STLPIPS`, the network of the
   upsampler's perceptual loss). Its values are close to, but not the same as, the standard LPIPS.
 
 ``auto`` takes the first usable one in that order; :attr:`LPIPS.network` says which was taken.
@@ -23,6 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from rodin_core.networks.perceptual import (
+    STLPIPS,
+    PerceptualUnavailableError,
+    minimum_patch_size,
+    stlpips_weights_path,
+)
 
 
 def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
@@ -86,9 +93,7 @@ def torchvision_weights_path(network: str) -> Path:
 
 def lpips_available(network: str) -> bool:
     """Whether ``network`` (one of :data:`LPIPS_NETWORKS` but ``auto``) can be built offline."""
-    if network == "stlpips-vgg":  # imported here for the reason given in LPIPS.__init__
-        from rodin_core.training.perceptual import PerceptualUnavailableError, stlpips_weights_path
-
+    if network == "stlpips-vgg":
         try:
             stlpips_weights_path()
         except PerceptualUnavailableError:
@@ -103,13 +108,10 @@ class LPIPS:
     """Learned perceptual distance between images in [0, 1] (Zhang et al. 2018; paper Table 4), frozen, on CPU.
 
     ``network``: one of :data:`LPIPS_NETWORKS`. Raises
-    :class:`~rodin_core.training.perceptual.PerceptualUnavailableError` when it cannot be built offline.
+    :class:`~rodin_core.networks.perceptual.PerceptualUnavailableError` when it cannot be built offline.
     """
 
     def __init__(self, network: str = "auto") -> None:
-        # imported here: rodin_core.training imports the fitting loop, which imports this module
-        from rodin_core.training.perceptual import STLPIPS, PerceptualUnavailableError, minimum_patch_size
-
         if network not in LPIPS_NETWORKS:
             raise ValueError(f"unknown LPIPS network {network!r}; choose one of {LPIPS_NETWORKS}")
         if network == "auto":

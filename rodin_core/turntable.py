@@ -24,10 +24,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from rodin_core.cameras import intrinsics_from_fov, look_at
-from rodin_core.imaging import contact_sheet, encode_png
+from rodin_core.imaging import contact_sheet, encode_png, to_uint8
 from rodin_core.rendering.renderer import RenderSettings, render_image
 from rodin_core.triplane.field import TriplaneDecoder
-from rodin_core.triplane.preview import to_uint8
 
 
 def orbit_cameras(
@@ -120,7 +119,7 @@ def _check_frames(frames: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]
     for i, frame in enumerate(checked):
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frame {i} must be a uint8 (H, W, 3) array, got {frame.dtype} {frame.shape}; "
-                             "convert float renders with rodin_core.triplane.preview.to_uint8")
+                             "convert float renders with rodin_core.imaging.to_uint8")
         if frame.shape != checked[0].shape:
             raise ValueError(f"frame {i} has shape {frame.shape}, frame 0 has {checked[0].shape}; "
                              "all frames must have the same size")

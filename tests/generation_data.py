@@ -1,7 +1,7 @@
 """A tiny dataset root holding what generation reads: three stage checkpoints and the frozen decoder.
 
 The networks are randomly initialised (each stage from its ``train.seed``) but real: built by
-:func:`rodin_core.training.stages.build_stage`, saved with :func:`save_checkpoint` and committed
+:func:`rodin_core.training.registry.build_stage`, saved with :func:`save_checkpoint` and committed
 with :func:`workflows.train_data.commit_stage_checkpoint`, the way a training run commits them;
 the decoder is committed the way the fitting stage commits it (``decoder/decoder``).
 """
@@ -13,13 +13,15 @@ from pathlib import Path
 
 import torch
 
+from rodin_core.checkpoint import save_checkpoint
 from rodin_core.config import RodinConfig, load_config
+from rodin_core.stage_specs import STAGE_NAMES
 from rodin_core.storage import open_store
-from rodin_core.training.checkpoint import save_checkpoint
-from rodin_core.training.stages import STAGE_NAMES, Stage, build_stage
-from rodin_core.training.stats import PlaneStats
+from rodin_core.training.registry import build_stage
+from rodin_core.training.stage import Stage
 from rodin_core.triplane.decoder_io import decoder_to_bytes
 from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
+from rodin_core.triplane.stats import PlaneStats
 from workflows.fit_data import (
     DECODER_CONFIG,
     DECODER_SHARD,

@@ -62,8 +62,8 @@ from render.corpus import VIEWS_TABLE
 from rodin_core.config import RodinConfig, load_config
 from rodin_core.generation import load_avatar
 from rodin_core.mesh import DEFAULT_THRESHOLD, density_grid
+from rodin_core.stage_specs import STAGE_NAMES, train_config_for
 from rodin_core.storage import config_hash, open_store
-from rodin_core.training.stages import STAGE_NAMES, train_config_for
 from workflows import avatar_commands, train_data
 from workflows.fit_data import RENDERS_STAGE, renders_index
 from workflows.fit_triplanes import fit_triplanes

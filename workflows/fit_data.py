@@ -32,6 +32,9 @@ import torch
 
 from render.corpus import VIEWS_TABLE, decode_view_row
 from rodin_core.config import RodinConfig
+from rodin_core.fitting.loop import FitResult, fit_shared_decoder, fit_subject, freeze_decoder, mean_planes
+from rodin_core.fitting.preview import compare_views
+from rodin_core.fitting.records import planes_from_safetensors, planes_to_safetensors, records_table
 from rodin_core.imaging import contact_sheet
 from rodin_core.rendering.renderer import RenderSettings
 from rodin_core.storage import (
@@ -45,19 +48,6 @@ from rodin_core.storage import (
 )
 from rodin_core.triplane.decoder_io import decoder_from_bytes, decoder_to_bytes
 from rodin_core.triplane.field import TriplaneDecoder
-from rodin_core.triplane.fitting import (
-    FitResult,
-    fit_shared_decoder,
-    fit_subject,
-    freeze_decoder,
-    mean_planes,
-)
-from rodin_core.triplane.preview import compare_views
-from rodin_core.triplane.records import (
-    planes_from_safetensors,
-    planes_to_safetensors,
-    records_table,
-)
 from rodin_core.triplane.subject import SubjectViews, split_views
 
 log = logging.getLogger(__name__)

@@ -40,6 +40,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from rodin_core.checkpoint import MODEL_FILE, CheckpointError
 from rodin_core.config import ConfigError, RodinConfig
 from rodin_core.encoders import EncoderUnavailableError
 from rodin_core.generation import (
@@ -53,6 +54,7 @@ from rodin_core.generation import (
 )
 from rodin_core.imaging import contact_sheet, encode_png
 from rodin_core.rendering.renderer import RenderSettings
+from rodin_core.stage_specs import STAGE_NAMES
 from rodin_core.storage import (
     Manifest,
     StageStore,
@@ -60,10 +62,8 @@ from rodin_core.storage import (
     config_hash,
     open_store,
 )
-from rodin_core.training.checkpoint import MODEL_FILE, CheckpointError
-from rodin_core.training.stages import STAGE_NAMES
-from rodin_core.training.stats import PlaneStatsError
 from rodin_core.triplane.field import TriplaneDecoder
+from rodin_core.triplane.stats import PlaneStatsError
 from rodin_core.turntable import render_turntable, save_gif
 from workflows import train_data
 from workflows.fit_data import (

@@ -32,10 +32,10 @@ from rodin_core.evaluation.reconstruction import (
     held_out_subjects,
     measure_subject,
 )
+from rodin_core.fitting.records import planes_from_safetensors
 from rodin_core.generation import SampleOptions
 from rodin_core.metrics import LPIPS
 from rodin_core.storage import open_store
-from rodin_core.triplane.records import planes_from_safetensors
 from rodin_core.triplane.subject import SubjectViews
 from workflows import train_data
 from workflows.fit_data import PLANES_FILE, RENDERS_STAGE, TRIPLANES_STAGE, iter_subjects, renders_index

@@ -42,17 +42,9 @@ import torch
 from torch import Tensor, nn
 
 from render.corpus import VIEWS_TABLE
+from rodin_core.checkpoint import CHECKPOINT_JSON, MODEL_FILE, Checkpoint, checkpoint_files, checkpoint_from_files
 from rodin_core.config import CorpusConfig, RodinConfig
-from rodin_core.encoders import build_encoder
-from rodin_core.storage import Manifest, StageStore, config_hash, open_store
-from rodin_core.training.checkpoint import (
-    CHECKPOINT_JSON,
-    MODEL_FILE,
-    Checkpoint,
-    checkpoint_files,
-    checkpoint_from_files,
-)
-from rodin_core.training.dataset import (
+from rodin_core.datasets.triplanes import (
     FRONTALS_FILE,
     FRONTALS_SCHEMA,
     FRONTALS_STAGE,
@@ -60,8 +52,13 @@ from rodin_core.training.dataset import (
     collate_samples,
     iter_planes,
 )
+from rodin_core.encoders import build_encoder
+from rodin_core.fitting.loop import freeze_decoder
+from rodin_core.storage import Manifest, StageStore, config_hash, open_store
 from rodin_core.training.prior import encode_latents
-from rodin_core.training.stats import (
+from rodin_core.triplane.decoder_io import decoder_from_bytes
+from rodin_core.triplane.field import TriplaneDecoder
+from rodin_core.triplane.stats import (
     STATS_SHARD,
     STATS_STAGE,
     PlaneStats,
@@ -69,9 +66,6 @@ from rodin_core.training.stats import (
     read_plane_stats,
     write_plane_stats,
 )
-from rodin_core.triplane.decoder_io import decoder_from_bytes
-from rodin_core.triplane.field import TriplaneDecoder
-from rodin_core.triplane.fitting import freeze_decoder
 from workflows.fit_data import (
     DECODER_CONFIG,
     DECODER_SHARD,

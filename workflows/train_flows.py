@@ -24,8 +24,8 @@ from prefect.states import State
 
 from rodin_core.config import CorpusConfig, RodinConfig, load_config
 from rodin_core.imaging import encode_png
+from rodin_core.stage_specs import STAGE_NAMES, train_config_for
 from rodin_core.storage import open_store
-from rodin_core.training.stages import STAGE_NAMES, train_config_for
 from workflows import train_data, train_report
 from workflows.artifacts import publish_image, write_report
 from workflows.fit_data import FitDataError

@@ -2,7 +2,7 @@
 
 :func:`run_training` launches a ``TorchTrainer`` (Ray Train V2, the default in Ray 2.60) with
 ``{stage}.train.workers`` data-parallel workers (one GPU each with ``use_gpu``, else CPUs). Every
-worker builds the stage (:func:`rodin_core.training.stages.build_stage`), streams its own part of the
+worker builds the stage (:func:`rodin_core.training.registry.build_stage`), streams its own part of the
 corpus and runs :func:`rodin_core.training.loop.run_stage`; gradients are averaged by the stage
 itself, so modules are never wrapped and checkpoint keys never get a ``module.`` prefix.
 
@@ -51,8 +51,8 @@ from ray.train import (
 from ray.train.torch import TorchTrainer
 
 from rodin_core.config import RodinConfig, TrainConfig
+from rodin_core.stage_specs import STAGE_NAMES, train_config_for
 from rodin_core.storage import Store, absolute_uri, open_store
-from rodin_core.training.stages import STAGE_NAMES, train_config_for
 from workflows import train_data
 from workflows.ray_runner import dashboard_available, ray_runtime_env
 from workflows.train_worker import RUNS_FOLDER, TrainJob, check_compatible, train_worker

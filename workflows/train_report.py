@@ -22,19 +22,18 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
 from rodin_core.cameras import make_rig
+from rodin_core.checkpoint import Checkpoint
 from rodin_core.config import RodinConfig
+from rodin_core.datasets.triplanes import TriplaneDataset, TriplaneSample
 from rodin_core.encoders import build_encoder
-from rodin_core.imaging import contact_sheet
+from rodin_core.generation.sampling import sample_base, sample_prior, sample_upsampler
+from rodin_core.imaging import contact_sheet, to_uint8
+from rodin_core.networks.latent_normalizer import LatentNormalizer
 from rodin_core.rendering.renderer import RenderSettings, render_image
-from rodin_core.training.checkpoint import Checkpoint
-from rodin_core.training.dataset import TriplaneDataset, TriplaneSample
-from rodin_core.training.prior import LatentNormalizer
-from rodin_core.training.sampling import sample_base, sample_prior, sample_upsampler
-from rodin_core.training.stages import model_from_config
-from rodin_core.training.stats import PlaneStats
+from rodin_core.stage_specs import model_from_config
 from rodin_core.triplane.field import TriplaneDecoder
-from rodin_core.triplane.preview import to_uint8
 from rodin_core.triplane.rescale import downsample_planes
+from rodin_core.triplane.stats import PlaneStats
 from workflows import train_data
 
 CURVE_SIZE = (720, 360)

@@ -28,19 +28,16 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from rodin_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rodin_core.config import RodinConfig, TrainConfig, saved_held_out_from
-from rodin_core.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from rodin_core.training.dataset import TriplaneDataset, collate_samples
+from rodin_core.datasets.triplanes import TriplaneDataset, collate_samples
+from rodin_core.stage_specs import stage_config, train_config_for
 from rodin_core.training.loop import run_stage
 from rodin_core.training.prior import latent_batches
-from rodin_core.training.stages import (
-    Stage,
-    build_stage,
-    stage_config,
-    train_config_for,
-)
-from rodin_core.training.stats import PlaneStats, read_plane_stats
+from rodin_core.training.registry import build_stage
+from rodin_core.training.stage import Stage
 from rodin_core.triplane.field import TriplaneDecoder
+from rodin_core.triplane.stats import PlaneStats, read_plane_stats
 from workflows import train_data
 
 log = logging.getLogger(__name__)

@@ -25,19 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from rodin_core.checkpoint import Checkpoint
 from rodin_core.config import RodinConfig
 from rodin_core.encoders import EncoderUnavailableError, build_encoder
 from rodin_core.generation.errors import GenerationError
 from rodin_core.networks import LatentMLPConfig, UNetConfig
-from rodin_core.training.checkpoint import Checkpoint
-from rodin_core.training.prior import LatentNormalizer
-from rodin_core.training.stages import (
-    latent_mlp_config_for,
-    model_from_config,
-    unet_config_for,
-)
-from rodin_core.training.stats import PlaneStats, PlaneStatsError
+from rodin_core.networks.latent_normalizer import LatentNormalizer
+from rodin_core.stage_specs import latent_mlp_config_for, model_from_config, unet_config_for
 from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
+from rodin_core.triplane.stats import PlaneStats, PlaneStatsError
 
 STATS_PREFIX = "stats."
 """Prefix of the plane statistics among a base/upsampler checkpoint's extra tensors (as the trainers save them)."""

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rodin_core.checkpoint import Checkpoint
 from rodin_core.config import RodinConfig
 from rodin_core.diffusion import space_timesteps
 from rodin_core.generation import checkpoints as strict
@@ -33,18 +34,12 @@ from rodin_core.generation.avatar import Avatar
 from rodin_core.generation.errors import GenerationError
 from rodin_core.generation.interpolation import slerp
 from rodin_core.generation.portrait import portrait_tensor
+from rodin_core.generation.sampling import SAMPLERS, sample_base, sample_prior, sample_upsampler
+from rodin_core.imaging import to_uint8
+from rodin_core.networks.latent_normalizer import LatentNormalizer
 from rodin_core.rendering.renderer import RenderSettings, render_image
-from rodin_core.training.checkpoint import Checkpoint
-from rodin_core.training.prior import LatentNormalizer
-from rodin_core.training.sampling import (
-    SAMPLERS,
-    sample_base,
-    sample_prior,
-    sample_upsampler,
-)
-from rodin_core.training.stats import PlaneStats
 from rodin_core.triplane.field import TriplaneDecoder
-from rodin_core.triplane.preview import to_uint8
+from rodin_core.triplane.stats import PlaneStats
 
 __all__ = ["SAMPLERS", "GenerationError", "GenerationPipeline", "SampleOptions", "X0Hook"]
 

@@ -1,43 +1,9 @@
-"""Training of the diffusion stages (paper §3.2, §3.3, appendix B.1, B.4): data, statistics, EMA, checkpoints.
+"""Training of the diffusion stages (paper §3.2, §3.3, appendix B.1, B.4).
 
-The stage objects and the training loop live in the sibling modules ``stages``, ``base``,
-``upsampler``, ``prior`` and ``loop``; import them from there.
+- :mod:`.stage`: the interface of a stage; :mod:`.registry` builds one by name;
+- :mod:`.base`, :mod:`.upsampler`, :mod:`.prior`: the three stages;
+- :mod:`.optimisation`: AdamW with warm-up, clipping, gradient averaging across ranks, seeding;
+- :mod:`.ema`, :mod:`.augment`, :mod:`.loop`: weight averaging, condition augmentation, the step loop.
+
+Nothing below this package imports it: generation and evaluation load checkpoints without it.
 """
-
-from rodin_core.training.augment import degrade_condition
-from rodin_core.training.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    CheckpointMismatchError,
-    checkpoint_files,
-    checkpoint_from_files,
-    download_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-    upload_checkpoint,
-)
-from rodin_core.training.dataset import (
-    DatasetError,
-    TriplaneBatch,
-    TriplaneDataset,
-    TriplaneSample,
-    collate_samples,
-    iter_planes,
-    subject_ids,
-)
-from rodin_core.training.ema import EMA
-from rodin_core.training.stats import (
-    PlaneStats,
-    PlaneStatsError,
-    compute_plane_stats,
-    read_plane_stats,
-    write_plane_stats,
-)
-
-__all__ = [
-    "EMA", "Checkpoint", "CheckpointError", "CheckpointMismatchError", "DatasetError", "PlaneStats",
-    "PlaneStatsError", "TriplaneBatch", "TriplaneDataset", "TriplaneSample", "checkpoint_files",
-    "checkpoint_from_files", "collate_samples", "compute_plane_stats", "degrade_condition", "download_checkpoint",
-    "iter_planes", "load_checkpoint", "read_plane_stats", "save_checkpoint", "subject_ids", "upload_checkpoint",
-    "write_plane_stats",
-]

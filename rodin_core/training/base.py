@@ -24,24 +24,22 @@ import torch
 from torch import Tensor, nn
 
 from rodin_core.config import RodinConfig
+from rodin_core.datasets.triplanes import TriplaneBatch
 from rodin_core.diffusion import build_diffusion
 from rodin_core.encoders import build_encoder
 from rodin_core.networks import TriplaneUNet
-from rodin_core.training.dataset import TriplaneBatch
+from rodin_core.stage_specs import diffusion_config_for, stage_config, unet_config_for
 from rodin_core.training.ema import EMA
-from rodin_core.training.stages import (
+from rodin_core.training.optimisation import (
     Optimisation,
     autocast_model,
     broadcast_modules,
-    diffusion_config_for,
     seeded_init,
-    stage_config,
     step_generator,
-    unet_config_for,
 )
-from rodin_core.training.stats import PlaneStats
 from rodin_core.triplane.rescale import downsample_planes
 from rodin_core.triplane.rollout import roll_out
+from rodin_core.triplane.stats import PlaneStats
 
 
 def cfg_dropout_mask(batch: int, drop_prob: float, generator: torch.Generator) -> Tensor:

@@ -18,14 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from rodin_core.checkpoint import unwrap
+
 _PREFIX = "module."
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a ``DistributedDataParallel``/``DataParallel`` wrapper (or the model itself)."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return model
 
 
 class EMA(nn.Module):

@@ -17,8 +17,8 @@ from typing import Any
 
 from torch import Tensor
 
-from rodin_core.training.dataset import TriplaneBatch
-from rodin_core.training.stages import Stage
+from rodin_core.datasets.triplanes import TriplaneBatch
+from rodin_core.training.stage import Stage
 
 LogCallback = Callable[[int, dict[str, float]], None]
 """``on_log(completed_steps, metrics)``: the mean of each metric over the steps since the last log,

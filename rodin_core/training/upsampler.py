@@ -30,28 +30,26 @@ from torch import Tensor, nn
 
 from rodin_core.cameras import make_rig
 from rodin_core.config import RodinConfig
+from rodin_core.datasets.triplanes import TriplaneBatch
 from rodin_core.diffusion import build_diffusion
 from rodin_core.networks import TriplaneUNet
+from rodin_core.networks.perceptual import PerceptualLoss, minimum_patch_size
 from rodin_core.rendering.rays import camera_rays
 from rodin_core.rendering.renderer import RenderSettings, render_rays
+from rodin_core.stage_specs import diffusion_config_for, stage_config, unet_config_for
 from rodin_core.training.augment import degrade_condition
-from rodin_core.training.dataset import TriplaneBatch
 from rodin_core.training.ema import EMA
-from rodin_core.training.perceptual import PerceptualLoss, minimum_patch_size
-from rodin_core.training.stages import (
+from rodin_core.training.optimisation import (
     Optimisation,
     autocast_model,
     broadcast_modules,
-    diffusion_config_for,
     seeded_init,
-    stage_config,
     step_generator,
-    unet_config_for,
 )
-from rodin_core.training.stats import PlaneStats
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.rescale import downsample_planes
 from rodin_core.triplane.rollout import roll_in, roll_out
+from rodin_core.triplane.stats import PlaneStats
 
 FOREGROUND_OPACITY = 0.5
 """Ground-truth opacity above which a pixel counts as foreground for patch centring."""

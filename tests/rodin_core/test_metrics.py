@@ -62,7 +62,7 @@ def test_lpips_is_zero_for_identical_images_and_grows_with_distortion(lpips_metr
 
 def test_lpips_errors_name_the_fix(lpips_metric, monkeypatch):
     from rodin_core import metrics
-    from rodin_core.training.perceptual import PerceptualUnavailableError
+    from rodin_core.networks.perceptual import PerceptualUnavailableError
 
     with pytest.raises(ValueError, match=r"at least 18x18 pixels, got \(16, 16\)"):
         lpips_metric(np.zeros((16, 16, 3)), np.zeros((16, 16, 3)))

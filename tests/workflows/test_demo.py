@@ -28,7 +28,7 @@ import yaml
 from PIL import Image
 from prefect.flows import load_flow_from_entrypoint
 
-from rodin_core.cli import main
+from workflows.cli import main
 from rodin_core.generation import load_avatar
 from rodin_core.imaging import decode_png
 from rodin_core.mesh import DEFAULT_THRESHOLD

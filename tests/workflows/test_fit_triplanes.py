@@ -28,11 +28,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.flows import load_flow_from_entrypoint
 
 import workflows.fit_triplanes as flow_module
-from rodin_core.cli import main
+from workflows.cli import main
 from rodin_core.config import load_config
+from rodin_core.fitting.records import planes_from_safetensors
 from rodin_core.imaging import decode_png
 from rodin_core.storage import open_store
-from rodin_core.triplane.records import planes_from_safetensors
 from workflows import fit_data
 from workflows.fit_data import (
     PLANES_FILE,

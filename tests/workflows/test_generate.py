@@ -20,7 +20,7 @@ from PIL import Image
 from prefect.artifacts import Artifact
 from prefect.flows import load_flow_from_entrypoint
 
-from rodin_core.cli import main
+from workflows.cli import main
 from rodin_core.generation import GenerationError
 from rodin_core.imaging import LABEL_HEIGHT, decode_png
 from rodin_core.storage import open_store

@@ -20,10 +20,10 @@ import torch
 from render.corpus import VIEWS_SCHEMA, VIEWS_TABLE
 from rodin_core.cameras import make_rig
 from rodin_core.config import RodinConfig
+from rodin_core.fitting.loop import FitResult
+from rodin_core.fitting.records import planes_to_safetensors, records_table
 from rodin_core.imaging import encode_png
 from rodin_core.storage import open_store, shard_id_for
-from rodin_core.triplane.fitting import FitResult
-from rodin_core.triplane.records import planes_to_safetensors, records_table
 from workflows.fit_data import PLANES_FILE, RECORDS_FILE, torch_threads
 from workflows.reconstruction_data import ReconstructionInputError, fitted_planes, measure_reconstruction
 

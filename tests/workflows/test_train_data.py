@@ -17,16 +17,16 @@ import safetensors.torch
 import torch
 
 from render.corpus import VIEWS_SCHEMA, VIEWS_TABLE
+from rodin_core.checkpoint import save_checkpoint
 from rodin_core.config import RodinConfig, load_config
+from rodin_core.datasets.triplanes import FRONTALS_FILE, TriplaneDataset
+from rodin_core.fitting.records import RECORDS_SCHEMA
 from rodin_core.imaging import decode_png, encode_png
 from rodin_core.storage import open_store, shard_id_for
-from rodin_core.training.checkpoint import save_checkpoint
-from rodin_core.training.dataset import FRONTALS_FILE, TriplaneDataset
-from rodin_core.training.stages import build_stage
-from rodin_core.training.stats import compute_plane_stats
+from rodin_core.training.registry import build_stage
 from rodin_core.triplane.decoder_io import decoder_to_bytes
 from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
-from rodin_core.triplane.records import RECORDS_SCHEMA
+from rodin_core.triplane.stats import compute_plane_stats
 from workflows import train_data
 from workflows.fit_data import (
     DECODER_CONFIG,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from prefect.artifacts import Artifact
 
-from rodin_core.cli import main
+from workflows.cli import main
 from rodin_core.imaging import decode_png
 from rodin_core.storage import open_store
 from workflows import train_report

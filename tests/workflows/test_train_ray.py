@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from rodin_core.checkpoint import load_checkpoint
+from rodin_core.stage_specs import stage_config
 from rodin_core.storage import open_store
-from rodin_core.training.checkpoint import load_checkpoint
-from rodin_core.training.stages import stage_config
 from workflows import train_data
 from workflows.train_ray import TrainingError, run_training
 from workflows.train_worker import (

@@ -16,12 +16,12 @@ import pytest
 import torch
 from torch import nn
 
+from rodin_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rodin_core.config import RodinConfig, load_config
 from rodin_core.generation import GenerationPipeline
-from rodin_core.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from rodin_core.training.stages import build_stage
-from rodin_core.training.stats import PlaneStats
+from rodin_core.training.registry import build_stage
 from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
+from rodin_core.triplane.stats import PlaneStats
 
 GENERATION_OVERRIDES = (
     "triplane.channels=4", "triplane.resolution=16", "triplane.rescale_min=8", "triplane.decoder_hidden=16",

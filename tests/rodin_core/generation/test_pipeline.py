@@ -16,7 +16,7 @@ from rodin_core.generation import (
     load_avatar,
     save_avatar,
 )
-from rodin_core.training.sampling import sample_base
+from rodin_core.generation.sampling import sample_base
 
 from .conftest import Stages
 

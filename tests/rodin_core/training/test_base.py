@@ -8,9 +8,10 @@ from torch import Tensor, nn
 
 import rodin_core.training.base as base_module
 from rodin_core.training.base import cfg_dropout_mask
-from rodin_core.training.stages import build_stage, step_generator
+from rodin_core.training.optimisation import step_generator
+from rodin_core.training.registry import build_stage
 
-from .test_stages import plane_stats, small_config, synthetic_batch
+from ...stage_data import plane_stats, small_config, synthetic_batch
 
 
 def fixed_loss(stage, batch) -> float:

@@ -7,13 +7,12 @@ import math
 import pytest
 import torch
 
-from rodin_core.training.checkpoint import load_checkpoint, save_checkpoint
+from rodin_core.checkpoint import load_checkpoint, save_checkpoint
 from rodin_core.training.loop import run_stage
 from rodin_core.training.prior import latent_batches
-from rodin_core.training.stages import build_stage
+from rodin_core.training.registry import build_stage
 
-from .test_prior import clustered_latents
-from .test_stages import small_config
+from ...stage_data import clustered_latents, small_config
 
 LATENTS = clustered_latents()
 

@@ -5,18 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rodin_core.training.dataset import TriplaneBatch
-from rodin_core.training.prior import LatentNormalizer, encode_latents, latent_batches
-from rodin_core.training.stages import build_stage
+from rodin_core.datasets.triplanes import TriplaneBatch
+from rodin_core.networks.latent_normalizer import LatentNormalizer
+from rodin_core.training.prior import encode_latents, latent_batches
+from rodin_core.training.registry import build_stage
 
-from .test_stages import small_config
-
-
-def clustered_latents(count: int = 16, dim: int = 32) -> torch.Tensor:
-    """Latents around two centres, in an arbitrary scale and offset (as an encoder would give)."""
-    generator = torch.Generator().manual_seed(0)
-    centres = 3.0 * torch.randn(2, dim, generator=generator) + 5.0
-    return centres[torch.arange(count) % 2] + 0.1 * torch.randn(count, dim, generator=generator)
+from ...stage_data import clustered_latents, small_config
 
 
 def test_normalizer_standardises_and_inverts():

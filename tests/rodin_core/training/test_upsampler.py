@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rodin_core.networks.perceptual import PerceptualLoss
 from rodin_core.rendering.renderer import render_rays
-from rodin_core.training.perceptual import PerceptualLoss
-from rodin_core.training.stages import build_stage, step_generator
+from rodin_core.training.optimisation import step_generator
+from rodin_core.training.registry import build_stage
 from rodin_core.training.upsampler import FOREGROUND_OPACITY, UpsamplerStage
 from rodin_core.triplane.rollout import roll_out
 
-from .test_stages import decoder_for, plane_stats, small_config, synthetic_batch
+from ...stage_data import decoder_for, plane_stats, small_config, synthetic_batch
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rodin_core.training.sampling import (
-    run_sampler,
-    sample_base,
-    sample_prior,
-    sample_upsampler,
-)
-from rodin_core.training.stages import build_stage, diffusion_config_for
+from rodin_core.generation.sampling import run_sampler, sample_base, sample_prior, sample_upsampler
+from rodin_core.stage_specs import diffusion_config_for
+from rodin_core.training.registry import build_stage
 from rodin_core.triplane.rollout import roll_in
 
-from .test_prior import clustered_latents
-from .test_stages import decoder_for, plane_stats, small_config
+from ...stage_data import clustered_latents, decoder_for, plane_stats, small_config
 
 
 def randomise_outputs(model: torch.nn.Module) -> torch.nn.Module:

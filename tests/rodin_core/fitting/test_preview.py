@@ -4,9 +4,9 @@ import numpy as np
 import torch
 
 from rodin_core.cameras import make_rig
+from rodin_core.fitting.preview import compare_views
 from rodin_core.rendering.renderer import RenderSettings, render_image
 from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
-from rodin_core.triplane.preview import compare_views
 from rodin_core.triplane.subject import SubjectViews
 
 

@@ -15,19 +15,19 @@
     rodin render-avatar avatar.safetensors --out data/tiny --x0 --dest views/   # turntable, x̂0 strip (Fig. 15)
     rodin demo --out data/tiny                                    # the main job: every stage, outputs in data/tiny/demo
 
-Orchestration lives in ``workflows``; it is imported only when a command runs a flow, so that
-``rodin_core`` itself never imports Prefect or Ray.
+The command sits on top of every layer. Each command imports the flow or library code it runs when
+it runs, so that ``rodin config`` or a bad argument answers without starting Prefect or Ray.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 from collections.abc import Sequence
-from types import ModuleType
+from collections.abc import Callable
+from typing import Any
 
 from rodin_core.config import PRESETS, ConfigError, load_config
 
@@ -230,10 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {args.command!r}")
 
 
-def _run_flow(args: argparse.Namespace, module: str, flow_name: str, **parameters: object) -> int:
+def _run_flow(args: argparse.Namespace, flow: Callable[..., dict[str, Any]], **parameters: object) -> int:
     """Run a stage's flow on the embedded default with the shared config/Ray options; print its summary."""
-    load_config(args.preset, args.config_file, args.overrides)  # fail fast, before starting Prefect
-    flow = getattr(importlib.import_module(module), flow_name)
     summary = flow(preset=args.preset, config_file=args.config_file, overrides=args.overrides,
                    ray_address=args.ray_address, task_runner=args.runner, **parameters)
     print(json.dumps(summary, indent=2, default=str))
@@ -241,13 +239,19 @@ def _run_flow(args: argparse.Namespace, module: str, flow_name: str, **parameter
 
 
 def _render(args: argparse.Namespace) -> int:
-    return _run_flow(args, "workflows.render_avatars", "render_avatars", out=args.out, subjects=args.subjects,
+    load_config(args.preset, args.config_file, args.overrides)  # fail fast, before starting Prefect
+    from workflows.render_avatars import render_avatars
+
+    return _run_flow(args, render_avatars, out=args.out, subjects=args.subjects,
                      views=args.views, resolution=args.resolution, seed=args.seed, shard_size=args.shard_size,
                      asset_dir=args.asset_dir)
 
 
 def _fit(args: argparse.Namespace) -> int:
-    return _run_flow(args, "workflows.fit_triplanes", "fit_triplanes", renders=args.renders, out=args.out,
+    load_config(args.preset, args.config_file, args.overrides)  # fail fast, before starting Prefect
+    from workflows.fit_triplanes import fit_triplanes
+
+    return _run_flow(args, fit_triplanes, renders=args.renders, out=args.out,
                      shared_subjects=args.shared_subjects, steps=args.steps, target_psnr=args.target_psnr,
                      shards=args.shards, only_failed=args.only_failed)
 
@@ -258,7 +262,8 @@ def _train(args: argparse.Namespace) -> int:
         print("rodin: --run-name names one stage's run; train the stages one by one to name them", file=sys.stderr)
         return 2
     load_config(args.preset, args.config_file, args.overrides)  # fail fast, before starting Prefect
-    flows = importlib.import_module("workflows.train_flows")
+    from workflows import train_flows as flows
+
     parameters = {} if args.stage == "all" else {"run_name": args.run_name}
     try:
         summary = getattr(flows, TRAIN_FLOWS[args.stage])(
@@ -277,21 +282,23 @@ GENERATION_COMMANDS = ("sample", "invert", "interpolate", "mesh", "render-avatar
 
 def _generation(args: argparse.Namespace) -> int:
     """Run a generation command; an input error is printed as one line with exit code 2."""
-    data = importlib.import_module("workflows.generate_data")
+    from workflows.generate_data import GENERATION_ERRORS
+
     try:
         if args.command == "sample":
-            return _sample(args, data)
-        commands = importlib.import_module("workflows.avatar_commands")
-        result = _avatar_command(args, commands)
-    except data.GENERATION_ERRORS as err:
+            return _sample(args)
+        result = _avatar_command(args)
+    except GENERATION_ERRORS as err:
         print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))
     return 0
 
 
-def _avatar_command(args: argparse.Namespace, commands: ModuleType) -> dict:
+def _avatar_command(args: argparse.Namespace) -> dict:
     """``rodin invert`` / ``interpolate`` / ``mesh`` / ``render-avatar``: plain functions writing to ``--dest``."""
+    from workflows import avatar_commands as commands
+
     if args.command == "invert":
         return commands.invert_portrait(args.out, args.image, args.dest, seed=args.seed,
                                         guidance_scale=args.guidance_scale, sampler=args.sampler, steps=args.steps,
@@ -310,14 +317,16 @@ def _avatar_command(args: argparse.Namespace, commands: ModuleType) -> dict:
                                   x0=args.x0, preset=args.preset, device=args.device)
 
 
-def _sample(args: argparse.Namespace, data: ModuleType) -> int:
+def _sample(args: argparse.Namespace) -> int:
     """Check the inputs, run the generate flow, copy its committed outputs to ``--dest``; print where they are."""
+    from workflows import generate_data as data
+    from workflows.generate import generate
+
     outputs = args.outputs or args.out
     request = data.GenerateRequest(n=args.n, guidance_scale=args.guidance_scale, sampler=args.sampler,
                                    steps=args.steps, seed=args.seed, views=args.views, resolution=args.resolution)
     data.plan_generation(args.out, outputs, request, args.preset)  # fail fast, before starting Prefect
-    flows = importlib.import_module("workflows.generate")
-    summary = flows.generate(checkpoints=args.out, n=args.n, guidance_scale=args.guidance_scale, sampler=args.sampler,
+    summary = generate(checkpoints=args.out, n=args.n, guidance_scale=args.guidance_scale, sampler=args.sampler,
                              steps=args.steps, seed=args.seed, outputs=outputs, turntable_views=args.views,
                              resolution=args.resolution, preset=args.preset, device=args.device)
     print(json.dumps(summary, indent=2, default=str))
@@ -336,7 +345,8 @@ def _demo(args: argparse.Namespace) -> int:
     if args.n < 2:
         print(f"rodin: --n must be at least 2 (the demo interpolates avatars 0 and 1), got {args.n}", file=sys.stderr)
         return 2
-    flows = importlib.import_module("workflows.demo")
+    from workflows import demo as flows
+
     try:
         flows.demo_folder(args.out, args.dest)
     except ValueError as err:
@@ -373,7 +383,8 @@ def _contact_sheet(args: argparse.Namespace) -> int:
     from rodin_core.imaging import encode_png
     from rodin_core.storage import open_store
 
-    corpus = importlib.import_module("render.corpus")
+    from render import corpus
+
     stage = open_store(args.out).stage("renders")
     shards = stage.committed_shards()
     sheet = corpus.frontal_contact_sheet(stage, shards, args.count, args.columns, args.tile, not args.no_labels)

@@ -30,9 +30,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
+from rodin_core.fitting.records import planes_from_safetensors
 from rodin_core.imaging import decode_png
 from rodin_core.storage import StageStore, open_store
-from rodin_core.triplane.records import planes_from_safetensors
 
 TRIPLANES_STAGE = "triplanes"
 FRONTALS_STAGE = "frontals"
@@ -137,7 +137,7 @@ def iter_planes(out_uri: str, storage_options: dict | None = None, shard_ids: Se
                 held_out_from: int | None = None) -> Iterator[tuple[int, Tensor]]:
     """Stream ``(subject_id, planes (3, C, H, W) float32)`` shard by shard, failed and held-out subjects skipped.
 
-    Feeds :func:`rodin_core.training.stats.compute_plane_stats` without loading the corpus.
+    Feeds :func:`rodin_core.triplane.stats.compute_plane_stats` without loading the corpus.
     """
     stage, shards = _triplanes(out_uri, storage_options)
     for shard in shards if shard_ids is None else shard_ids:

@@ -31,8 +31,6 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from rodin_core.training.ema import unwrap
-
 CHECKPOINT_FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -43,6 +41,13 @@ EXTRA = "extra"
 """Namespace of ``extra_tensors`` in ``model.safetensors``; no module may be named so."""
 _TENSOR_REF = "__tensor__"
 _TUPLE = "__tuple__"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a ``DistributedDataParallel``/``DataParallel`` wrapper (or the model itself)."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
 
 
 class CheckpointError(ValueError):

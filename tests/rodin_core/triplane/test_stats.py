@@ -5,7 +5,7 @@ import uuid
 import pytest
 import torch
 
-from rodin_core.training.stats import (
+from rodin_core.triplane.stats import (
     PlaneStats,
     PlaneStatsError,
     compute_plane_stats,

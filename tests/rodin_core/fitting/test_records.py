@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from rodin_core.triplane.fitting import FitResult
-from rodin_core.triplane.records import (
+from rodin_core.fitting.loop import FitResult
+from rodin_core.fitting.records import (
     RECORDS_SCHEMA,
     planes_from_safetensors,
     planes_to_safetensors,

@@ -8,9 +8,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from rodin_core.imaging import encode_png
-from rodin_core.storage import open_store
-from rodin_core.training.dataset import (
+from rodin_core.datasets.triplanes import (
     FRONTALS_SCHEMA,
     DatasetError,
     TriplaneDataset,
@@ -18,8 +16,10 @@ from rodin_core.training.dataset import (
     iter_planes,
     subject_ids,
 )
-from rodin_core.triplane.fitting import FitResult
-from rodin_core.triplane.records import planes_to_safetensors, records_table
+from rodin_core.fitting.loop import FitResult
+from rodin_core.fitting.records import planes_to_safetensors, records_table
+from rodin_core.imaging import encode_png
+from rodin_core.storage import open_store
 
 SHARDS = {"shard-000000": [0, 1, 2, 3], "shard-000001": [4, 5, 6]}
 FAILED = 2

@@ -36,14 +36,10 @@ from rodin_core.diffusion import (
     ddim_sample,
 )
 from rodin_core.diffusion.samplers import SampleCallback
-from rodin_core.training.prior import LatentNormalizer
-from rodin_core.training.stages import (
-    diffusion_config_for,
-    latent_mlp_config_for,
-    unet_config_for,
-)
-from rodin_core.training.stats import PlaneStats
+from rodin_core.networks.latent_normalizer import LatentNormalizer
+from rodin_core.stage_specs import diffusion_config_for, latent_mlp_config_for, unet_config_for
 from rodin_core.triplane.rollout import roll_in, roll_out
+from rodin_core.triplane.stats import PlaneStats
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rodin_core.imaging import to_uint8
 from rodin_core.metrics import psnr
 from rodin_core.rendering.renderer import RenderSettings, render_image
 from rodin_core.triplane.field import TriplaneDecoder
@@ -26,11 +27,6 @@ class ViewComparison:
     truth: np.ndarray
     fitted: np.ndarray
     psnr: float
-
-
-def to_uint8(rgb: torch.Tensor) -> np.ndarray:
-    """(H, W, 3) float in [0, 1] -> uint8."""
-    return np.clip(np.rint(rgb.numpy() * 255.0), 0, 255).astype(np.uint8)
 
 
 def compare_views(subject: SubjectViews, planes: torch.Tensor, decoder: TriplaneDecoder, views: Sequence[int],

@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from rodin_core.training.perceptual import (
+from rodin_core.networks.perceptual import (
     PerceptualLoss,
     PerceptualUnavailableError,
     ShiftTolerantVGG16,

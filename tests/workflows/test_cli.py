@@ -11,7 +11,7 @@ import trimesh
 from PIL import Image
 
 from render.corpus import VIEWS_SCHEMA, VIEWS_TABLE
-from rodin_core.cli import SAMPLER_CHOICES, main
+from workflows.cli import SAMPLER_CHOICES, main
 from rodin_core.generation import SAMPLERS, load_avatar, save_avatar
 from rodin_core.imaging import LABEL_HEIGHT, decode_png, encode_png
 from rodin_core.mesh import density_grid, extract_mesh

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from rodin_core.training.checkpoint import (
+from rodin_core.checkpoint import (
     CHECKPOINT_JSON,
     CheckpointError,
     CheckpointMismatchError,
@@ -17,7 +17,7 @@ from rodin_core.training.checkpoint import (
     upload_checkpoint,
 )
 from rodin_core.training.ema import EMA
-from rodin_core.training.stats import PlaneStats
+from rodin_core.triplane.stats import PlaneStats
 
 INPUTS = torch.linspace(-1, 1, 24).reshape(8, 3)
 

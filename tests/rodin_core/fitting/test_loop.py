@@ -11,11 +11,8 @@ import torch.nn.functional as F
 
 from rodin_core.cameras import make_rig
 from rodin_core.config import FitConfig, TriplaneConfig
-from rodin_core.rendering.rays import camera_rays
-from rodin_core.rendering.renderer import RenderSettings, render_image
-from rodin_core.triplane import fitting
-from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
-from rodin_core.triplane.fitting import (
+from rodin_core.fitting import loop as fitting
+from rodin_core.fitting.loop import (
     FitResult,
     evaluate_psnr,
     fit_shared_decoder,
@@ -26,6 +23,9 @@ from rodin_core.triplane.fitting import (
     occupancy_grid,
     subject_generator,
 )
+from rodin_core.rendering.rays import camera_rays
+from rodin_core.rendering.renderer import RenderSettings, render_image
+from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
 from rodin_core.triplane.subject import SubjectViews, split_views
 
 SIZE, VIEWS = 24, 8

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from rodin_core.triplane.fitting import FitResult
+from rodin_core.fitting.loop import FitResult
 
 PLANES_FORMAT_VERSION = "1"
 _KEY = re.compile(r"subject_(\d+)")
