@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/rodin demo --out $(OUT)
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -q -ra --durations=15
 
 clean-env:

@@ -46,22 +46,15 @@ from rodin_core.config import (
     apply_overrides,
     preset_config,
 )
-from rodin_core.fitting.loop import evaluate_psnr, fit_shared_decoder, fit_subject, freeze_decoder
+from rodin_core.datasets.decoder import committed_decoder, load_shared_planes, read_decoder
+from rodin_core.datasets.layout import DECODER_STAGE, DECODER_WEIGHTS
+from rodin_core.datasets.renders import iter_subjects, renders_index
+from rodin_core.fitting.loop import evaluate_psnr, fit_shared_decoder, fit_subject
+from rodin_core.fitting.shard_job import PHASE_B_ONLY_FIELDS, decoder_hash
 from rodin_core.storage import config_hash, open_store
 from rodin_core.triplane.decoder_io import load_decoder, save_decoder
-from rodin_core.triplane.field import TriplaneDecoder
+from rodin_core.triplane.field import TriplaneDecoder, freeze_decoder
 from rodin_core.triplane.subject import SubjectViews, split_views
-from workflows.fit_data import (
-    DECODER_STAGE,
-    DECODER_WEIGHTS,
-    PHASE_B_ONLY_FIELDS,
-    committed_decoder,
-    decoder_hash,
-    iter_subjects,
-    load_committed_decoder,
-    load_shared_planes,
-    renders_index,
-)
 
 DEFAULT_CACHE = "outputs/benchmarks"
 
@@ -105,7 +98,7 @@ def committed_phase_a(uri: str, subjects: list[SubjectViews], cfg: RodinConfig, 
                          "or leave out --decoder-from")
     print(f"phase A: the decoder committed under {uri} (weights sha256 {manifest.file(DECODER_WEIGHTS).sha256[:12]})",
           flush=True)
-    return load_committed_decoder(stage, manifest.file(DECODER_WEIGHTS).sha256), load_shared_planes(stage)
+    return read_decoder(stage, manifest.file(DECODER_WEIGHTS).sha256)[0], load_shared_planes(stage)
 
 
 def phase_a(subjects: list[SubjectViews], cfg: RodinConfig, cache: Path, decoder_from: str | None = None,

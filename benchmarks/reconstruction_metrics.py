@@ -26,17 +26,17 @@ from rodin_core.evaluation.reconstruction import (
     DEFAULT_OTHER_VIEWS,
     SubjectReconstruction,
 )
-from rodin_core.generation import SAMPLERS, SampleOptions
-from rodin_core.imaging import contact_sheet, encode_png
-from rodin_core.metrics import LPIPS_NETWORKS
-from rodin_core.networks.perceptual import PerceptualUnavailableError
-from rodin_core.triplane.subject import SubjectViews
-from workflows.generate_data import GENERATION_ERRORS
-from workflows.reconstruction_data import (
+from rodin_core.evaluation.reconstruction_job import (
     ReconstructionInputError,
     ReconstructionReport,
     measure_reconstruction,
 )
+from rodin_core.generation import SAMPLERS, SampleOptions
+from rodin_core.generation.job import GENERATION_ERRORS
+from rodin_core.imaging import contact_sheet, encode_png
+from rodin_core.metrics import LPIPS_NETWORKS
+from rodin_core.networks.perceptual import PerceptualUnavailableError
+from rodin_core.triplane.subject import SubjectViews
 
 DEFAULT_JSON = "outputs/benchmarks/reconstruction-metrics.json"
 SHEET_VIEWS = 3

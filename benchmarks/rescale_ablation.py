@@ -26,13 +26,13 @@ from fit_speed import DEFAULT_CACHE, load_subjects, phase_a, print_progress
 from torch import Tensor
 
 from rodin_core.config import RodinConfig, apply_overrides, preset_config
+from rodin_core.datasets.renders import iter_subjects, renders_index
+from rodin_core.datasets.decoder import load_decoder
 from rodin_core.datasets.triplanes import iter_planes
 from rodin_core.fitting.loop import evaluate_psnr, fit_subject
 from rodin_core.storage import open_store
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.subject import SubjectViews, split_views
-from workflows.fit_data import iter_subjects, renders_index
-from workflows.train_data import load_decoder
 
 
 def full_and_rescaled(planes: Tensor, decoder: TriplaneDecoder, subject: SubjectViews, cfg: RodinConfig
@@ -47,7 +47,7 @@ def full_and_rescaled(planes: Tensor, decoder: TriplaneDecoder, subject: Subject
 def committed_drops(uri: str, cfg: RodinConfig, renders_uri: str | None = None) -> None:
     """Print the held-out PSNR at full resolution and after rescaling of every tri-plane the
     ``fit-triplanes`` flow committed under ``uri`` (the corpus-wide WITH arm), and their median."""
-    decoder = load_decoder(uri)
+    decoder, _ = load_decoder(uri)
     planes = dict(iter_planes(uri))
     renders = open_store(renders_uri or uri).stage("renders")
     low = cfg.triplane.rescale_min

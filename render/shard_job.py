@@ -5,7 +5,7 @@ A shard is a contiguous block of ``corpus.shard_size`` subject ids. One attempt 
 1. skip it when it is already committed for the same subjects and the same config hash;
 2. run Blender on it in a fresh temporary folder (:func:`render.launcher.run_blender_shard`,
    bounded by ``render.timeout_s``), then validate every file it wrote;
-3. write ``views.parquet`` and ``subjects.parquet`` (:mod:`render.corpus`) under the attempt's key
+3. write ``views.parquet`` and ``subjects.parquet`` (:mod:`rodin_core.datasets.renders`) under the attempt's key
    and commit the manifest.
 
 Any failure is recorded as a failure of that attempt (with the end of Blender's log) and raised
@@ -31,12 +31,6 @@ import pyarrow.parquet as pq
 
 from render.asset_library import scan_asset_library
 from render.caption import caption_for
-from render.corpus import (
-    SUBJECTS_SCHEMA,
-    SUBJECTS_TABLE,
-    VIEWS_SCHEMA,
-    VIEWS_TABLE,
-)
 from render.launcher import (
     LOG_NAME,
     RECIPE_NAME,
@@ -52,12 +46,14 @@ from render.launcher import (
 from render.recipe import RECIPE_VERSION, AvatarRecipe
 from rodin_core.cameras import make_rig
 from rodin_core.config import RodinConfig
+from rodin_core.datasets.layout import RENDERS_STAGE, SUBJECTS_TABLE, VIEWS_TABLE
+from rodin_core.datasets.renders import SUBJECTS_SCHEMA, VIEWS_SCHEMA
 from rodin_core.imaging import encode_png
 from rodin_core.storage import StageStore, config_hash, open_store, shard_id_for
 
 log = logging.getLogger(__name__)
 
-STAGE = "renders"
+
 NON_OUTPUT_FIELDS = ("timeout_s", "threads")
 """Render settings that cannot change a pixel; they are left out of the config hash."""
 
@@ -169,7 +165,7 @@ def render_shard_to_store(cfg: RodinConfig, out_uri: str, shard_index: int,
     start = time.perf_counter()
     subject_ids = _subject_ids_of(cfg, shard_index)
     shard_id = shard_id_for(shard_index)
-    stage = open_store(out_uri, storage_options).stage(STAGE)
+    stage = open_store(out_uri, storage_options).stage(RENDERS_STAGE)
     catalog = asset_catalog(cfg)
     digest = render_config_hash(cfg, catalog)
     done = committed_attempt(stage, shard_id, subject_ids, digest)

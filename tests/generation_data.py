@@ -2,7 +2,7 @@
 
 The networks are randomly initialised (each stage from its ``train.seed``) but real: built by
 :func:`rodin_core.training.registry.build_stage`, saved with :func:`save_checkpoint` and committed
-with :func:`workflows.train_data.commit_stage_checkpoint`, the way a training run commits them;
+with :func:`rodin_core.datasets.checkpoints.commit_stage_checkpoint`, the way a training run commits them;
 the decoder is committed the way the fitting stage commits it (``decoder/decoder``).
 """
 
@@ -15,6 +15,8 @@ import torch
 
 from rodin_core.checkpoint import save_checkpoint
 from rodin_core.config import RodinConfig, load_config
+from rodin_core.datasets.checkpoints import commit_stage_checkpoint
+from rodin_core.datasets.layout import DECODER_CONFIG, DECODER_SHARD, DECODER_STAGE, DECODER_WEIGHTS, STATS_PREFIX
 from rodin_core.stage_specs import STAGE_NAMES
 from rodin_core.storage import open_store
 from rodin_core.training.registry import build_stage
@@ -22,14 +24,6 @@ from rodin_core.training.stage import Stage
 from rodin_core.triplane.decoder_io import decoder_to_bytes
 from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
 from rodin_core.triplane.stats import PlaneStats
-from workflows.fit_data import (
-    DECODER_CONFIG,
-    DECODER_SHARD,
-    DECODER_STAGE,
-    DECODER_WEIGHTS,
-)
-from workflows.train_data import commit_stage_checkpoint
-from workflows.train_worker import STATS_PREFIX
 
 MICRO_NETWORKS = [
     "encoder.latent_dim=8", "encoder.image_size=16", "encoder.learned_channels=4",

@@ -3,11 +3,11 @@ in, local files out (paper §4.5 portrait inversion, §4.2 Fig. 6 interpolation 
 appendix C.2 Fig. 15 x̂0 along the reverse process).
 
 Each reads the committed checkpoints and/or the frozen decoder of a dataset root ``out``
-(:mod:`workflows.generate_data`), refuses an avatar made for another decoder, and writes into a
+(:mod:`rodin_core.generation.job`), refuses an avatar made for another decoder, and writes into a
 local ``dest``: avatars as ``.safetensors`` (:mod:`rodin_core.generation.avatar`), turntables as a
 GIF plus PNG frames, strips as PNG, meshes as ``.glb``/``.ply``. Plain functions without Prefect,
 so that the commands start fast; bad input raises :class:`GenerateInputError` (or one of
-:data:`workflows.generate_data.GENERATION_ERRORS`) with a message that says what to do.
+:data:`rodin_core.generation.job.GENERATION_ERRORS`) with a message that says what to do.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import torch
 from PIL import Image
 
 from rodin_core.config import PRESETS, RodinConfig, preset_config
+from rodin_core.datasets.decoder import load_decoder
+from rodin_core.datasets.layout import CHECKPOINTS_STAGE
 from rodin_core.generation import (
     Avatar,
     GenerationPipeline,
@@ -29,21 +31,19 @@ from rodin_core.generation import (
     load_avatar,
     save_avatar,
 )
-from rodin_core.imaging import contact_sheet, encode_png
-from rodin_core.mesh import DEFAULT_THRESHOLD, MESH_FORMATS, export_mesh, extract_mesh
-from rodin_core.triplane.field import TriplaneDecoder
-from rodin_core.turntable import save_frames, save_gif, x0_strip
-from workflows import train_data
-from workflows.generate_data import (
+from rodin_core.generation.job import (
     TURNTABLE_FPS,
     GenerateInputError,
     GenerateRequest,
-    load_decoder_and_sha256,
     load_pipeline,
     trained_config,
     turntable_frames,
     write_file,
 )
+from rodin_core.imaging import contact_sheet, encode_png
+from rodin_core.mesh import DEFAULT_THRESHOLD, MESH_FORMATS, export_mesh, extract_mesh
+from rodin_core.triplane.field import TriplaneDecoder
+from rodin_core.turntable import save_frames, save_gif, x0_strip
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def render_config(out: str, avatar: Avatar, storage_options: dict | None = None)
         return cfg
     preset = avatar.meta.get("preset")
     if preset not in PRESETS:
-        raise GenerateInputError(f"no committed checkpoint under {out}/{train_data.CHECKPOINTS_STAGE} to take the "
+        raise GenerateInputError(f"no committed checkpoint under {out}/{CHECKPOINTS_STAGE} to take the "
                                  f"render settings from and the avatar names no known preset ({preset!r}); train "
                                  f"the stages first: `rodin train all --out {out}`")
     return preset_config(preset)
@@ -190,7 +190,7 @@ def mesh_avatar(out: str, avatar_path: str | Path, dest: str | Path, *, resoluti
     if Path(dest).suffix.lower().lstrip(".") not in MESH_FORMATS:
         raise GenerateInputError(f"--dest must end in {' or '.join('.' + f for f in MESH_FORMATS)}, got {str(dest)!r}")
     avatar = load_avatar(avatar_path)
-    decoder, sha256 = load_decoder_and_sha256(out, storage_options)
+    decoder, sha256 = load_decoder(out, storage_options)
     check_avatar(avatar, avatar_path, decoder, sha256, out)
     start = time.perf_counter()
     try:
@@ -292,7 +292,7 @@ def render_avatar(out: str, avatar_path: str | Path, dest: str | Path, *, views:
     if pipeline is not None:
         decoder, sha256, cfg = pipeline.decoder, pipeline.decoder_sha256, pipeline.cfg
     else:
-        decoder, sha256 = load_decoder_and_sha256(out, storage_options)
+        decoder, sha256 = load_decoder(out, storage_options)
         decoder = decoder.to(device)
         cfg = render_config(out, avatar, storage_options)
     check_avatar(avatar, avatar_path, decoder, sha256, out)

@@ -25,8 +25,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rodin_core.config import PRESETS, ConfigError, load_config
@@ -282,7 +281,7 @@ GENERATION_COMMANDS = ("sample", "invert", "interpolate", "mesh", "render-avatar
 
 def _generation(args: argparse.Namespace) -> int:
     """Run a generation command; an input error is printed as one line with exit code 2."""
-    from workflows.generate_data import GENERATION_ERRORS
+    from rodin_core.generation.job import GENERATION_ERRORS
 
     try:
         if args.command == "sample":
@@ -319,7 +318,7 @@ def _avatar_command(args: argparse.Namespace) -> dict:
 
 def _sample(args: argparse.Namespace) -> int:
     """Check the inputs, run the generate flow, copy its committed outputs to ``--dest``; print where they are."""
-    from workflows import generate_data as data
+    from rodin_core.generation import job as data
     from workflows.generate import generate
 
     outputs = args.outputs or args.out
@@ -380,10 +379,9 @@ def _status(out: str, stage_name: str) -> int:
 def _contact_sheet(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from rodin_core.datasets import renders as corpus
     from rodin_core.imaging import encode_png
     from rodin_core.storage import open_store
-
-    from render import corpus
 
     stage = open_store(args.out).stage("renders")
     shards = stage.committed_shards()

@@ -58,24 +58,24 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from render.corpus import VIEWS_TABLE
 from rodin_core.config import RodinConfig, load_config
+from rodin_core.datasets.checkpoints import committed_config, committed_step
+from rodin_core.datasets.decoder import load_decoder
+from rodin_core.datasets.layout import CHECKPOINTS_STAGE, CONTACT_SHEET_FILE, RENDERS_STAGE, VIEWS_TABLE
+from rodin_core.datasets.renders import renders_index
 from rodin_core.generation import load_avatar
-from rodin_core.mesh import DEFAULT_THRESHOLD, density_grid
-from rodin_core.stage_specs import STAGE_NAMES, train_config_for
-from rodin_core.storage import config_hash, open_store
-from workflows import avatar_commands, train_data
-from workflows.fit_data import RENDERS_STAGE, renders_index
-from workflows.fit_triplanes import fit_triplanes
-from workflows.generate import generate
-from workflows.generate_data import (
-    CONTACT_SHEET_FILE,
+from rodin_core.generation.job import (
     GenerateInputError,
     avatar_file,
     export_generated,
     input_digests,
-    load_decoder_and_sha256,
 )
+from rodin_core.mesh import DEFAULT_THRESHOLD, density_grid
+from rodin_core.stage_specs import STAGE_NAMES, train_config_for
+from rodin_core.storage import config_hash, open_store
+from workflows import avatar_commands
+from workflows.fit_triplanes import fit_triplanes
+from workflows.generate import generate
 from workflows.logs import relay_logs
 from workflows.render_avatars import render_avatars
 from workflows.train_flows import train_all
@@ -295,7 +295,7 @@ def train_stages(run: DemoRun, cfg: RodinConfig, preset: str, config_file: str |
             steps = {name: summary[name]["steps"] for name in STAGE_NAMES}
             record.reused = all(summary[name]["steps_run"] == 0 for name in STAGE_NAMES)
         record.detail = {"steps": steps}
-        record.outputs = [f"{run.out}/{train_data.CHECKPOINTS_STAGE}/{name}" for name in STAGE_NAMES]
+        record.outputs = [f"{run.out}/{CHECKPOINTS_STAGE}/{name}" for name in STAGE_NAMES]
 
 
 def trained_steps(cfg: RodinConfig, out: str, storage_options: dict | None = None) -> dict[str, int] | None:
@@ -303,12 +303,12 @@ def trained_steps(cfg: RodinConfig, out: str, storage_options: dict | None = Non
     and the network and diffusion of ``cfg``; else None (``train-all`` then resumes or refuses)."""
     steps = {}
     for name in STAGE_NAMES:
-        step = train_data.committed_step(out, name, storage_options)
+        step = committed_step(out, name, storage_options)
         if step is None or step < train_config_for(name, cfg).steps:
             return None
         try:
-            check_compatible(name, cfg, train_data.committed_config(out, name, storage_options) or {},
-                             f"committed checkpoint {out}/{train_data.CHECKPOINTS_STAGE}/{name}")
+            check_compatible(name, cfg, committed_config(out, name, storage_options) or {},
+                             f"committed checkpoint {out}/{CHECKPOINTS_STAGE}/{name}")
         except ResumeMismatchError:
             return None
         steps[name] = step
@@ -441,7 +441,7 @@ def mesh_avatar_file(out: str, avatar: Path, mesh: Path, resolution: int, thresh
 def density_range(out: str, avatar: Path, resolution: int, storage_options: dict | None) -> tuple[float, float]:
     """Median and peak density of the avatar file's field on the ``resolution``^3 grid of its mesh."""
     planes = load_avatar(avatar).planes.float()  # (3, C, H, W)
-    decoder, _ = load_decoder_and_sha256(out, storage_options)
+    decoder, _ = load_decoder(out, storage_options)
     grid = density_grid(planes, decoder, resolution)  # (R, R, R)
     return float(np.median(grid)), float(grid.max())
 

@@ -1,7 +1,7 @@
 """The tri-plane fitting stage as a Prefect flow (paper §3.1, Eq. 1; appendix B.2).
 
 ``fit-triplanes`` reads the committed renders and plans fitting shards of ``fit.shard_size``
-subjects (:mod:`workflows.fit_data`). Phase A fits the shared MLP decoder jointly with the planes
+subjects (:mod:`rodin_core.fitting.shard_job`). Phase A fits the shared MLP decoder jointly with the planes
 of the first ``fit.shared_subjects`` subjects and commits both with the decoder (skipped when the
 decoder is committed for the same config); phase B fits every shard against the frozen decoder,
 phase A's subjects starting from their phase A planes, one ``fit_shard`` task per shard (on Ray:
@@ -33,9 +33,12 @@ from prefect.task_runners import TaskRunner
 from prefect_ray.context import remote_options
 
 from rodin_core.config import RodinConfig
+from rodin_core.datasets.layout import DECODER_STAGE, RENDERS_STAGE, TRIPLANES_STAGE
+from rodin_core.datasets.renders import RenderSource
+from rodin_core.fitting import shard_job as fit_data
+from rodin_core.fitting.shard_job import FitPlan, FitShardJob, FitShardReport
 from rodin_core.imaging import encode_png
 from rodin_core.storage import open_store, shard_id_for
-from workflows import fit_data
 from workflows.artifacts import (
     ShardRow,
     image_markdown,
@@ -43,15 +46,6 @@ from workflows.artifacts import (
     publish_shard_report,
     totals_markdown,
     write_report,
-)
-from workflows.fit_data import (
-    DECODER_STAGE,
-    RENDERS_STAGE,
-    TRIPLANES_STAGE,
-    FitPlan,
-    FitShardJob,
-    FitShardReport,
-    RenderSource,
 )
 from workflows.logs import relay_logs
 from workflows.ray_runner import (

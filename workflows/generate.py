@@ -10,7 +10,7 @@ the full tri-plane resolution (§3.3). The flow body reads like its table of con
 3. sample the avatars, avatar i from seed + i, one task each;
 4. render a turntable per avatar through the fitting renderer;
 5. tile frame 0 of every turntable into a labelled contact sheet;
-6. commit everything as one shard of the ``generated`` stage (layout in :mod:`workflows.generate_data`);
+6. commit everything as one shard of the ``generated`` stage (layout in :mod:`rodin_core.generation.job`);
 7. publish the contact sheet as a Prefect artifact and return where the outputs are.
 """
 
@@ -23,11 +23,9 @@ import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from rodin_core.datasets.layout import CONTACT_SHEET_FILE, FRAMES_FILE
 from rodin_core.generation import Avatar, GenerationPipeline
-from workflows.artifacts import publish_image
-from workflows.generate_data import (
-    CONTACT_SHEET_FILE,
-    FRAMES_FILE,
+from rodin_core.generation.job import (
     GENERATION_ERRORS,
     GenerateRequest,
     GenerationPlan,
@@ -41,6 +39,7 @@ from workflows.generate_data import (
     plan_generation,
     turntable_frames,
 )
+from workflows.artifacts import publish_image
 from workflows.logs import relay_logs
 
 __all__ = ["GENERATION_ERRORS", "generate", "load_pipeline"]
@@ -62,7 +61,7 @@ def plan_outputs(checkpoints: str, outputs: str, request: GenerateRequest, prese
 def load_generator(checkpoints: str, preset: str | None, device: str,
                    storage_options: dict | None) -> GenerationPipeline:
     """Rebuild the pipeline from the committed checkpoints (EMA weights) and the frozen decoder."""
-    with relay_logs("workflows.generate_data"):
+    with relay_logs("rodin_core.generation.job"):
         return load_pipeline(checkpoints, storage_options, preset, device)
 
 

@@ -29,7 +29,6 @@ from prefect.task_runners import TaskRunner
 from prefect_ray.context import remote_options
 from ray import cloudpickle as ray_cloudpickle
 
-from render.corpus import frontal_contact_sheet
 from render.shard_job import (
     ShardReport,
     asset_catalog,
@@ -39,6 +38,7 @@ from render.shard_job import (
     shard_plan,
 )
 from rodin_core.config import RodinConfig, load_config
+from rodin_core.datasets.renders import frontal_contact_sheet
 from rodin_core.imaging import encode_png
 from rodin_core.storage import open_store, shard_id_for
 from workflows.artifacts import (

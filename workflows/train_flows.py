@@ -2,7 +2,7 @@
 
 ``train-base``, ``train-upsampler`` and ``train-latent-prior`` each prepare what training reads
 besides the tri-planes (the frontal views and the normalisation statistics, once:
-:mod:`workflows.train_data`), train their stage as a Ray Train job (:mod:`workflows.train_ray`;
+:mod:`rodin_core.datasets.frontals`, :mod:`rodin_core.datasets.plane_stats`), train their stage as a Ray Train job (:mod:`workflows.train_ray`;
 launched again, the run resumes from its last checkpoint) and publish the loss curve and a sheet
 of sampled renders as artifacts, also written under ``{out}/reports/``.
 
@@ -23,14 +23,15 @@ from prefect.futures import PrefectFuture
 from prefect.states import State
 
 from rodin_core.config import CorpusConfig, RodinConfig, load_config
+from rodin_core.datasets.errors import StageInputError
+from rodin_core.datasets.frontals import FrontalsJob, extract_frontals_shard
+from rodin_core.datasets.plane_stats import ensure_stats
 from rodin_core.imaging import encode_png
 from rodin_core.stage_specs import STAGE_NAMES, train_config_for
 from rodin_core.storage import open_store
-from workflows import train_data, train_report
+from rodin_core.training import report as train_report
 from workflows.artifacts import publish_image, write_report
-from workflows.fit_data import FitDataError
 from workflows.logs import relay_logs
-from workflows.train_data import FrontalsJob, TrainDataError
 from workflows.train_ray import TrainingError, ray_session, run_training
 from workflows.train_worker import ResumeMismatchError
 
@@ -58,7 +59,7 @@ class TrainingStagesFailedError(RuntimeError):
         return type(self), (self.summary, {})
 
 
-TRAINING_ERRORS = (TrainDataError, FitDataError, TrainingError, TrainingStagesFailedError, ResumeMismatchError)
+TRAINING_ERRORS = (StageInputError, TrainingError, TrainingStagesFailedError, ResumeMismatchError)
 """Failures whose message says what to run next (``rodin train`` prints them without a traceback)."""
 
 
@@ -73,21 +74,21 @@ def training_config(preset: str, config_file: str | None, overrides: list[str] |
 @task(cache_policy=NO_CACHE, tags=TAGS)
 def plan_frontals(renders: str, out: str, storage_options: dict | None) -> tuple[list[FrontalsJob], list[str]]:
     """The ``frontals/`` shards to extract, and those already current."""
-    return train_data.plan_frontals(renders, out, storage_options)
+    return plan_frontals(renders, out, storage_options)
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, cache_policy=NO_CACHE, tags=TAGS,
       task_run_name="extract-frontals-{job.shard_id}")
 def extract_frontals(renders: str, out: str, job: FrontalsJob, storage_options: dict | None) -> int:
     """Commit the frontal views of one tri-plane shard's subjects."""
-    return train_data.extract_frontals_shard(renders, out, job, storage_options)
+    return extract_frontals_shard(renders, out, job, storage_options)
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, cache_policy=NO_CACHE, tags=TAGS)
 def compute_stats(out: str, storage_options: dict | None, corpus: CorpusConfig) -> dict[str, Any]:
     """Commit the plane statistics of the training subjects when missing; returns ``{subjects, computed}``."""
-    with relay_logs(train_data.__name__):
-        stats, computed = train_data.ensure_stats(out, storage_options, corpus)
+    with relay_logs(ensure_stats.__module__):
+        stats, computed = ensure_stats(out, storage_options, corpus)
     return {"subjects": stats.count, "computed": computed}
 
 
@@ -95,7 +96,7 @@ def retry_unless_a_setup_error(task: Any, task_run: Any, state: State) -> bool:
     """Retry a failed training run (it resumes), but not a missing input or an incompatible checkpoint."""
     try:
         state.result()
-    except (TrainDataError, FitDataError, ResumeMismatchError):
+    except (StageInputError, ResumeMismatchError):
         return False
     except Exception:  # noqa: BLE001 - any other failure may be transient
         return True

@@ -51,11 +51,13 @@ from ray.train import (
 from ray.train.torch import TorchTrainer
 
 from rodin_core.config import RodinConfig, TrainConfig
+from rodin_core.datasets.checkpoints import committed_config, committed_step
+from rodin_core.datasets.layout import CHECKPOINTS_STAGE, RUNS_FOLDER
 from rodin_core.stage_specs import STAGE_NAMES, train_config_for
 from rodin_core.storage import Store, absolute_uri, open_store
-from workflows import train_data
+from rodin_core.training.latents import ensure_latents
 from workflows.ray_runner import dashboard_available, ray_runtime_env
-from workflows.train_worker import RUNS_FOLDER, TrainJob, check_compatible, train_worker
+from workflows.train_worker import TrainJob, check_compatible, train_worker
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +106,9 @@ def run_training(
     name = run_name or (stage_name if resume else f"{stage_name}-{datetime.now(UTC):%Y%m%dT%H%M%S}")
     if not resume and _run_exists(store, name):
         raise ValueError(f"run {name!r} already exists under {storage_path}; with resume=False pick a new run name")
-    saved = train_data.committed_config(out, stage_name, storage_options) if resume else None
+    saved = committed_config(out, stage_name, storage_options) if resume else None
     if saved is not None:  # the common mismatch, caught before Ray starts (workers check every candidate)
-        where = f"committed checkpoint {out}/{train_data.CHECKPOINTS_STAGE}/{stage_name}"
+        where = f"committed checkpoint {out}/{CHECKPOINTS_STAGE}/{stage_name}"
         check_compatible(stage_name, cfg, saved, where)
     with ray_session(ray_address):
         threads = cpus_per_worker or default_cpus_per_worker(train.workers)
@@ -176,7 +178,7 @@ def ray_storage(store: Store) -> tuple[str, pyarrow.fs.FileSystem | None]:
     (with the store's storage options). ``memory://`` is refused: workers are other processes.
     """
     protocols = store.fs.protocol if isinstance(store.fs.protocol, (tuple, list)) else (store.fs.protocol,)
-    path = f"{store.root}/{train_data.CHECKPOINTS_STAGE}/{RUNS_FOLDER}"
+    path = f"{store.root}/{CHECKPOINTS_STAGE}/{RUNS_FOLDER}"
     if "memory" in protocols:
         raise ValueError(f"Ray Train workers run in their own processes and cannot see the in-memory store "
                          f"{store.uri}; train on a local folder or an object store (s3://...)")
@@ -186,7 +188,7 @@ def ray_storage(store: Store) -> tuple[str, pyarrow.fs.FileSystem | None]:
 
 
 def _run_exists(store: Store, name: str) -> bool:
-    return bool(store.fs.exists(f"{store.root}/{train_data.CHECKPOINTS_STAGE}/{RUNS_FOLDER}/{name}"))
+    return bool(store.fs.exists(f"{store.root}/{CHECKPOINTS_STAGE}/{RUNS_FOLDER}/{name}"))
 
 
 @contextlib.contextmanager
@@ -218,7 +220,7 @@ def default_cpus_per_worker(workers: int) -> int:
 
 
 def ensure_latents_on_ray(job: TrainJob) -> None:
-    """Commit the prior's training latents (:func:`workflows.train_data.ensure_latents`) in a Ray task
+    """Commit the prior's training latents (:func:`rodin_core.training.latents.ensure_latents`) in a Ray task
     with one worker's resources, before the trainer starts."""
     train = job.train
 
@@ -226,7 +228,7 @@ def ensure_latents_on_ray(job: TrainJob) -> None:
     def encode(config: dict, out: str, storage_options: dict | None, threads: int) -> tuple[int, bool]:
         torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        return train_data.ensure_latents(RodinConfig.from_dict(config), out, storage_options, device)
+        return ensure_latents(RodinConfig.from_dict(config), out, storage_options, device)
 
     count, computed = ray.get(encode.remote(job.config, job.out, job.storage_options, job.threads))
     log.info("prior latents of %d subjects %s", count, "encoded and committed" if computed else "already current")
@@ -235,7 +237,7 @@ def ensure_latents_on_ray(job: TrainJob) -> None:
 def failure_message(stage_name: str, out: str, storage_options: dict | None, train: TrainConfig,
                     error: Exception) -> str:
     """What failed (each failed worker's own error), and the command that resumes from the last checkpoint."""
-    step = train_data.committed_step(out, stage_name, storage_options)
+    step = committed_step(out, stage_name, storage_options)
     where = f"from its committed checkpoint at step {step}" if step else "from scratch (no checkpoint was committed)"
     failures = getattr(error, "worker_failures", None) or {}
     causes = sorted({f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"

@@ -30,22 +30,22 @@ from torch.utils.data import DataLoader
 
 from rodin_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rodin_core.config import RodinConfig, TrainConfig, saved_held_out_from
+from rodin_core.datasets.checkpoints import commit_stage_checkpoint, committed_step, read_stage_checkpoint
+from rodin_core.datasets.decoder import load_decoder
+from rodin_core.datasets.layout import CHECKPOINTS_STAGE, STATS_PREFIX
+from rodin_core.datasets.plane_stats import read_plane_stats
 from rodin_core.datasets.triplanes import TriplaneDataset, collate_samples
 from rodin_core.stage_specs import stage_config, train_config_for
+from rodin_core.training.latents import read_latents
 from rodin_core.training.loop import run_stage
 from rodin_core.training.prior import latent_batches
 from rodin_core.training.registry import build_stage
 from rodin_core.training.stage import Stage
 from rodin_core.triplane.field import TriplaneDecoder
-from rodin_core.triplane.stats import PlaneStats, read_plane_stats
-from workflows import train_data
+from rodin_core.triplane.stats import PlaneStats
 
 log = logging.getLogger(__name__)
 
-RUNS_FOLDER = "runs"
-"""Folder of Ray Train's runs inside the store's ``checkpoints/`` stage."""
-STATS_PREFIX = "stats."
-"""Namespace of the plane statistics among a checkpoint's extra tensors."""
 SHUFFLE_BUFFER = 256
 """Subjects mixed across consecutive shards by each worker's data stream."""
 
@@ -106,7 +106,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     device = ray.train.torch.get_device()
     point = find_resume_point(job)
     stats = _stats_for(job, point)
-    latents = train_data.read_latents(job.out, job.storage_options)[1] if job.stage == "prior" else None  # (N, D)
+    latents = read_latents(job.out, job.storage_options)[1] if job.stage == "prior" else None  # (N, D)
     stage = build_stage(job.stage, cfg, stats, _decoder_for(job, cfg), device, latents, rank=rank)
     start, history, resumed = 0, [], None
     if point is not None:
@@ -133,9 +133,9 @@ def find_resume_point(job: TrainJob) -> ResumePoint | None:
     if reported is not None:
         with reported.as_directory() as folder:
             candidates.append(ResumePoint(load_checkpoint(folder), f"Ray run checkpoint {reported.path}"))
-    if job.resume and train_data.committed_step(job.out, job.stage, job.storage_options) is not None:
-        checkpoint, manifest = train_data.read_stage_checkpoint(job.out, job.stage, job.storage_options)
-        candidates.append(ResumePoint(checkpoint, f"committed checkpoint {job.out}/{train_data.CHECKPOINTS_STAGE}/"
+    if job.resume and committed_step(job.out, job.stage, job.storage_options) is not None:
+        checkpoint, manifest = read_stage_checkpoint(job.out, job.stage, job.storage_options)
+        candidates.append(ResumePoint(checkpoint, f"committed checkpoint {job.out}/{CHECKPOINTS_STAGE}/"
                                                   f"{job.stage} (attempt {manifest.attempt_id})"))
     if not candidates:
         return None
@@ -185,7 +185,7 @@ def _decoder_for(job: TrainJob, cfg: RodinConfig) -> TriplaneDecoder | None:
     """The frozen decoder, for the upsampler's perceptual loss."""
     if job.stage != "upsampler" or cfg.upsampler.perceptual_weight <= 0:
         return None
-    return train_data.load_decoder(job.out, job.storage_options)
+    return load_decoder(job.out, job.storage_options)[0]
 
 
 def restore(stage: Stage, point: ResumePoint) -> dict[str, Any]:
@@ -333,11 +333,11 @@ class Progress:
         config = self.stage.config()
         save_checkpoint(folder, modules=self.stage.modules, optimizers=self.stage.optimizers, step=done,
                         config=config, extra_tensors=extra, metrics={"last": self.last, "history": self.history})
-        manifest = train_data.commit_stage_checkpoint(
+        manifest = commit_stage_checkpoint(
             self.job.out, self.job.stage, folder, config,
             {"step": done, "run": self.job.run_name, "final": done >= self.train.steps, "workers": self.world},
             self.job.storage_options)
-        self.committed = f"{self.job.out}/{train_data.CHECKPOINTS_STAGE}/{self.job.stage}"
+        self.committed = f"{self.job.out}/{CHECKPOINTS_STAGE}/{self.job.stage}"
         self.say(f"{self.job.stage}: checkpoint at step {done} committed to {self.committed} "
                  f"(attempt {manifest.attempt_id})")
 

@@ -21,6 +21,7 @@ together cover the corpus.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -30,24 +31,20 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
-from rodin_core.fitting.records import planes_from_safetensors
+from rodin_core.config import CorpusConfig
+from rodin_core.datasets.errors import DatasetError, TrainDataError
+from rodin_core.datasets.layout import FRONTALS_FILE, FRONTALS_STAGE, PLANES_FILE, RECORDS_FILE, TRIPLANES_STAGE
+from rodin_core.datasets.triplane_records import planes_from_safetensors
 from rodin_core.imaging import decode_png
 from rodin_core.storage import StageStore, open_store
 
-TRIPLANES_STAGE = "triplanes"
-FRONTALS_STAGE = "frontals"
-PLANES_FILE = "planes.safetensors"
-RECORDS_FILE = "records.parquet"
-FRONTALS_FILE = "frontals.parquet"
+log = logging.getLogger(__name__)
+
 FRONTALS_SCHEMA = pa.schema([
     pa.field("subject_id", pa.int64(), nullable=False),
     pa.field("png", pa.binary(), nullable=False),
 ])
 """``frontals.parquet``: view 0 of each subject, RGBA 8-bit PNG at the render resolution."""
-
-
-class DatasetError(ValueError):
-    """The training data is missing or inconsistent; the message names the URI and what to run."""
 
 
 @dataclass
@@ -103,15 +100,6 @@ def frontal_tensor(png: bytes) -> Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0  # (4, Hi, Wi)
 
 
-def _triplanes(out_uri: str, storage_options: dict | None) -> tuple[StageStore, list[str]]:
-    stage = open_store(out_uri, storage_options).stage(TRIPLANES_STAGE)
-    shards = stage.committed_shards()
-    if not shards:
-        raise DatasetError(f"{out_uri} has no committed tri-plane shards ({stage.uri}/manifests/ is empty); "
-                           f"fit tri-planes first: rodin fit --out {out_uri} --preset <preset>")
-    return stage, shards
-
-
 def is_training_subject(subject_id: int, held_out_from: int | None) -> bool:
     """Whether training may read ``subject_id``: held-out subjects have ids >= ``held_out_from`` (§4.5)."""
     return held_out_from is None or subject_id < held_out_from
@@ -129,7 +117,7 @@ def subject_ids(out_uri: str, storage_options: dict | None = None, held_out_from
 
     ``held_out_from``: the smallest held-out subject id (``CorpusConfig.first_held_out``); None keeps all.
     """
-    stage, shards = _triplanes(out_uri, storage_options)
+    stage, shards = committed_triplane_shards(out_uri, storage_options)
     return sorted(s for shard in shards for s in _good_subjects(stage, shard, held_out_from))
 
 
@@ -139,7 +127,7 @@ def iter_planes(out_uri: str, storage_options: dict | None = None, shard_ids: Se
 
     Feeds :func:`rodin_core.triplane.stats.compute_plane_stats` without loading the corpus.
     """
-    stage, shards = _triplanes(out_uri, storage_options)
+    stage, shards = committed_triplane_shards(out_uri, storage_options)
     for shard in shards if shard_ids is None else shard_ids:
         good = set(_good_subjects(stage, shard, held_out_from))
         if not good:
@@ -178,7 +166,7 @@ class TriplaneDataset(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.seed, self.shuffle_buffer = seed, shuffle_buffer
         self.held_out_from = held_out_from
-        stage, committed = _triplanes(out_uri, storage_options)
+        stage, committed = committed_triplane_shards(out_uri, storage_options)
         if shard_ids is not None:
             unknown = sorted(set(shard_ids) - set(committed))
             if unknown:
@@ -266,3 +254,59 @@ class TriplaneDataset(IterableDataset):
 def _sample(item: tuple[int, Tensor, bytes]) -> TriplaneSample:
     subject, planes, png = item
     return TriplaneSample(subject_id=subject, planes=planes.float(), frontal=frontal_tensor(png))
+
+
+def committed_triplane_shards(out: str, storage_options: dict | None = None) -> tuple[StageStore, list[str]]:
+    """The ``triplanes/`` stage of ``out`` and its committed shard ids; a clear error when there are none."""
+    stage = open_store(out, storage_options).stage(TRIPLANES_STAGE)
+    shards = stage.committed_shards()
+    if not shards:
+        raise DatasetError(f"no committed tri-planes under {stage.uri}; fit them first: "
+                           f"`rodin fit --renders <renders root> --out {out}`")
+    return stage, shards
+
+
+def corpus_digest(out: str, storage_options: dict | None = None) -> dict[str, str]:
+    """``{triplanes shard id: committed attempt id}``: the tri-planes the statistics and latents were computed over."""
+    stage, shards = committed_triplane_shards(out, storage_options)
+    return {shard_id: stage.read_manifest(shard_id).attempt_id for shard_id in shards}
+
+
+def training_digest(out: str, storage_options: dict | None = None,
+                    corpus: CorpusConfig | None = None) -> dict[str, object]:
+    """What the statistics and latents are computed over (JSON, hashed into their manifests).
+
+    ``{"triplanes": corpus_digest}``, plus ``"held_out_from"`` (the first held-out subject id, §4.5)
+    when ``corpus`` holds subjects out; without held-out subjects the digest is the one computed
+    before held-out subjects existed, so such committed statistics and latents stay current.
+    """
+    digest: dict[str, object] = {"triplanes": corpus_digest(out, storage_options)}
+    if corpus is not None and corpus.first_held_out is not None:
+        digest["held_out_from"] = corpus.first_held_out
+    return digest
+
+
+def check_holdout(out: str, corpus: CorpusConfig, storage_options: dict | None = None) -> None:
+    """Check that ``corpus`` describes the fitted corpus of ``out`` where held-out subjects are concerned.
+
+    Raises :class:`TrainDataError` when subjects are held out but fitted ids reach ``corpus.subjects``
+    (the held-out ids would not be the corpus's last ones); warns when no held-out subject is fitted
+    (fitting has not reached them, or the corpus was rendered with fewer subjects than ``corpus.subjects``).
+    """
+    first = corpus.first_held_out
+    if first is None:
+        return
+    stage, shards = committed_triplane_shards(out, storage_options)
+    fitted = {s for shard in shards for s in stage.read_manifest(shard).subject_ids}
+    beyond = sorted(s for s in fitted if s >= corpus.subjects)
+    if beyond:
+        raise TrainDataError(f"{out} holds fitted subjects {beyond[:10]} at or above corpus.subjects="
+                             f"{corpus.subjects}, so the held-out subjects (corpus.holdout_subjects="
+                             f"{corpus.holdout_subjects}: ids {first}..{corpus.subjects - 1}) are not the corpus's "
+                             f"last ones; train with the corpus.subjects the corpus was rendered with "
+                             f"(e.g. --set corpus.subjects={max(fitted) + 1})")
+    if not any(s >= first for s in fitted):
+        log.warning("corpus.holdout_subjects=%d holds out ids %d..%d, none of which is fitted in %s (fitted ids "
+                    "%d..%d): every fitted subject is trained on. If the corpus was rendered with fewer subjects "
+                    "than corpus.subjects=%d, train with the same corpus.subjects", corpus.holdout_subjects, first,
+                    corpus.subjects - 1, out, min(fitted), max(fitted), corpus.subjects)

@@ -3,5 +3,5 @@ planes, phase B fits every other subject's planes against the frozen decoder.
 
 - :mod:`.loop`: the optimisation of planes (and decoder) on a subject's views;
 - :mod:`.preview`: ground truth vs fitted views;
-- :mod:`.records`: the tri-plane shard's files (planes and per-subject metrics).
+- :mod:`.shard_job`: one fitting shard, renders in, a committed tri-plane shard out.
 """

@@ -22,18 +22,18 @@ import math
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from rodin_core.config import FitConfig, TriplaneConfig
+from rodin_core.datasets.triplane_records import FitResult
 from rodin_core.metrics import psnr
 from rodin_core.rendering.occupancy import OccupancyGrid
 from rodin_core.rendering.rays import camera_rays
 from rodin_core.rendering.regularisers import density_l1, distortion_loss, plane_tv
 from rodin_core.rendering.renderer import RenderSettings, render_image, render_rays
-from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder, query_field
+from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder, freeze_decoder, query_field
 from rodin_core.triplane.rescale import random_rescale, rescale_planes
 from rodin_core.triplane.subject import SubjectViews, split_views
 
@@ -50,27 +50,6 @@ FINAL_LR_FRACTION = 0.1
 """The plane learning rate decays exponentially to this fraction of ``fit.lr_planes`` at ``fit.steps``."""
 TRAIN_EVAL_VIEWS = 4
 """Training views (evenly spread) rendered for ``FitResult.psnr_train``."""
-
-
-@dataclass
-class FitResult:
-    """The outcome of fitting one subject's tri-plane."""
-
-    subject_id: int
-    planes: torch.Tensor
-    """(3, C, H, W) float32 planes at the best held-out evaluation."""
-    psnr_holdout: float
-    """Mean PSNR (dB) of the held-out views at the returned planes (NaN when unknown)."""
-    psnr_train: float
-    """Mean PSNR (dB) of up to four training views at the returned planes (NaN when unknown)."""
-    steps: int
-    """Optimisation steps taken."""
-    seconds: float
-    """Wall-clock time of the fit."""
-    psnr_curve: list[tuple[int, float]] = field(default_factory=list)
-    """(step, held-out PSNR) at each evaluation."""
-    error: str | None = None
-    """Why fitting failed (NaN loss, bad data), or None on success."""
 
 
 def init_planes(tri_cfg: TriplaneConfig, generator: torch.Generator) -> torch.Tensor:
@@ -90,13 +69,6 @@ def mean_planes(results: list[FitResult]) -> torch.Tensor:
     if not planes:
         raise ValueError(f"no successful fit among {len(results)} results to average; re-run phase A")
     return torch.stack(planes).mean(dim=0)  # (K, 3, C, H, W) -> (3, C, H, W)
-
-
-def freeze_decoder(decoder: TriplaneDecoder) -> TriplaneDecoder:
-    """Put the decoder in eval mode with no parameter requiring gradients (phase B); returns it."""
-    decoder.eval()
-    decoder.requires_grad_(False)
-    return decoder
 
 
 def subject_generator(seed: int, subject_id: int) -> torch.Generator:

@@ -27,6 +27,7 @@ from torch import nn
 
 from rodin_core.checkpoint import Checkpoint
 from rodin_core.config import RodinConfig
+from rodin_core.datasets.layout import STATS_PREFIX
 from rodin_core.encoders import EncoderUnavailableError, build_encoder
 from rodin_core.generation.errors import GenerationError
 from rodin_core.networks import LatentMLPConfig, UNetConfig
@@ -35,8 +36,6 @@ from rodin_core.stage_specs import latent_mlp_config_for, model_from_config, une
 from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
 from rodin_core.triplane.stats import PlaneStats, PlaneStatsError
 
-STATS_PREFIX = "stats."
-"""Prefix of the plane statistics among a base/upsampler checkpoint's extra tensors (as the trainers save them)."""
 SHARED_SECTIONS = ("triplane", "encoder")
 """RodinConfig sections every stage of one generator must share."""
 

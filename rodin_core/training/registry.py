@@ -49,6 +49,6 @@ def build_stage(
 def _need_stats(name: str, stats: PlaneStats | None) -> PlaneStats:
     if stats is None:
         raise ValueError(f"the {name} stage trains on normalised tri-planes: pass the corpus PlaneStats "
-                         "(rodin_core.triplane.stats.read_plane_stats(out_uri))")
+                         "(rodin_core.datasets.plane_stats.read_plane_stats(out_uri))")
     return stats
 

@@ -185,3 +185,10 @@ def query_field(planes: Tensor, decoder: TriplaneDecoder, points: Tensor, direct
     if directions.shape != points.shape:
         raise ValueError(f"directions {tuple(directions.shape)} must match points {tuple(points.shape)}")
     return decoder(sample_triplane(planes, points), directions)
+
+
+def freeze_decoder(decoder: TriplaneDecoder) -> TriplaneDecoder:
+    """Put the decoder in eval mode with no parameter requiring gradients (phase B); returns it."""
+    decoder.eval()
+    decoder.requires_grad_(False)
+    return decoder

@@ -21,15 +21,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from rodin_core.storage import config_hash, open_store
-
 STATS_FORMAT_VERSION = "1"
-STATS_STAGE = "stats"
-"""Store stage that holds the corpus statistics."""
-STATS_SHARD = "stats"
-"""The only shard of :data:`STATS_STAGE`."""
-STATS_FILE = "stats.safetensors"
-STATS_JSON = "stats.json"
 MIN_STD = 1e-6
 """A channel whose std is below this is left unscaled (std stored as 1): it is constant in the corpus."""
 
@@ -157,24 +149,3 @@ def compute_plane_stats(planes: Iterable[Tensor]) -> PlaneStats:
     std = torch.where(std < MIN_STD, torch.ones_like(std), std)
     return PlaneStats(mean.to(torch.float32), std.to(torch.float32), count)
 
-
-def write_plane_stats(out_uri: str, stats: PlaneStats, storage_options: dict | None = None,
-                      config: Mapping | None = None, extra: Mapping | None = None) -> None:
-    """Commit ``stats`` as shard ``stats`` of stage ``stats/`` (``stats.safetensors`` + ``stats.json``).
-
-    ``config`` (JSON) is hashed into the manifest's config hash; ``extra`` (JSON) is added to its extra.
-    """
-    writer = open_store(out_uri, storage_options).stage(STATS_STAGE).begin(STATS_SHARD)
-    writer.write_bytes(STATS_FILE, stats.to_bytes())
-    writer.write_bytes(STATS_JSON, stats.to_json().encode("utf-8"))
-    writer.commit([], config_hash(dict(config or {"channels": stats.channels})),
-                  extra={**(extra or {}), "count": stats.count, "channels": stats.channels})
-
-
-def read_plane_stats(out_uri: str, storage_options: dict | None = None) -> PlaneStats:
-    """The committed corpus statistics of ``out_uri``; a clear error when they were never computed."""
-    stage = open_store(out_uri, storage_options).stage(STATS_STAGE)
-    if not stage.is_committed(STATS_SHARD):
-        raise PlaneStatsError(f"{out_uri} has no committed plane statistics ({stage.uri}/manifests/{STATS_SHARD}.json);"
-                              " compute them first: rodin train base --out ... (it commits stats/ before training)")
-    return PlaneStats.from_bytes(stage.read_bytes(STATS_SHARD, STATS_FILE))

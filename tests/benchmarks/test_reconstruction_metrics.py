@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from rodin_core.fitting.shard_job import torch_threads
 from rodin_core.imaging import LABEL_HEIGHT, decode_png
-from workflows.fit_data import torch_threads
 
 from ..generation_data import generation_config
-from ..workflows.test_reconstruction_data import HOLDOUT, SIZE, make_reconstruction_root
+from ..rodin_core.evaluation.test_reconstruction_job import HOLDOUT, SIZE, make_reconstruction_root
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "reconstruction_metrics.py"
 

@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from render import corpus, launcher, shard_job
+from render import launcher, shard_job
 from render.anatomy import anatomy_for
 from render.caption import caption_for
 from render.recipe import AvatarRecipe, sample_recipe
 from rodin_core.cameras import make_rig, project_points
 from rodin_core.config import preset_config
+from rodin_core.datasets import renders as corpus
 from rodin_core.imaging import encode_png
 from rodin_core.storage import open_store
 

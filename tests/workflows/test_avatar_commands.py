@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rodin_core.generation.job import GenerateInputError
 from workflows.avatar_commands import X0Recorder
-from workflows.generate_data import GenerateInputError
 
 
 def _feed(recorder: X0Recorder, stage: str, steps: int) -> None:

@@ -10,14 +10,15 @@ import torch
 import trimesh
 from PIL import Image
 
-from render.corpus import VIEWS_SCHEMA, VIEWS_TABLE
-from workflows.cli import SAMPLER_CHOICES, main
+from rodin_core.datasets.layout import VIEWS_TABLE
+from rodin_core.datasets.renders import VIEWS_SCHEMA
+from rodin_core.fitting.shard_job import torch_threads
 from rodin_core.generation import SAMPLERS, load_avatar, save_avatar
+from rodin_core.generation.job import load_pipeline, turntable_frames
 from rodin_core.imaging import LABEL_HEIGHT, decode_png, encode_png
 from rodin_core.mesh import density_grid, extract_mesh
 from rodin_core.storage import open_store
-from workflows.fit_data import torch_threads
-from workflows.generate_data import load_pipeline, turntable_frames
+from workflows.cli import SAMPLER_CHOICES, main
 
 from ..generation_data import make_generation_root
 

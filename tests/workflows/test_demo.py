@@ -28,13 +28,13 @@ import yaml
 from PIL import Image
 from prefect.flows import load_flow_from_entrypoint
 
-from workflows.cli import main
+from rodin_core.datasets.layout import GENERATED_STAGE
 from rodin_core.generation import load_avatar
 from rodin_core.imaging import decode_png
 from rodin_core.mesh import DEFAULT_THRESHOLD
 from rodin_core.storage import open_store
+from workflows.cli import main
 from workflows.demo import RECORD_FILE, STAGES, TIMINGS_FILE, DemoStageError, demo
-from workflows.generate_data import GENERATED_STAGE
 
 from ..generation_data import MICRO_NETWORKS
 

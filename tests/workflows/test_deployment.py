@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from render.corpus import VIEWS_TABLE
+from rodin_core.datasets.layout import VIEWS_TABLE
 from rodin_core.storage import open_store
 
 from ..prefect_server import PrefectServer, start_prefect_server

@@ -1,10 +1,10 @@
-"""The ``fit-triplanes`` flow end to end on real renders (workflows.fit_triplanes, workflows.fit_data).
+"""The ``fit-triplanes`` flow end to end on real renders (workflows.fit_triplanes, rodin_core.fitting.shard_job).
 
 The module renders one tiny corpus with the real render flow (6 subjects x 6 views at 32 px, in
 2 renders shards) and fits it once with very small settings (8 px planes of 4 channels, 20 steps)
 into another dataset root: phase A's 2 subjects form fitting shard 0, shards 1 and 2 are phase B's.
 Tests that change the store work on a copy of that fitted root. Failures are injected inside the
-shard task (``workflows.fit_data``) so that they take the real path: failure record, re-raise,
+shard task (``rodin_core.fitting.shard_job``) so that they take the real path: failure record, re-raise,
 Prefect retry.
 """
 
@@ -28,19 +28,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.flows import load_flow_from_entrypoint
 
 import workflows.fit_triplanes as flow_module
-from workflows.cli import main
 from rodin_core.config import load_config
-from rodin_core.fitting.records import planes_from_safetensors
+from rodin_core.datasets.decoder import load_shared_planes, load_warm_start
+from rodin_core.datasets.errors import FitDataError
+from rodin_core.datasets.layout import PLANES_FILE, RECORDS_FILE
+from rodin_core.datasets.triplane_records import planes_from_safetensors
+from rodin_core.fitting import shard_job as fit_data
 from rodin_core.imaging import decode_png
 from rodin_core.storage import open_store
-from workflows import fit_data
-from workflows.fit_data import (
-    PLANES_FILE,
-    RECORDS_FILE,
-    FitDataError,
-    load_shared_planes,
-    load_warm_start,
-)
+from workflows.cli import main
 from workflows.fit_triplanes import FitShardsFailedError, fit_triplanes
 from workflows.render_avatars import render_avatars
 

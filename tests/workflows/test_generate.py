@@ -1,4 +1,4 @@
-"""The ``generate`` flow and its store side (workflows.generate, workflows.generate_data) on real checkpoints.
+"""The ``generate`` flow and its store side (workflows.generate, rodin_core.generation.job) on real checkpoints.
 
 The checkpoints are untrained but real (:mod:`tests.generation_data`: built by ``build_stage``,
 committed by ``commit_stage_checkpoint``), with 8 px planes and 3 reverse steps per stage, so a
@@ -20,17 +20,10 @@ from PIL import Image
 from prefect.artifacts import Artifact
 from prefect.flows import load_flow_from_entrypoint
 
-from workflows.cli import main
+from rodin_core.datasets.layout import CONTACT_SHEET_FILE, FRAMES_FILE, GENERATED_STAGE, GENERATION_JSON
+from rodin_core.fitting.shard_job import torch_threads
 from rodin_core.generation import GenerationError
-from rodin_core.imaging import LABEL_HEIGHT, decode_png
-from rodin_core.storage import open_store
-from workflows.fit_data import torch_threads
-from workflows.generate import ARTIFACT_KEY, generate
-from workflows.generate_data import (
-    CONTACT_SHEET_FILE,
-    FRAMES_FILE,
-    GENERATED_STAGE,
-    GENERATION_JSON,
+from rodin_core.generation.job import (
     GenerateInputError,
     GenerateRequest,
     load_pipeline,
@@ -38,6 +31,10 @@ from workflows.generate_data import (
     read_generated_avatars,
     turntable_frames,
 )
+from rodin_core.imaging import LABEL_HEIGHT, decode_png
+from rodin_core.storage import open_store
+from workflows.cli import main
+from workflows.generate import ARTIFACT_KEY, generate
 
 from ..generation_data import commit_decoder, generation_config, make_generation_root
 

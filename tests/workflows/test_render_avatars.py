@@ -20,9 +20,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 import workflows.render_avatars as flow_module
 from render import shard_job
-from render.corpus import SUBJECTS_TABLE, VIEWS_TABLE
 from render.launcher import BlenderCrashError
 from rodin_core.config import ConfigError
+from rodin_core.datasets.layout import SUBJECTS_TABLE, VIEWS_TABLE
 from rodin_core.imaging import decode_png
 from rodin_core.storage import open_store
 from workflows.artifacts import ShardRow, shard_table, totals_markdown

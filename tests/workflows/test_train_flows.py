@@ -13,15 +13,15 @@ from typing import Any
 import pytest
 from prefect.artifacts import Artifact
 
-from workflows.cli import main
+from rodin_core.datasets.errors import TrainDataError
 from rodin_core.imaging import decode_png
 from rodin_core.storage import open_store
-from workflows import train_report
-from workflows.train_data import TrainDataError
+from rodin_core.training import report as train_report
+from workflows.cli import main
 from workflows.train_flows import train_all, train_base, training_config
 from workflows.train_worker import ResumeMismatchError
 
-from .test_train_data import TINY, make_corpus, tiny_config
+from ..training_corpus import TINY, make_corpus, tiny_config
 
 HOLDOUT = ["corpus.subjects=9", "corpus.holdout_subjects=1"]
 """Subject 8, the corpus's last, is held out of training (paper §4.5, appendix C.5)."""

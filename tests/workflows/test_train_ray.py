@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from rodin_core.checkpoint import load_checkpoint
+from rodin_core.datasets.checkpoints import committed_step, read_stage_checkpoint
+from rodin_core.datasets.frontals import extract_frontals_shard, plan_frontals
+from rodin_core.datasets.plane_stats import ensure_stats
 from rodin_core.stage_specs import stage_config
 from rodin_core.storage import open_store
-from workflows import train_data
 from workflows.train_ray import TrainingError, run_training
 from workflows.train_worker import (
     ResumeMismatchError,
@@ -24,15 +26,15 @@ from workflows.train_worker import (
     state_digest,
 )
 
-from .test_train_data import make_corpus, tiny_config
+from ..training_corpus import make_corpus, tiny_config
 
 
 def prepared_corpus(root: Path) -> str:
     """The synthetic corpus with its frontal views and statistics committed, as the flows prepare it."""
     out = make_corpus(root, tiny_config())
-    for job in train_data.plan_frontals(out, out)[0]:
-        train_data.extract_frontals_shard(out, out, job)
-    train_data.ensure_stats(out)
+    for job in plan_frontals(out, out)[0]:
+        extract_frontals_shard(out, out, job)
+    ensure_stats(out)
     return out
 
 
@@ -75,7 +77,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_with_the_same_state(local_ray:
     resume_hint = r"InjectedFailure.*committed checkpoint at step 2.*`rodin train base --out"
     with pytest.raises(TrainingError, match=resume_hint):
         run_training("base", cfg, out, cpus_per_worker=1, fail_at_step=3)
-    assert train_data.committed_step(out, "base") == 2
+    assert committed_step(out, "base") == 2
     saved = load_checkpoint(Path(out) / "checkpoints" / "runs" / "base" / "step-00000002")
     assert saved.step == 2 and [h["step"] for h in saved.metrics["history"]] == [1, 2]
 
@@ -88,7 +90,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_with_the_same_state(local_ray:
     assert (summary["start_step"], summary["steps_run"]) == (2, 4)
     assert [h["step"] for h in summary["history"]] == [1, 2, 3, 4, 5, 6]
     assert any("resumed at step 2" in line for line in lines) and any("step 6/6" in line for line in lines)
-    final, manifest = train_data.read_stage_checkpoint(out, "base")
+    final, manifest = read_stage_checkpoint(out, "base")
     assert final.step == 6 and manifest.extra["final"] and manifest.extra["run"] == "base"
 
 

@@ -8,16 +8,15 @@ import pyarrow as pa
 import pytest
 import torch
 
+from rodin_core.datasets.errors import DatasetError
+from rodin_core.datasets.triplane_records import FitResult, planes_to_safetensors, records_table
 from rodin_core.datasets.triplanes import (
     FRONTALS_SCHEMA,
-    DatasetError,
     TriplaneDataset,
     collate_samples,
     iter_planes,
     subject_ids,
 )
-from rodin_core.fitting.loop import FitResult
-from rodin_core.fitting.records import planes_to_safetensors, records_table
 from rodin_core.imaging import encode_png
 from rodin_core.storage import open_store
 

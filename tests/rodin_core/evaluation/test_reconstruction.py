@@ -24,11 +24,11 @@ from rodin_core.evaluation.reconstruction import (
     measure_subject,
     score_images,
 )
+from rodin_core.fitting.shard_job import torch_threads
 from rodin_core.generation import Avatar, GenerationPipeline, SampleOptions
+from rodin_core.generation.job import load_pipeline
 from rodin_core.metrics import LPIPS
 from rodin_core.triplane.subject import SubjectViews
-from workflows.fit_data import torch_threads
-from workflows.generate_data import load_pipeline
 
 from ...generation_data import generation_config, make_generation_root
 

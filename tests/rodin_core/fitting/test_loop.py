@@ -11,13 +11,12 @@ import torch.nn.functional as F
 
 from rodin_core.cameras import make_rig
 from rodin_core.config import FitConfig, TriplaneConfig
+from rodin_core.datasets.triplane_records import FitResult
 from rodin_core.fitting import loop as fitting
 from rodin_core.fitting.loop import (
-    FitResult,
     evaluate_psnr,
     fit_shared_decoder,
     fit_subject,
-    freeze_decoder,
     init_planes,
     mean_planes,
     occupancy_grid,
@@ -25,7 +24,7 @@ from rodin_core.fitting.loop import (
 )
 from rodin_core.rendering.rays import camera_rays
 from rodin_core.rendering.renderer import RenderSettings, render_image
-from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
+from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder, freeze_decoder
 from rodin_core.triplane.subject import SubjectViews, split_views
 
 SIZE, VIEWS = 24, 8

@@ -5,13 +5,8 @@ import uuid
 import pytest
 import torch
 
-from rodin_core.triplane.stats import (
-    PlaneStats,
-    PlaneStatsError,
-    compute_plane_stats,
-    read_plane_stats,
-    write_plane_stats,
-)
+from rodin_core.datasets.plane_stats import read_plane_stats, write_plane_stats
+from rodin_core.triplane.stats import PlaneStats, PlaneStatsError, compute_plane_stats
 
 
 def corpus() -> list[torch.Tensor]:

@@ -26,15 +26,32 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.compute as pc
 import safetensors.torch
 import torch
 
-from render.corpus import VIEWS_TABLE, decode_view_row
 from rodin_core.config import RodinConfig
-from rodin_core.fitting.loop import FitResult, fit_shared_decoder, fit_subject, freeze_decoder, mean_planes
+from rodin_core.datasets.decoder import load_shared_planes, load_warm_start, read_decoder
+from rodin_core.datasets.layout import (
+    DECODER_CONFIG,
+    DECODER_SHARD,
+    DECODER_SHARED_PLANES,
+    DECODER_STAGE,
+    DECODER_WARM_START,
+    DECODER_WEIGHTS,
+    PLANES_FILE,
+    RECORDS_FILE,
+    RENDERS_STAGE,
+    TRIPLANES_STAGE,
+)
+from rodin_core.datasets.renders import RenderSource, iter_subjects
+from rodin_core.datasets.triplane_records import (
+    FitResult,
+    planes_from_safetensors,
+    planes_to_safetensors,
+    records_table,
+)
+from rodin_core.fitting.loop import fit_shared_decoder, fit_subject, mean_planes
 from rodin_core.fitting.preview import compare_views
-from rodin_core.fitting.records import planes_from_safetensors, planes_to_safetensors, records_table
 from rodin_core.imaging import contact_sheet
 from rodin_core.rendering.renderer import RenderSettings
 from rodin_core.storage import (
@@ -46,41 +63,17 @@ from rodin_core.storage import (
     open_store,
     shard_id_for,
 )
-from rodin_core.triplane.decoder_io import decoder_from_bytes, decoder_to_bytes
-from rodin_core.triplane.field import TriplaneDecoder
-from rodin_core.triplane.subject import SubjectViews, split_views
+from rodin_core.triplane.decoder_io import decoder_to_bytes
+from rodin_core.triplane.subject import split_views
 
 log = logging.getLogger(__name__)
 
-RENDERS_STAGE, TRIPLANES_STAGE, DECODER_STAGE = "renders", "triplanes", "decoder"
-DECODER_SHARD = "decoder"
-"""Shard id of the one committed decoder in the decoder stage."""
-PLANES_FILE, RECORDS_FILE = "planes.safetensors", "records.parquet"
-DECODER_WEIGHTS, DECODER_CONFIG = "decoder.safetensors", "decoder.json"
-DECODER_WARM_START = "warm_start.safetensors"
-"""Mean of phase A's planes, committed with the decoder: where every other phase-B subject starts."""
-DECODER_SHARED_PLANES = "shared_planes.safetensors"
-"""Phase A's planes (float16, ``subject_<id>``), committed with the decoder: where phase B starts them."""
 PHASE_B_ONLY_FIELDS = ("steps", "target_psnr", "patience", "min_improvement", "shard_size")
 """Fit settings phase A never reads: changing them keeps the committed decoder."""
 PROGRESS_LINES = 10
 """Progress log lines per subject (phase B) or per phase A run."""
 COMPARISON_SUBJECTS, COMPARISON_VIEWS = 3, 3
 """Subjects and held-out views shown by :func:`comparison_sheet`."""
-
-
-class FitDataError(RuntimeError):
-    """Renders or a committed decoder cannot be used for fitting; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class RenderSource:
-    """Where one subject's views are stored: its renders shard and that shard's config hash."""
-
-    shard_id: str
-    config_hash: str
-    views: int
-    """Views of the subject (from the renders manifest; 0 when it does not say)."""
 
 
 @dataclass(frozen=True)
@@ -125,19 +118,6 @@ class FitShardReport:
     """Subjects of the shard whose fit failed (recorded in records.parquet with their error)."""
 
 
-def renders_index(stage: StageStore) -> dict[int, RenderSource]:
-    """Subject id -> :class:`RenderSource` of every committed renders shard (reads manifests only)."""
-    index: dict[int, RenderSource] = {}
-    for shard_id in stage.committed_shards():
-        manifest = stage.read_manifest(shard_id)
-        views = manifest.extra.get("views", 0)
-        index.update((s, RenderSource(shard_id, manifest.config_hash, views)) for s in manifest.subject_ids)
-    if not index:
-        raise FitDataError(f"no committed renders shard under {stage.uri}; render the corpus first "
-                           f"(`rodin render --out {stage.store.uri}`) or point `renders` at a rendered dataset root")
-    return dict(sorted(index.items()))
-
-
 def fitting_plan(subject_ids: list[int], shared_subjects: int, shard_size: int) -> FitPlan:
     """Phase A's subjects (the first ``shared_subjects`` in id order) and the shards of both phases."""
     if shard_size < 1 or shared_subjects < 1:
@@ -165,69 +145,6 @@ def planes_hash(cfg: RodinConfig, decoder_sha256: str, subject_ids: list[int],
     fit = {k: v for k, v in dataclasses.asdict(cfg.fit).items() if k != "shard_size"}
     return config_hash({"decoder_sha256": decoder_sha256, "triplane": dataclasses.asdict(cfg.triplane),
                         "fit": fit, "renders": sorted({sources[s].config_hash for s in subject_ids})})
-
-
-def iter_subjects(stage: StageStore, subject_ids: list[int], sources: dict[int, RenderSource]) -> Iterator[SubjectViews]:
-    """Views of ``subject_ids`` as :class:`SubjectViews`, one subject decoded at a time.
-
-    Each renders shard is read (and verified) once, then its subjects' PNGs are decoded one
-    subject after the other, so at most one renders shard and one subject's images are in memory.
-    """
-    by_shard: dict[str, list[int]] = {}
-    for subject_id in subject_ids:
-        if subject_id not in sources:
-            raise FitDataError(f"subject {subject_id} is in no committed renders shard of {stage.uri}; "
-                               "re-render its shard or re-plan the fitting (run the flow without `shards`)")
-        by_shard.setdefault(sources[subject_id].shard_id, []).append(subject_id)
-    for shard_id, ids in by_shard.items():
-        table = stage.read_table(shard_id, VIEWS_TABLE)
-        for subject_id in ids:
-            rows = table.filter(pc.equal(table["subject_id"], subject_id)).to_pylist()
-            views = sorted((decode_view_row(row) for row in rows), key=lambda v: v.view_index)
-            if not views or [v.view_index for v in views] != list(range(len(views))):
-                raise FitDataError(f"renders shard {shard_id} holds views {[v.view_index for v in views]} of subject "
-                                   f"{subject_id}, expected 0..V-1; delete its manifest and re-render it")
-            yield SubjectViews.from_arrays(subject_id, np.stack([v.rgba for v in views]),  # (V, H, W, 4) uint8
-                                           np.stack([v.c2w for v in views]), np.stack([v.intrinsics for v in views]))
-
-
-def committed_decoder(stage: StageStore, digest: str) -> Manifest | None:
-    """The decoder's manifest when it is committed for config hash ``digest``, else None."""
-    if not stage.is_committed(DECODER_SHARD):
-        return None
-    manifest = stage.read_manifest(DECODER_SHARD)
-    if manifest.config_hash != digest:
-        log.info("the committed decoder has config %s, not %s: phase A runs again", manifest.config_hash, digest)
-        return None
-    return manifest
-
-
-def load_committed_decoder(stage: StageStore, expected_sha256: str) -> TriplaneDecoder:
-    """The committed decoder, verified and frozen; it must be the one with weights ``expected_sha256``."""
-    manifest = stage.read_manifest(DECODER_SHARD)
-    sha = manifest.file(DECODER_WEIGHTS).sha256
-    if sha != expected_sha256:
-        raise FitDataError(f"the decoder at {stage.uri} changed while fitting (weights sha256 {sha}, this run "
-                           f"planned {expected_sha256}); re-run the flow so that every shard uses the same decoder")
-    weights = stage.read_bytes(DECODER_SHARD, DECODER_WEIGHTS)
-    config = stage.read_bytes(DECODER_SHARD, DECODER_CONFIG).decode("utf-8")
-    return freeze_decoder(decoder_from_bytes(weights, config, source=f"{stage.uri}/{DECODER_SHARD}"))
-
-
-def load_shared_planes(stage: StageStore) -> dict[int, torch.Tensor]:
-    """Phase A's planes by subject id (float32 (3, C, H, W)), committed with the decoder ({} if absent)."""
-    manifest = stage.read_manifest(DECODER_SHARD)
-    if DECODER_SHARED_PLANES not in {f.name for f in manifest.files}:
-        return {}
-    return {s: p.float() for s, p in planes_from_safetensors(stage.read_bytes(DECODER_SHARD, DECODER_SHARED_PLANES)).items()}
-
-
-def load_warm_start(stage: StageStore) -> torch.Tensor | None:
-    """Phase B's starting planes (3, C, H, W) committed with the decoder; None for a decoder without them."""
-    manifest = stage.read_manifest(DECODER_SHARD)
-    if DECODER_WARM_START not in {f.name for f in manifest.files}:
-        return None
-    return safetensors.torch.load(stage.read_bytes(DECODER_SHARD, DECODER_WARM_START))["planes"]
 
 
 def committed_planes(stage: StageStore, shard_id: str, subject_ids: list[int], digest: str) -> str | None:
@@ -308,7 +225,7 @@ def fit_shard_to_store(cfg: RodinConfig, renders: str, out: str, job: FitShardJo
     stage = store.stage(TRIPLANES_STAGE)
     writer = stage.begin(job.shard_id)
     try:
-        decoder = load_committed_decoder(store.stage(DECODER_STAGE), job.decoder_sha256)
+        decoder = read_decoder(store.stage(DECODER_STAGE), job.decoder_sha256)[0]
         warm_start = load_warm_start(store.stage(DECODER_STAGE))
         shared = load_shared_planes(store.stage(DECODER_STAGE))
         renders_stage = open_store(renders, storage_options).stage(RENDERS_STAGE)
@@ -383,7 +300,7 @@ def comparison_sheet(cfg: RodinConfig, renders: StageStore, store: Store, shard_
     the same views rendered from its stored float16 planes, labelled with their PSNR. Returns an
     RGB uint8 sheet, or None when no subject of the shard has planes.
     """
-    decoder = load_committed_decoder(store.stage(DECODER_STAGE), decoder_sha256)
+    decoder = read_decoder(store.stage(DECODER_STAGE), decoder_sha256)[0]
     planes = planes_from_safetensors(store.stage(TRIPLANES_STAGE).read_bytes(shard_id, PLANES_FILE))
     ids = [s for s in subject_ids if s in planes][:COMPARISON_SUBJECTS]
     if not ids:

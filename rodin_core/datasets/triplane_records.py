@@ -1,6 +1,6 @@
 """Payloads of a tri-plane shard: the fitted planes and one metrics record per subject (paper B.2).
 
-DESIGN.md, "Data contracts": tri-planes are float16 tensors in safetensors (never pickle), one
+Tri-planes are float16 tensors in safetensors (never pickle), one
 tensor ``subject_<id>`` of shape (3, C, H, W) per subject, plus a table of fitting metrics (held-out
 and training PSNR, steps, seconds, error) that the flow writes as parquet through ``ShardWriter``.
 Subjects whose fit failed are kept in the table with their error and left out of the tensors.
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
-
-from rodin_core.fitting.loop import FitResult
 
 PLANES_FORMAT_VERSION = "1"
 _KEY = re.compile(r"subject_(\d+)")
@@ -32,6 +31,27 @@ RECORDS_SCHEMA = pa.schema([
 ])
 """One row per fitted subject; PSNRs are NaN where they could not be measured."""
 
+
+
+@dataclass
+class FitResult:
+    """The outcome of fitting one subject's tri-plane."""
+
+    subject_id: int
+    planes: torch.Tensor
+    """(3, C, H, W) float32 planes at the best held-out evaluation."""
+    psnr_holdout: float
+    """Mean PSNR (dB) of the held-out views at the returned planes (NaN when unknown)."""
+    psnr_train: float
+    """Mean PSNR (dB) of up to four training views at the returned planes (NaN when unknown)."""
+    steps: int
+    """Optimisation steps taken."""
+    seconds: float
+    """Wall-clock time of the fit."""
+    psnr_curve: list[tuple[int, float]] = field(default_factory=list)
+    """(step, held-out PSNR) at each evaluation."""
+    error: str | None = None
+    """Why fitting failed (NaN loss, bad data), or None on success."""
 
 def planes_to_safetensors(results: list[FitResult]) -> bytes:
     """float16 safetensors of the successful results' planes, keyed ``subject_<id>`` (3, C, H, W)."""

@@ -1,7 +1,7 @@
 """Host-side glue of generation (paper §3.2-3.3, §4.2, appendix B.4): committed checkpoints in, avatars out.
 
 What generation reads under a dataset root (``--out`` / the flow's ``checkpoints``): the committed
-stage checkpoints ``checkpoints/{base,upsampler,prior}`` (:mod:`workflows.train_data`) and the
+stage checkpoints ``checkpoints/{base,upsampler,prior}`` (:mod:`rodin_core.datasets.checkpoints`) and the
 frozen decoder ``decoder/decoder`` of the fitting stage. :func:`load_pipeline` rebuilds the
 :class:`~rodin_core.generation.GenerationPipeline` from them; :func:`input_digests` names what is
 missing and the command that makes it.
@@ -42,6 +42,19 @@ import torch
 
 from rodin_core.checkpoint import MODEL_FILE, CheckpointError
 from rodin_core.config import ConfigError, RodinConfig
+from rodin_core.datasets.checkpoints import committed_config, committed_step, read_stage_checkpoint
+from rodin_core.datasets.decoder import load_decoder
+from rodin_core.datasets.errors import StageInputError
+from rodin_core.datasets.layout import (
+    CHECKPOINTS_STAGE,
+    CONTACT_SHEET_FILE,
+    DECODER_SHARD,
+    DECODER_STAGE,
+    DECODER_WEIGHTS,
+    FRAMES_FILE,
+    GENERATED_STAGE,
+    GENERATION_JSON,
+)
 from rodin_core.encoders import EncoderUnavailableError
 from rodin_core.generation import (
     Avatar,
@@ -65,22 +78,11 @@ from rodin_core.storage import (
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.stats import PlaneStatsError
 from rodin_core.turntable import render_turntable, save_gif
-from workflows import train_data
-from workflows.fit_data import (
-    DECODER_SHARD,
-    DECODER_STAGE,
-    DECODER_WEIGHTS,
-    FitDataError,
-)
 
 log = logging.getLogger(__name__)
 
-GENERATED_STAGE = "generated"
 GENERATED_FORMAT = 1
 """Version of the ``generated`` shard layout; part of every shard's hash."""
-FRAMES_FILE = "frames.parquet"
-CONTACT_SHEET_FILE = "contact-sheet.png"
-GENERATION_JSON = "generation.json"
 FRAMES_SCHEMA = pa.schema([pa.field("avatar", pa.int32(), nullable=False), pa.field("view", pa.int32(), nullable=False),
                            pa.field("png", pa.binary(), nullable=False)])
 """``frames.parquet``: frame ``view`` of avatar ``avatar``'s turntable as an RGB PNG."""
@@ -96,7 +98,7 @@ class GenerateInputError(ValueError):
     """An input of generation is missing or unusable (file, parameter, dataset); the message says what to do."""
 
 
-GENERATION_ERRORS = (GenerateInputError, GenerationError, AvatarFileError, train_data.TrainDataError, FitDataError,
+GENERATION_ERRORS = (GenerateInputError, GenerationError, AvatarFileError, StageInputError,
                      CheckpointError, PlaneStatsError, StorageError, ConfigError, EncoderUnavailableError)
 """Failures caused by the inputs, whose message says what to do (the CLI prints them as one line)."""
 
@@ -119,7 +121,7 @@ def input_digests(out: str, storage_options: dict | None = None, *, stages: tupl
     Raises one :class:`GenerateInputError` naming every missing piece and the command that makes it.
     """
     store = open_store(out, storage_options)
-    checkpoints, decoder = store.stage(train_data.CHECKPOINTS_STAGE), store.stage(DECODER_STAGE)
+    checkpoints, decoder = store.stage(CHECKPOINTS_STAGE), store.stage(DECODER_STAGE)
     problems = []
     if not decoder.is_committed(DECODER_SHARD):
         problems.append(f"no committed decoder under {decoder.uri} (fit the tri-planes first: "
@@ -148,26 +150,16 @@ def trained_config(out: str, storage_options: dict | None = None, preset: str | 
     """
     found = None
     for name in STAGE_NAMES:
-        config = train_data.committed_config(out, name, storage_options)
+        config = committed_config(out, name, storage_options)
         if config is None:
             continue
         cfg = RodinConfig.from_dict(config["rodin"])
         if preset is not None and cfg.preset != preset:
-            raise GenerationError(f"the {name} checkpoint under {out}/{train_data.CHECKPOINTS_STAGE} was trained with "
+            raise GenerationError(f"the {name} checkpoint under {out}/{CHECKPOINTS_STAGE} was trained with "
                                   f"preset {cfg.preset!r}, not {preset!r}; pass --preset {cfg.preset} (or retrain "
                                   f"with --preset {preset})")
         found = found or cfg
     return found
-
-
-def load_decoder_and_sha256(out: str, storage_options: dict | None = None) -> tuple[TriplaneDecoder, str]:
-    """The frozen decoder of ``out`` and the sha256 of its weights (from its manifest)."""
-    stage = open_store(out, storage_options).stage(DECODER_STAGE)
-    if not stage.is_committed(DECODER_SHARD):
-        raise GenerateInputError(f"no committed decoder under {stage.uri}; fit the tri-planes first: "
-                                 f"`rodin fit --renders <renders root> --out {out}`")
-    sha256 = stage.read_manifest(DECODER_SHARD).file(DECODER_WEIGHTS).sha256
-    return train_data.load_decoder(out, storage_options), sha256
 
 
 def load_pipeline(out: str, storage_options: dict | None = None, preset: str | None = None,
@@ -180,10 +172,10 @@ def load_pipeline(out: str, storage_options: dict | None = None, preset: str | N
     stages = STAGE_NAMES if require_prior else ("base", "upsampler")
     input_digests(out, storage_options, stages=stages, preset=preset)
     start = time.perf_counter()
-    checkpoints = {name: train_data.read_stage_checkpoint(out, name, storage_options)[0] for name in stages}
-    if "prior" not in checkpoints and train_data.committed_step(out, "prior", storage_options) is not None:
-        checkpoints["prior"] = train_data.read_stage_checkpoint(out, "prior", storage_options)[0]
-    decoder, sha256 = load_decoder_and_sha256(out, storage_options)
+    checkpoints = {name: read_stage_checkpoint(out, name, storage_options)[0] for name in stages}
+    if "prior" not in checkpoints and committed_step(out, "prior", storage_options) is not None:
+        checkpoints["prior"] = read_stage_checkpoint(out, "prior", storage_options)[0]
+    decoder, sha256 = load_decoder(out, storage_options)
     pipeline = GenerationPipeline.from_checkpoints(checkpoints["base"], checkpoints["upsampler"],
                                                    checkpoints.get("prior"), decoder, preset=preset,
                                                    decoder_sha256=sha256, device=device)
@@ -253,7 +245,7 @@ def plan_generation(checkpoints: str, outputs: str, request: GenerateRequest, pr
     inputs = input_digests(checkpoints, storage_options, preset=preset)
     cfg = trained_config(checkpoints, storage_options, preset)
     if cfg is None:  # a checkpoint vanished between the two reads
-        raise GenerateInputError(f"the checkpoints under {checkpoints}/{train_data.CHECKPOINTS_STAGE} disappeared "
+        raise GenerateInputError(f"the checkpoints under {checkpoints}/{CHECKPOINTS_STAGE} disappeared "
                                  "while planning; run again once training has committed them")
     parameters = {**asdict(request), "preset": cfg.preset,
                   "guidance_scale": float(cfg.base.guidance_scale if request.guidance_scale is None

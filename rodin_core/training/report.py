@@ -24,6 +24,9 @@ from torch import Tensor, nn
 from rodin_core.cameras import make_rig
 from rodin_core.checkpoint import Checkpoint
 from rodin_core.config import RodinConfig
+from rodin_core.datasets.checkpoints import read_stage_checkpoint
+from rodin_core.datasets.decoder import load_decoder
+from rodin_core.datasets.layout import STATS_PREFIX
 from rodin_core.datasets.triplanes import TriplaneDataset, TriplaneSample
 from rodin_core.encoders import build_encoder
 from rodin_core.generation.sampling import sample_base, sample_prior, sample_upsampler
@@ -34,7 +37,6 @@ from rodin_core.stage_specs import model_from_config
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.rescale import downsample_planes
 from rodin_core.triplane.stats import PlaneStats
-from workflows import train_data
 
 CURVE_SIZE = (720, 360)
 """Width and height of the loss-curve image in pixels."""
@@ -43,9 +45,6 @@ CURVE_MARGIN = (56, 16, 16, 40)
 CURVE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
 CURVE_KEYS = ("loss", "mse", "vb")
 """Loss terms drawn when present in the history."""
-STATS_PREFIX = "stats."
-
-
 def loss_curve_png(history: Sequence[dict[str, float]], title: str, keys: Sequence[str] = CURVE_KEYS) -> bytes:
     """A PNG line plot of ``keys`` of the logged metrics against ``step`` (log-scale y when they span > 20x)."""
     keys = [k for k in keys if any(k in h for h in history)]
@@ -104,7 +103,7 @@ class TrainedStage:
     @classmethod
     def load(cls, out: str, stage_name: str, storage_options: dict | None = None) -> TrainedStage:
         """The committed checkpoint of ``stage_name``, its EMA weights in a network rebuilt from its config."""
-        checkpoint, _ = train_data.read_stage_checkpoint(out, stage_name, storage_options)
+        checkpoint, _ = read_stage_checkpoint(out, stage_name, storage_options)
         model = model_from_config(checkpoint.config)
         model.load_state_dict(checkpoint.module_state("ema"))
         extra = checkpoint.extra_tensors
@@ -152,7 +151,7 @@ def sample_sheet(stage_name: str, out: str, count: int, seed: int = 0,
                  storage_options: dict | None = None) -> tuple[np.ndarray, str]:
     """A contact sheet of ``count`` samples of the committed ``stage_name`` checkpoint and its caption."""
     trained = TrainedStage.load(out, stage_name, storage_options)
-    render = FrontalRenderer(train_data.load_decoder(out, storage_options), trained.cfg)
+    render = FrontalRenderer(load_decoder(out, storage_options)[0], trained.cfg)
     generator = torch.Generator().manual_seed(seed)
     if stage_name == "base":
         subjects = first_subjects(out, count, storage_options, trained.cfg.corpus.first_held_out)

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from rodin_core.fitting.loop import FitResult
-from rodin_core.fitting.records import (
+from rodin_core.datasets.triplane_records import (
     RECORDS_SCHEMA,
+    FitResult,
     planes_from_safetensors,
     planes_to_safetensors,
     records_table,

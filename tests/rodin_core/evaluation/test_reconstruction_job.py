@@ -1,4 +1,4 @@
-"""Table 4 metrics of a dataset root (workflows.reconstruction_data; paper §4.5, appendix C.5).
+"""Table 4 metrics of a dataset root (rodin_core.evaluation.reconstruction_job; paper §4.5, appendix C.5).
 
 The root holds what the stages commit: renders of 4 subjects (8 views of a coloured disc, 24 px, the
 render rig's cameras), their fitted tri-planes (subject 3's fit failed) and the tiny random
@@ -17,17 +17,21 @@ import pyarrow as pa
 import pytest
 import torch
 
-from render.corpus import VIEWS_SCHEMA, VIEWS_TABLE
 from rodin_core.cameras import make_rig
 from rodin_core.config import RodinConfig
-from rodin_core.fitting.loop import FitResult
-from rodin_core.fitting.records import planes_to_safetensors, records_table
+from rodin_core.datasets.layout import PLANES_FILE, RECORDS_FILE, VIEWS_TABLE
+from rodin_core.datasets.renders import VIEWS_SCHEMA
+from rodin_core.datasets.triplane_records import FitResult, planes_to_safetensors, records_table
+from rodin_core.evaluation.reconstruction_job import (
+    ReconstructionInputError,
+    fitted_planes,
+    measure_reconstruction,
+)
+from rodin_core.fitting.shard_job import torch_threads
 from rodin_core.imaging import encode_png
 from rodin_core.storage import open_store, shard_id_for
-from workflows.fit_data import PLANES_FILE, RECORDS_FILE, torch_threads
-from workflows.reconstruction_data import ReconstructionInputError, fitted_planes, measure_reconstruction
 
-from ..generation_data import generation_config, make_generation_root
+from ...generation_data import generation_config, make_generation_root
 
 SIZE = 24
 SHARDS = [[0, 1], [2, 3]]

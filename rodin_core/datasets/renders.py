@@ -21,11 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rodin_core.datasets.errors import FitDataError
+from rodin_core.datasets.layout import SUBJECTS_TABLE, VIEWS_TABLE
 from rodin_core.imaging import contact_sheet, decode_png, thumbnail
 from rodin_core.storage import StageStore
-
-VIEWS_TABLE = "views.parquet"
-SUBJECTS_TABLE = "subjects.parquet"
+from rodin_core.triplane.subject import SubjectViews
 
 VIEWS_SCHEMA = pa.schema([
     pa.field("subject_id", pa.int64(), nullable=False),
@@ -119,3 +119,50 @@ def frontal_contact_sheet(stage: StageStore, shard_ids: Iterable[str], count: in
     if not images:
         return None
     return contact_sheet(images, min(len(images), columns), names if labels else None)
+
+
+@dataclass(frozen=True)
+class RenderSource:
+    """Where one subject's views are stored: its renders shard and that shard's config hash."""
+
+    shard_id: str
+    config_hash: str
+    views: int
+    """Views of the subject (from the renders manifest; 0 when it does not say)."""
+
+
+def renders_index(stage: StageStore) -> dict[int, RenderSource]:
+    """Subject id -> :class:`RenderSource` of every committed renders shard (reads manifests only)."""
+    index: dict[int, RenderSource] = {}
+    for shard_id in stage.committed_shards():
+        manifest = stage.read_manifest(shard_id)
+        views = manifest.extra.get("views", 0)
+        index.update((s, RenderSource(shard_id, manifest.config_hash, views)) for s in manifest.subject_ids)
+    if not index:
+        raise FitDataError(f"no committed renders shard under {stage.uri}; render the corpus first "
+                           f"(`rodin render --out {stage.store.uri}`) or point `renders` at a rendered dataset root")
+    return dict(sorted(index.items()))
+
+
+def iter_subjects(stage: StageStore, subject_ids: list[int], sources: dict[int, RenderSource]) -> Iterator[SubjectViews]:
+    """Views of ``subject_ids`` as :class:`SubjectViews`, one subject decoded at a time.
+
+    Each renders shard is read (and verified) once, then its subjects' PNGs are decoded one
+    subject after the other, so at most one renders shard and one subject's images are in memory.
+    """
+    by_shard: dict[str, list[int]] = {}
+    for subject_id in subject_ids:
+        if subject_id not in sources:
+            raise FitDataError(f"subject {subject_id} is in no committed renders shard of {stage.uri}; "
+                               "re-render its shard or re-plan the fitting (run the flow without `shards`)")
+        by_shard.setdefault(sources[subject_id].shard_id, []).append(subject_id)
+    for shard_id, ids in by_shard.items():
+        table = stage.read_table(shard_id, VIEWS_TABLE)
+        for subject_id in ids:
+            rows = table.filter(pc.equal(table["subject_id"], subject_id)).to_pylist()
+            views = sorted((decode_view_row(row) for row in rows), key=lambda v: v.view_index)
+            if not views or [v.view_index for v in views] != list(range(len(views))):
+                raise FitDataError(f"renders shard {shard_id} holds views {[v.view_index for v in views]} of subject "
+                                   f"{subject_id}, expected 0..V-1; delete its manifest and re-render it")
+            yield SubjectViews.from_arrays(subject_id, np.stack([v.rgba for v in views]),  # (V, H, W, 4) uint8
+                                           np.stack([v.c2w for v in views]), np.stack([v.intrinsics for v in views]))

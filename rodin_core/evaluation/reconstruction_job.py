@@ -3,7 +3,7 @@
 :func:`measure_reconstruction` reads from a dataset root ``out``:
 
 - the committed base and upsampler checkpoints and the frozen decoder (the generation pipeline,
-  :func:`workflows.generate_data.load_pipeline`), and from the configs saved in those checkpoints
+  :func:`rodin_core.generation.job.load_pipeline`), and from the configs saved in those checkpoints
   the subjects every stage held out of training (``corpus.holdout_subjects``);
 - the fitted tri-planes of those subjects (``triplanes/``), the upper bound of the metrics;
 - their rendered views and cameras (``renders/`` of the dataset root ``renders``, default ``out``);
@@ -22,6 +22,11 @@ from typing import Any
 
 import torch
 
+from rodin_core.datasets.checkpoints import committed_config, committed_step
+from rodin_core.datasets.layout import CHECKPOINTS_STAGE, PLANES_FILE, RENDERS_STAGE, TRIPLANES_STAGE
+from rodin_core.datasets.renders import iter_subjects, renders_index
+from rodin_core.datasets.triplane_records import planes_from_safetensors
+from rodin_core.datasets.triplanes import committed_triplane_shards
 from rodin_core.evaluation.reconstruction import (
     DEFAULT_OTHER_VIEWS,
     GroupSummary,
@@ -32,14 +37,11 @@ from rodin_core.evaluation.reconstruction import (
     held_out_subjects,
     measure_subject,
 )
-from rodin_core.fitting.records import planes_from_safetensors
 from rodin_core.generation import SampleOptions
+from rodin_core.generation.job import load_pipeline
 from rodin_core.metrics import LPIPS
 from rodin_core.storage import open_store
 from rodin_core.triplane.subject import SubjectViews
-from workflows import train_data
-from workflows.fit_data import PLANES_FILE, RENDERS_STAGE, TRIPLANES_STAGE, iter_subjects, renders_index
-from workflows.generate_data import load_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +95,11 @@ class ReconstructionReport:
 
 def trained_held_out(out: str, storage_options: dict | None = None) -> list[int]:
     """Ids of the subjects that the committed base and upsampler checkpoints of ``out`` both held out."""
-    configs = {name: train_data.committed_config(out, name, storage_options) for name in PIPELINE_STAGES}
+    configs = {name: committed_config(out, name, storage_options) for name in PIPELINE_STAGES}
     missing = [name for name, config in configs.items() if config is None]
     if missing:
         raise ReconstructionInputError(f"no committed {' and '.join(missing)} checkpoint under "
-                                       f"{out}/{train_data.CHECKPOINTS_STAGE}; train them first: `rodin train all "
+                                       f"{out}/{CHECKPOINTS_STAGE}; train them first: `rodin train all "
                                        f"--out {out}`")
     return held_out_subjects(configs)
 
@@ -105,7 +107,7 @@ def trained_held_out(out: str, storage_options: dict | None = None) -> list[int]
 def fitted_planes(out: str, subject_ids: Sequence[int], storage_options: dict | None = None
                   ) -> dict[int, torch.Tensor]:
     """Fitted raw planes (3, C, H, W) float32 of those ``subject_ids`` that have them (failed fits have none)."""
-    stage, shards = train_data.committed_triplane_shards(out, storage_options)
+    stage, shards = committed_triplane_shards(out, storage_options)
     wanted, found = set(subject_ids), {}
     for shard in shards:
         if wanted & set(stage.read_manifest(shard).subject_ids):
@@ -176,7 +178,7 @@ def measure_reconstruction(
         log.info("subject %d measured in %.1f s (%d of %d)", subject.subject_id, result.seconds, len(results), len(ids))
         if on_subject is not None:
             on_subject(result, subject)
-    steps = {name: train_data.committed_step(out, name, storage_options) or 0 for name in PIPELINE_STAGES}
+    steps = {name: committed_step(out, name, storage_options) or 0 for name in PIPELINE_STAGES}
     return ReconstructionReport(out, renders, results, aggregate(results), held_out, metric.network,
                                 metric.description, seed, options, pipeline.guidance_scale(options), steps,
                                 time.perf_counter() - start)

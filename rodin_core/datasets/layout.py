@@ -1,0 +1,80 @@
+"""The store layout: every stage, shard, file and key-prefix name of a dataset root, defined once.
+
+A dataset root (any fsspec URI) holds one folder per stage; each stage holds shards committed by a
+manifest (:mod:`rodin_core.storage`). docs/data-contracts.md describes what each file holds::
+
+    renders/      per shard: views.parquet (one row per view) + subjects.parquet (recipe, caption)
+    decoder/      shard "decoder": decoder.safetensors + decoder.json, phase A's planes
+    triplanes/    per shard: planes.safetensors (float16, subject_<id>) + records.parquet
+    frontals/     per tri-plane shard: frontals.parquet (view 0 of each subject, what encoders read)
+    stats/        shard "stats": the per-channel plane statistics
+    latents/      shard "latents": z of every training subject (the latent prior's data)
+    checkpoints/  one shard per diffusion stage (base, upsampler, prior): the latest checkpoint
+    generated/    one shard per generation request: avatars, turntables, contact sheet
+"""
+
+from __future__ import annotations
+
+RENDERS_STAGE = "renders"
+"""Multi-view renders of the synthetic corpus (paper §4.1, appendix B.2)."""
+VIEWS_TABLE = "views.parquet"
+"""Renders: one row per view (subject id, view index, RGBA PNG, camera, intrinsics)."""
+SUBJECTS_TABLE = "subjects.parquet"
+"""Renders: one row per subject (the recipe that built the avatar, its caption, render time)."""
+
+DECODER_STAGE = "decoder"
+"""The shared MLP decoder fitted in phase A (paper §3.1, appendix B.2)."""
+DECODER_SHARD = "decoder"
+"""Shard id of the one committed decoder in the decoder stage."""
+DECODER_WEIGHTS = "decoder.safetensors"
+"""Decoder weights."""
+DECODER_CONFIG = "decoder.json"
+"""Decoder config and format version."""
+DECODER_WARM_START = "warm_start.safetensors"
+"""Mean of phase A's planes, committed with the decoder: where every other phase-B subject starts."""
+DECODER_SHARED_PLANES = "shared_planes.safetensors"
+"""Phase A's planes (float16, ``subject_<id>``), committed with the decoder: where phase B starts them."""
+
+TRIPLANES_STAGE = "triplanes"
+"""Fitted tri-planes (paper §3.1)."""
+PLANES_FILE = "planes.safetensors"
+"""Tri-planes: one float16 tensor (3, C, H, W) per subject, keyed ``subject_<id>``."""
+RECORDS_FILE = "records.parquet"
+"""Tri-planes: one row of fitting metrics per subject (held-out PSNR, steps, time)."""
+
+FRONTALS_STAGE = "frontals"
+"""View 0 of every fitted subject, copied from the renders (what the encoders read, §3.2)."""
+FRONTALS_FILE = "frontals.parquet"
+"""Frontals: subject id and RGBA PNG."""
+
+STATS_STAGE = "stats"
+"""Per-channel normalisation statistics of the tri-planes (appendix B.1)."""
+STATS_SHARD = "stats"
+"""The only shard of :data:`STATS_STAGE`."""
+STATS_FILE = "stats.safetensors"
+"""Statistics: mean and std per channel."""
+STATS_JSON = "stats.json"
+"""Statistics as JSON, for people."""
+STATS_PREFIX = "stats."
+"""Key prefix of the plane statistics saved among a checkpoint's extra tensors."""
+
+LATENTS_STAGE = "latents"
+"""z of every training subject, the data of the latent prior (appendix B.4)."""
+LATENTS_SHARD = "latents"
+"""The only shard of :data:`LATENTS_STAGE`."""
+LATENTS_FILE = "latents.safetensors"
+"""Latents: ``subject_ids`` (N,) and ``z`` (N, D)."""
+
+CHECKPOINTS_STAGE = "checkpoints"
+"""The trained stages' latest checkpoints, one shard per stage (base, upsampler, prior)."""
+RUNS_FOLDER = "runs"
+"""Folder under :data:`CHECKPOINTS_STAGE` where training runs keep their working checkpoints."""
+
+GENERATED_STAGE = "generated"
+"""Generated avatars, one shard per generation request (paper §4.2)."""
+FRAMES_FILE = "frames.parquet"
+"""Generated: turntable frames (avatar, view, PNG)."""
+CONTACT_SHEET_FILE = "contact-sheet.png"
+"""Generated: one turntable frame per avatar."""
+GENERATION_JSON = "generation.json"
+"""Generated: the request and the checkpoints it was made with."""
