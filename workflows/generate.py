@@ -12,6 +12,10 @@ the full tri-plane resolution (§3.3). The flow body reads like its table of con
 5. tile frame 0 of every turntable into a labelled contact sheet;
 6. commit everything as one shard of the ``generated`` stage (layout in :mod:`workflows.generate_data`);
 7. publish the contact sheet as a Prefect artifact and return where the outputs are.
+
+Besides the flow, the module exports what its callers need of the outputs (``__all__``): the
+names of the shard's files, :func:`export_generated` (a committed shard copied to a local folder,
+as ``rodin sample --dest`` does) and the input errors generation raises.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ from workflows.generate_data import (
     CONTACT_SHEET_FILE,
     FRAMES_FILE,
     GENERATION_ERRORS,
+    GenerateInputError,
     GenerateRequest,
     GenerationPlan,
     avatar_file,
     avatar_sheet,
     commit_generated,
+    export_generated,
     generated_stage,
     generated_uri,
     gif_file,
@@ -43,7 +49,8 @@ from workflows.generate_data import (
 )
 from workflows.logs import relay_logs
 
-__all__ = ["GENERATION_ERRORS", "generate", "load_pipeline"]
+__all__ = ["CONTACT_SHEET_FILE", "GENERATION_ERRORS", "GenerateInputError", "avatar_file", "export_generated",
+           "generate", "load_pipeline"]
 
 TAGS = ["rodin", "generate"]
 ARTIFACT_KEY = "generate-contact-sheet"
