@@ -26,8 +26,8 @@ from fit_speed import DEFAULT_CACHE, load_subjects, phase_a, print_progress
 from torch import Tensor
 
 from rodin_core.config import RodinConfig, apply_overrides, preset_config
-from rodin_core.datasets.renders import iter_subjects, renders_index
 from rodin_core.datasets.decoder import load_decoder
+from rodin_core.datasets.renders import iter_subjects, renders_index
 from rodin_core.datasets.triplanes import iter_planes
 from rodin_core.fitting.loop import evaluate_psnr, fit_subject
 from rodin_core.storage import open_store

@@ -8,6 +8,8 @@ local ``dest``: avatars as ``.safetensors`` (:mod:`rodin_core.generation.avatar`
 GIF plus PNG frames, strips as PNG, meshes as ``.glb``/``.ply``. Plain functions without Prefect,
 so that the commands start fast; bad input raises :class:`GenerateInputError` (or one of
 :data:`rodin_core.generation.job.GENERATION_ERRORS`) with a message that says what to do.
+For callers that reuse or mesh these outputs: :func:`inversion_inputs` identifies what an inversion
+reads, :func:`density_range` tells the density values an avatar's field reaches.
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ from rodin_core.generation.job import (
     TURNTABLE_FPS,
     GenerateInputError,
     GenerateRequest,
+    input_digests,
     load_pipeline,
     trained_config,
     turntable_frames,
     write_file,
 )
 from rodin_core.imaging import contact_sheet, encode_png
-from rodin_core.mesh import DEFAULT_THRESHOLD, MESH_FORMATS, export_mesh, extract_mesh
+from rodin_core.mesh import DEFAULT_THRESHOLD, MESH_FORMATS, density_grid, export_mesh, extract_mesh
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.turntable import save_frames, save_gif, x0_strip
 
@@ -49,6 +52,8 @@ log = logging.getLogger(__name__)
 
 X0_TILES = 6
 """x̂0 renders per diffusion stage in the reverse-process strip."""
+INVERSION_STAGES = ("base", "upsampler")
+"""The checkpoints portrait inversion reads (it needs no latent prior)."""
 
 
 def write_turntable(folder: str | Path, stem: str, frames: np.ndarray) -> list[Path]:
@@ -149,6 +154,15 @@ def invert_portrait(out: str, image_path: str | Path, dest: str | Path, *, seed:
     return {"avatar": str(paths[0]), "turntable": str(paths[1]), "frames": views, "comparison": str(paths[-1])}
 
 
+def inversion_inputs(out: str, storage_options: dict | None = None, preset: str | None = None) -> dict[str, str]:
+    """What identifies the committed inputs of :func:`invert_portrait` under ``out``: the weights sha256 and
+    config hash of the base and upsampler checkpoints, and the decoder's weights sha256.
+
+    Raises :class:`GenerateInputError` naming every missing piece and the command that makes it.
+    """
+    return input_digests(out, storage_options, stages=INVERSION_STAGES, preset=preset)
+
+
 def interpolate_avatars(out: str, a_path: str | Path, b_path: str | Path, dest: str | Path, *, frames: int = 5,
                         seed: int | None = None, guidance_scale: float | None = None, sampler: str | None = None,
                         steps: int | None = None, resolution: int | None = None, preset: str | None = None,
@@ -201,6 +215,16 @@ def mesh_avatar(out: str, avatar_path: str | Path, dest: str | Path, *, resoluti
     log.info("meshed %s at %d^3 in %.1f s", avatar_path, resolution, time.perf_counter() - start)
     return {"mesh": str(path), "vertices": len(mesh.vertices), "faces": len(mesh.faces),
             "watertight": bool(mesh.is_watertight)}
+
+
+def density_range(out: str, avatar_path: str | Path, resolution: int,
+                  storage_options: dict | None = None) -> tuple[float, float]:
+    """Median and peak density of the avatar file's field on the ``resolution``^3 grid of its mesh, e.g. to
+    pick an iso-level for :func:`mesh_avatar` when the field never reaches the default one."""
+    planes = load_avatar(avatar_path).planes.float()  # (3, C, H, W)
+    decoder, _ = load_decoder(out, storage_options)
+    grid = density_grid(planes, decoder, resolution)  # (R, R, R)
+    return float(np.median(grid)), float(grid.max())
 
 
 class X0Recorder:

@@ -1,4 +1,4 @@
-"""The main job (issue 6): the whole chain on one dataset root, from an empty folder to avatars to look at.
+"""The main job: the whole chain on one dataset root, from an empty folder to avatars to look at.
 
 ``demo`` runs the stages of the paper's pipeline one after the other on the embedded default (a
 local folder as the store, a local Ray instance or the cluster at ``ray_address``, Prefect's
@@ -17,7 +17,10 @@ temporary local server unless ``PREFECT_API_URL`` names one):
 
 The first four are the stage flows, run as subflows; the last three are the functions behind
 ``rodin invert``, ``rodin interpolate`` and ``rodin mesh`` (:mod:`workflows.avatar_commands`) as
-tasks. Everything to look at is copied to one local folder (default ``{out}/demo``)::
+tasks. What else the demo needs comes from the public helpers of those modules: whether training is
+complete (:func:`~workflows.train_flows.trained_steps`), the held-out subject's frontal render
+(:func:`~workflows.render_avatars.frontal_views`), what an inversion reads. Everything to look at
+is copied to one local folder (default ``{out}/demo``)::
 
     contact-sheet.png, generation.json      the generated shard's sheet and description
     avatar-000.safetensors ...              the generated avatars (tri-plane + z)
@@ -52,35 +55,27 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-import numpy as np
-import pyarrow.compute as pc
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from rodin_core.config import RodinConfig, load_config
-from rodin_core.datasets.checkpoints import committed_config, committed_step
-from rodin_core.datasets.decoder import load_decoder
-from rodin_core.datasets.layout import CHECKPOINTS_STAGE, CONTACT_SHEET_FILE, RENDERS_STAGE, VIEWS_TABLE
-from rodin_core.datasets.renders import renders_index
-from rodin_core.generation import load_avatar
+from rodin_core.datasets.layout import CONTACT_SHEET_FILE, RENDERS_STAGE
 from rodin_core.generation.job import (
     GenerateInputError,
     avatar_file,
     export_generated,
-    input_digests,
 )
-from rodin_core.mesh import DEFAULT_THRESHOLD, density_grid
-from rodin_core.stage_specs import STAGE_NAMES, train_config_for
+from rodin_core.mesh import DEFAULT_THRESHOLD
+from rodin_core.stage_specs import STAGE_NAMES
 from rodin_core.storage import config_hash, open_store
 from workflows import avatar_commands
 from workflows.fit_triplanes import fit_triplanes
 from workflows.generate import generate
 from workflows.logs import relay_logs
-from workflows.render_avatars import render_avatars
-from workflows.train_flows import train_all
-from workflows.train_ray import ray_session
-from workflows.train_worker import ResumeMismatchError, check_compatible
+from workflows.ray_runner import ray_session
+from workflows.render_avatars import frontal_views, render_avatars
+from workflows.train_flows import checkpoint_uri, train_all, trained_steps
 
 STAGES = ("render", "fit", "train", "generate", "invert", "interpolate", "mesh")
 """The demo's stages, in order; also the keys of ``timings.json`` (with ``total``)."""
@@ -89,7 +84,7 @@ TIMINGS_FILE = "timings.json"
 RECORD_FILE = "demo.json"
 MESH_FILE = "avatar-000.glb"
 ARTIFACT_KEY = "demo-summary"
-RAY_LOGGER = "workflows.train_ray"
+RAY_LOGGER = "workflows.ray_runner"
 """The logger that says where the Ray instance started for the demo and its dashboard are."""
 TAGS = ["rodin", "demo"]
 
@@ -295,24 +290,7 @@ def train_stages(run: DemoRun, cfg: RodinConfig, preset: str, config_file: str |
             steps = {name: summary[name]["steps"] for name in STAGE_NAMES}
             record.reused = all(summary[name]["steps_run"] == 0 for name in STAGE_NAMES)
         record.detail = {"steps": steps}
-        record.outputs = [f"{run.out}/{CHECKPOINTS_STAGE}/{name}" for name in STAGE_NAMES]
-
-
-def trained_steps(cfg: RodinConfig, out: str, storage_options: dict | None = None) -> dict[str, int] | None:
-    """``{stage: committed step}`` when every stage's committed checkpoint has at least its configured steps
-    and the network and diffusion of ``cfg``; else None (``train-all`` then resumes or refuses)."""
-    steps = {}
-    for name in STAGE_NAMES:
-        step = committed_step(out, name, storage_options)
-        if step is None or step < train_config_for(name, cfg).steps:
-            return None
-        try:
-            check_compatible(name, cfg, committed_config(out, name, storage_options) or {},
-                             f"committed checkpoint {out}/{CHECKPOINTS_STAGE}/{name}")
-        except ResumeMismatchError:
-            return None
-        steps[name] = step
-    return steps
+        record.outputs = [checkpoint_uri(run.out, name) for name in STAGE_NAMES]
 
 
 def generate_avatars(run: DemoRun, preset: str, n: int, seed: int, views: int) -> dict[str, str]:
@@ -338,20 +316,18 @@ def read_heldout_portrait(cfg: RodinConfig, out: str, storage_options: dict | No
     """
     subject = cfg.corpus.subjects - 1
     held_out = not cfg.corpus.is_training_subject(subject)
-    stage = open_store(out, storage_options).stage(RENDERS_STAGE)
-    sources = renders_index(stage)
-    if subject not in sources:
+    shard_id, pngs = frontal_views(out, subject, storage_options)
+    if shard_id is None:
+        renders = open_store(out, storage_options).stage(RENDERS_STAGE).uri
         raise GenerateInputError(f"subject {subject} (the last of corpus.subjects={cfg.corpus.subjects}) is in no "
-                                 f"committed renders shard of {stage.uri}; render it: `rodin render --out {out}`")
-    table = stage.read_table(sources[subject].shard_id, VIEWS_TABLE, columns=["subject_id", "view_index", "png"])
-    rows = table.filter(pc.and_(pc.equal(table["subject_id"], subject), pc.equal(table["view_index"], 0)))
-    if rows.num_rows != 1:
-        raise GenerateInputError(f"renders shard {sources[subject].shard_id} holds {rows.num_rows} frontal views "
-                                 f"(view 0) of subject {subject}, expected 1; re-render it")
+                                 f"committed renders shard of {renders}; render it: `rodin render --out {out}`")
+    if len(pngs) != 1:
+        raise GenerateInputError(f"renders shard {shard_id} holds {len(pngs)} frontal views (view 0) of subject "
+                                 f"{subject}, expected 1; re-render it")
     if not held_out:
         get_run_logger().warning("corpus.holdout_subjects=0: subject %d was seen in diffusion training, so its "
                                  "inversion is not of a held-out subject", subject)
-    return subject, held_out, rows.column("png")[0].as_py()
+    return subject, held_out, pngs[0]
 
 
 @task(cache_policy=NO_CACHE, tags=TAGS)
@@ -369,8 +345,7 @@ def invert_heldout(run: DemoRun, cfg: RodinConfig, preset: str, seed: int, views
         subject, held_out, png = read_heldout_portrait(cfg, run.out, run.storage_options)
         path = run.folder / f"subject-{subject:06d}-frontal.png"
         record.command = _invert_command(run, path.name, preset, seed, views)
-        fingerprint = config_hash({"inputs": input_digests(run.out, run.storage_options, stages=("base", "upsampler"),
-                                                           preset=preset),
+        fingerprint = config_hash({"inputs": avatar_commands.inversion_inputs(run.out, run.storage_options, preset),
                                    "portrait_sha256": hashlib.sha256(png).hexdigest(), "seed": seed, "views": views})
         if run.reuse("invert", record, fingerprint):
             return
@@ -426,7 +401,7 @@ def mesh_avatar_file(out: str, avatar: Path, mesh: Path, resolution: int, thresh
         except GenerateInputError:
             if threshold is not None:
                 raise
-            median, peak = density_range(out, avatar, resolution, storage_options)
+            median, peak = avatar_commands.density_range(out, avatar, resolution, storage_options)
             if peak > DEFAULT_THRESHOLD:
                 raise
         level = (median + peak) / 2.0
@@ -436,14 +411,6 @@ def mesh_avatar_file(out: str, avatar: Path, mesh: Path, resolution: int, thresh
         result = avatar_commands.mesh_avatar(out, avatar, mesh, resolution=resolution, threshold=level,
                                              storage_options=storage_options)
         return {**result, "threshold": level, "peak_density": peak}
-
-
-def density_range(out: str, avatar: Path, resolution: int, storage_options: dict | None) -> tuple[float, float]:
-    """Median and peak density of the avatar file's field on the ``resolution``^3 grid of its mesh."""
-    planes = load_avatar(avatar).planes.float()  # (3, C, H, W)
-    decoder, _ = load_decoder(out, storage_options)
-    grid = density_grid(planes, decoder, resolution)  # (R, R, R)
-    return float(np.median(grid)), float(grid.max())
 
 
 def mesh_generated(run: DemoRun, shard: dict[str, str], resolution: int, threshold: float | None) -> None:

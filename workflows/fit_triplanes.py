@@ -12,7 +12,8 @@ held-out views as artifacts, also written under ``{out}/reports/``.
 A re-run fits only what is not committed for the current config; ``shards=[i, ...]`` re-fits
 those shards even when committed (the newest commit wins); ``only_failed`` re-fits the shards
 whose records hold a failed subject or that failed without a commit. A shard that still fails
-after its retries does not stop the others: the flow reports, then fails naming it.
+after its retries does not stop the others: the flow reports, then fails naming it (the shard
+machinery it shares with ``render-avatars`` is in :mod:`workflows.shards`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ from prefect.task_runners import TaskRunner
 from prefect_ray.context import remote_options
 
 from rodin_core.config import RodinConfig
-from rodin_core.datasets.layout import DECODER_STAGE, RENDERS_STAGE, TRIPLANES_STAGE
-from rodin_core.datasets.renders import RenderSource
+from rodin_core.datasets.decoder import committed_decoder
+from rodin_core.datasets.layout import DECODER_STAGE, DECODER_WEIGHTS, RENDERS_STAGE, TRIPLANES_STAGE
+from rodin_core.datasets.renders import RenderSource, renders_index
 from rodin_core.fitting import shard_job as fit_data
 from rodin_core.fitting.shard_job import FitPlan, FitShardJob, FitShardReport
 from rodin_core.imaging import encode_png
@@ -48,16 +50,15 @@ from workflows.artifacts import (
     write_report,
 )
 from workflows.logs import relay_logs
-from workflows.ray_runner import (
-    RodinRayTaskRunner,
-    build_task_runner,
-    dashboard_message,
-)
-from workflows.render_avatars import (
+from workflows.ray_runner import RodinRayTaskRunner, build_task_runner
+from workflows.shards import (
+    FailureWording,
     ShardsFailedError,
     build_config,
-    make_importable_by_ray_workers,
-    wait_for_shards,
+    failed_rows,
+    open_runner,
+    shard_counts,
+    submit_shards,
 )
 
 MODULE = "workflows.fit_triplanes"
@@ -72,16 +73,13 @@ PARAMETER_FIELDS = {"shared_subjects": "fit.shared_subjects", "steps": "fit.step
 """Flow parameters that override one config field each."""
 LOGGER = fit_data.__name__
 """The logger whose records (progress lines) the tasks relay into their run logs."""
+FAILURE_WORDING = FailureWording(
+    kind="tri-plane", stage=TRIPLANES_STAGE, retries=RETRIES,
+    remedy="re-fit only the failed ones with `rodin fit ... --only-failed` (or --shards N)", records="Failure records")
 
 
 class FitShardsFailedError(ShardsFailedError):
     """Some fitting shards failed after all their retries; ``summary`` is the flow's summary of the run."""
-
-    kind = "tri-plane"
-    stage = TRIPLANES_STAGE
-    retries = RETRIES
-    remedy = "re-fit only the failed ones with `rodin fit ... --only-failed` (or --shards N)"
-    records = "Failure records"
 
 
 @dataclass(frozen=True)
@@ -101,7 +99,7 @@ class FitSetup:
 def plan_fitting(cfg: RodinConfig, renders: str, out: str, storage_options: dict | None, shards: list[int] | None,
                  only_failed: bool) -> FitSetup:
     """Plan the fitting shards over the committed renders and check whether the decoder is committed."""
-    sources = fit_data.renders_index(open_store(renders, storage_options).stage(RENDERS_STAGE))
+    sources = renders_index(open_store(renders, storage_options).stage(RENDERS_STAGE))
     plan = fit_data.fitting_plan(list(sources), cfg.fit.shared_subjects, cfg.fit.shard_size)
     bad = [i for i in shards or [] if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(plan.shards)]
     if bad:
@@ -109,12 +107,12 @@ def plan_fitting(cfg: RodinConfig, renders: str, out: str, storage_options: dict
                          f"fit.shard_size={cfg.fit.shard_size} give indices 0..{len(plan.shards) - 1}")
     store = open_store(out, storage_options)
     digest = fit_data.decoder_hash(cfg, plan.shared_ids, sources)
-    manifest = fit_data.committed_decoder(store.stage(DECODER_STAGE), digest)
+    manifest = committed_decoder(store.stage(DECODER_STAGE), digest)
     selected = sorted(set(shards)) if shards is not None else None
     if only_failed:
         failed = fit_data.failed_shards(store.stage(TRIPLANES_STAGE), len(plan.shards))
         selected = [i for i in failed if selected is None or i in selected]
-    sha = manifest.file(fit_data.DECODER_WEIGHTS).sha256 if manifest is not None else None
+    sha = manifest.file(DECODER_WEIGHTS).sha256 if manifest is not None else None
     return FitSetup(plan, sources, digest, sha, selected)
 
 
@@ -188,13 +186,9 @@ def _largest_node_cpus(runner: TaskRunner) -> int:
 def fit_pending_shards(cfg: RodinConfig, renders: str, out: str, pending: list[FitShardJob],
                        storage_options: dict | None, runner: TaskRunner) -> tuple[list[FitShardReport], dict[str, str]]:
     """Run ``fit_shard`` for every pending shard (1 CPU each on Ray); wait for all of them."""
-    if not pending:
-        return [], {}
-    with remote_options(num_cpus=1):
-        futures = {job.shard_id: runner.submit(fit_shard, {
-            "cfg": cfg, "renders": renders, "out": out, "job": job, "storage_options": storage_options})
-            for job in pending}
-    return wait_for_shards(futures)
+    return submit_shards(runner, fit_shard, {job.shard_id: {
+        "cfg": cfg, "renders": renders, "out": out, "job": job, "storage_options": storage_options}
+        for job in pending}, num_cpus=1)
 
 
 @task(retries=1, cache_policy=NO_CACHE, tags=["rodin", "fit"])
@@ -243,11 +237,7 @@ def fit_triplanes(
     setup = plan_fitting(cfg, renders, out, storage_options, shards, only_failed)
     get_run_logger().info("%d rendered subjects in %d fitting shards (%d of them phase A's)", len(setup.sources),
                           len(setup.plan.shards), setup.plan.shared_shards)
-    with runner:
-        message = dashboard_message(runner)
-        if message:
-            get_run_logger().info(message)
-        make_importable_by_ray_workers(__name__, MODULE)
+    with open_runner(runner, __name__, MODULE):
         decoder_sha = ensure_decoder(cfg, renders, out, setup, storage_options, runner)
         pending, skipped, not_run = find_pending_fit_shards(cfg, out, setup, decoder_sha, storage_options)
         get_run_logger().info("phase B: %d shards to fit, %d current, %d not selected", len(pending), len(skipped),
@@ -256,7 +246,7 @@ def fit_triplanes(
     summary = publish_reports(cfg, renders, out, storage_options, setup, decoder_sha, fitted, skipped, failed,
                               not_run, time.perf_counter() - start)
     if failed:
-        raise FitShardsFailedError(summary)
+        raise FitShardsFailedError(summary, FAILURE_WORDING)
     return summary
 
 
@@ -274,10 +264,7 @@ def publish_reports(cfg: RodinConfig, renders: str, out: str, storage_options: d
     records = fit_data.records_of(stage, current)
     rows = [shard_row(r, "skipped" if r.skipped else "fitted", setup.sources, records.get(r.shard_id, []))
             for r in [*fitted, *skipped]]
-    for shard_id, error in failed.items():
-        attempts = stage.failures(shard_id)
-        attempt = str(attempts[-1].get("attempt_id", "")) if attempts else ""
-        rows.append(ShardRow(shard_id, "failed", len(ids_of[shard_id]), 0, 0.0, attempt, error))
+    rows += failed_rows(stage, failed, {shard_id: len(ids) for shard_id, ids in ids_of.items()})
     rows += [ShardRow(s, "not selected", len(ids_of[s]), 0, 0.0, "") for s in not_run]
     publish_shard_report(ARTIFACT_KEY, "Fit tri-planes", rows, seconds, out, done="fitted")
     page = [totals_markdown("Fit tri-planes", rows, seconds, out, done="fitted"), ""]
@@ -353,9 +340,7 @@ def summarize(fitted: list[FitShardReport], skipped: list[FitShardReport], faile
     """The flow's summary (see :func:`fit_triplanes`)."""
     summary = {
         "decoder": "committed" if decoder_fitted else "reused",
-        "shards_total": len(fitted) + len(skipped) + len(failed), "shards_fitted": len(fitted),
-        "shards_skipped": len(skipped), "shards_failed": dict(sorted(failed.items())),
-        "subjects": sum(len(r.subject_ids) for r in fitted),
+        **shard_counts("fitted", fitted, skipped, failed),
         "subject_errors": sum(r.subject_errors for r in fitted),
         "psnr_median": round(statistics.median(values), 3) if values else None,
         "psnr_min": round(min(values), 3) if values else None,

@@ -12,6 +12,9 @@ the full tri-plane resolution (§3.3). The flow body reads like its table of con
 5. tile frame 0 of every turntable into a labelled contact sheet;
 6. commit everything as one shard of the ``generated`` stage (layout in :mod:`rodin_core.generation.job`);
 7. publish the contact sheet as a Prefect artifact and return where the outputs are.
+
+What the flow reads and writes, and the input errors it raises, are library code in
+:mod:`rodin_core.generation.job`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from prefect.cache_policies import NO_CACHE
 from rodin_core.datasets.layout import CONTACT_SHEET_FILE, FRAMES_FILE
 from rodin_core.generation import Avatar, GenerationPipeline
 from rodin_core.generation.job import (
-    GENERATION_ERRORS,
     GenerateRequest,
     GenerationPlan,
     avatar_file,
@@ -42,7 +44,7 @@ from rodin_core.generation.job import (
 from workflows.artifacts import publish_image
 from workflows.logs import relay_logs
 
-__all__ = ["GENERATION_ERRORS", "generate", "load_pipeline"]
+__all__ = ["generate"]
 
 TAGS = ["rodin", "generate"]
 ARTIFACT_KEY = "generate-contact-sheet"

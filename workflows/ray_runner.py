@@ -8,16 +8,22 @@ for machines without Ray.
 Ray workers must import this project: on a local instance they get the project root on their
 ``PYTHONPATH``; on a cluster the project root is shipped as the job's ``working_dir`` unless a
 ``runtime_env`` is given (e.g. when the cluster's image already contains the project).
+
+:func:`ray_session` holds one Ray instance for a block: the training flows' Ray Train jobs run on
+it, and flows run in a row inside it share it instead of each starting their own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import ray
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect_ray.task_runners import RayTaskRunner
 
@@ -112,6 +118,28 @@ def build_task_runner(
             raise ValueError(f"ray_address={ray_address!r} needs task_runner='ray', got task_runner='threads'")
         return ThreadPoolTaskRunner(max_workers=workers or os.cpu_count() or 1)
     raise ValueError(f"unknown task runner {kind!r}; choose one of {TASK_RUNNERS}")
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Ray for the trainers, or for several flows run in a row: the instance this process is connected to,
+    else the cluster at ``address``, else a local instance with every core (shut down at the end of the block)."""
+    if ray.is_initialized():
+        yield
+        return
+    kwargs: dict[str, Any] = {"runtime_env": ray_runtime_env(address)}
+    if address is None:
+        kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=dashboard_available())
+    else:
+        kwargs["address"] = address
+    context = ray.init(**kwargs)
+    url = getattr(context, "dashboard_url", None)
+    log.info("Ray %s; %s", f"cluster at {address}" if address else "started locally",
+             f"dashboard (Train tab) at http://{url}" if url else "no dashboard (install ray[default])")
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def dashboard_message(runner: TaskRunner) -> str | None:

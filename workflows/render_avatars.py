@@ -9,25 +9,20 @@ A shard that still fails after its retries does not stop the others: the flow fi
 shard, publishes its reports, and only then fails, naming each failed shard and its error.
 Re-running the flow renders only what is not committed (failed shards, or shards whose manifest
 was deleted). Storage credentials belong in the environment (e.g. ``AWS_*``), not in
-``storage_options``, which the Prefect server stores with the run's parameters.
+``storage_options``, which the Prefect server stores with the run's parameters. What the sharded
+flows share (runner, submission, failures, summary counts) is in :mod:`workflows.shards`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import sys
 import time
-from collections.abc import Mapping
 from typing import Any, Literal
 
+import pyarrow.compute as pc
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner
-from prefect_ray.context import remote_options
-from ray import cloudpickle as ray_cloudpickle
 
 from render.shard_job import (
     ShardReport,
@@ -37,10 +32,12 @@ from render.shard_job import (
     render_shard_to_store,
     shard_plan,
 )
-from rodin_core.config import RodinConfig, load_config
+from rodin_core.config import RodinConfig
+from rodin_core.datasets.layout import RENDERS_STAGE, VIEWS_TABLE
 from rodin_core.datasets.renders import frontal_contact_sheet
 from rodin_core.imaging import encode_png
 from rodin_core.storage import open_store, shard_id_for
+from workflows import shards
 from workflows.artifacts import (
     ShardRow,
     publish_image,
@@ -48,11 +45,11 @@ from workflows.artifacts import (
     write_report,
 )
 from workflows.logs import relay_logs
-from workflows.ray_runner import build_task_runner, dashboard_message
+from workflows.ray_runner import build_task_runner
 
 MODULE = "workflows.render_avatars"
 """The import name of this module, under which Ray workers find its tasks."""
-STAGE = "renders"
+
 ARTIFACT_KEY = "render-avatars"
 CONTACT_SHEET_PATH = "reports/render-contact-sheet.png"
 CONTACT_SHEET_SUBJECTS = 16
@@ -65,53 +62,23 @@ PARAMETER_FIELDS = {
     "asset_dir": "corpus.asset_dir", "views": "render.views", "resolution": "render.resolution",
 }
 """Flow parameters that override one config field each."""
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-"""Terminal colour codes (Ray colours its task names in error messages)."""
+FAILURE_WORDING = shards.FailureWording(kind="render", stage=RENDERS_STAGE, retries=RETRIES,
+                                        remedy="re-run the flow to retry only the failed ones",
+                                        records="Failure records with Blender's log")
 
 
-class ShardsFailedError(RuntimeError):
-    """Some shards failed after all their retries; ``summary`` is the flow's summary of the run.
+def render_config(preset: str, config_file: str | None, overrides: list[str] | None, **fields: Any) -> RodinConfig:
+    """The config of this flow: preset, YAML file, ``overrides``, then its parameters (``subjects=`` ...).
 
-    Subclasses of other stages set the class attributes that word the message.
+    Raises :class:`~rodin_core.config.ConfigError` naming any bad key or value.
     """
-
-    kind = "render"
-    stage = STAGE
-    retries = RETRIES
-    remedy = "re-run the flow to retry only the failed ones"
-    records = "Failure records with Blender's log"
-
-    def __init__(self, summary: dict[str, Any]) -> None:
-        failed = summary["shards_failed"]
-        listing = "; ".join(f"{shard}: {error.splitlines()[0] if error else ''}" for shard, error in failed.items())
-        super().__init__(
-            f"{len(failed)} of {summary['shards_total']} {self.kind} shards failed, each after up to {self.retries} "
-            f"retries ({listing}). The other shards are committed; {self.remedy}. "
-            f"{self.records}: {summary['store']}/{self.stage}/failures/")
-        self.summary = summary
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.summary,)
-
-
-def build_config(preset: str, config_file: str | None, overrides: list[str] | None,
-                 parameter_fields: Mapping[str, str] = PARAMETER_FIELDS, **fields: Any) -> RodinConfig:
-    """Preset, then YAML file, then ``overrides``, then the flow's own parameters (``subjects=`` ...).
-
-    ``parameter_fields`` maps each flow parameter to the config field it overrides (default: this
-    flow's). Raises :class:`~rodin_core.config.ConfigError` naming any bad key or value.
-    """
-    unknown = sorted(set(fields) - set(parameter_fields))
-    if unknown:
-        raise TypeError(f"unknown config parameters {unknown}; valid ones: {sorted(parameter_fields)}")
-    extra = [f"{parameter_fields[name]}={json.dumps(value)}" for name, value in fields.items() if value is not None]
-    return load_config(preset, config_file, [*(overrides or []), *extra])
+    return shards.build_config(preset, config_file, overrides, PARAMETER_FIELDS, **fields)
 
 
 @task(cache_policy=NO_CACHE, tags=["rodin", "render"])
 def find_pending_shards(cfg: RodinConfig, out: str, storage_options: dict | None) -> tuple[list[int], list[ShardReport]]:
     """Shard indices still to render, and reports of the shards committed for the same config."""
-    stage = open_store(out, storage_options).stage(STAGE)
+    stage = open_store(out, storage_options).stage(RENDERS_STAGE)
     digest = render_config_hash(cfg, asset_catalog(cfg))
     pending, skipped = [], []
     for index, subject_ids in shard_plan(cfg):
@@ -137,44 +104,15 @@ def render_pending_shards(cfg: RodinConfig, out: str, pending: list[int], storag
     """Run ``render_shard`` for every pending shard on ``runner``; wait for all of them.
 
     Returns the reports of the committed shards and ``{shard id: error}`` of those that failed
-    after their retries. Each task reserves ``render.threads`` CPUs on Ray (1 when threads is 0).
+    after their retries. Each task reserves ``render.threads`` CPUs on Ray (1 when threads is 0);
+    with nothing pending, the runner (and Ray) is not started.
     """
-    logger = get_run_logger()
     if not pending:
         return [], {}
-    with runner:
-        message = dashboard_message(runner)
-        if message:
-            logger.info(message)
-        make_importable_by_ray_workers()
-        with remote_options(num_cpus=max(1, cfg.render.threads)):
-            futures = {shard_id_for(i): runner.submit(render_shard, {
-                "cfg": cfg, "out": out, "shard_index": i, "storage_options": storage_options}) for i in pending}
-        return wait_for_shards(futures)
-
-
-def make_importable_by_ray_workers(module_name: str = __name__, import_name: str = MODULE) -> None:
-    """Let Ray workers unpickle a flow module's tasks even when Prefect loaded it by file path.
-
-    A file entrypoint (``workflows/render_avatars.py:render_avatars``) loads the file as a module
-    named ``render_avatars`` (``module_name``) instead of ``import_name``, which workers cannot
-    import; Ray then pickles it by value instead. Defaults: this module.
-    """
-    if module_name != import_name:
-        ray_cloudpickle.register_pickle_by_value(sys.modules[module_name])
-
-
-def wait_for_shards(futures: dict[str, PrefectFuture]) -> tuple[list[ShardReport], dict[str, str]]:
-    """Results of every future; a failed one becomes ``{shard id: "ErrorType: message"}``."""
-    logger = get_run_logger()
-    reports, failures = [], {}
-    for shard_id, future in futures.items():
-        try:
-            reports.append(future.result())
-        except Exception as exc:  # noqa: BLE001 - one shard's failure must not lose the others' results
-            failures[shard_id] = ANSI_ESCAPE.sub("", f"{type(exc).__name__}: {exc}")
-            logger.error("shard %s failed: %s", shard_id, failures[shard_id])
-    return reports, failures
+    with shards.open_runner(runner, __name__, MODULE):
+        return shards.submit_shards(runner, render_shard, {shard_id_for(i): {
+            "cfg": cfg, "out": out, "shard_index": i, "storage_options": storage_options} for i in pending},
+            num_cpus=max(1, cfg.render.threads))
 
 
 @task(retries=1, cache_policy=NO_CACHE, tags=["rodin", "render"])
@@ -185,7 +123,7 @@ def make_contact_sheet(out: str, storage_options: dict | None, shard_ids: list[s
     its URI, or None when there is no shard.
     """
     store = open_store(out, storage_options)
-    sheet = frontal_contact_sheet(store.stage(STAGE), shard_ids, CONTACT_SHEET_SUBJECTS, CONTACT_SHEET_COLUMNS,
+    sheet = frontal_contact_sheet(store.stage(RENDERS_STAGE), shard_ids, CONTACT_SHEET_SUBJECTS, CONTACT_SHEET_COLUMNS,
                                   THUMBNAIL_PX)
     if sheet is None:
         return None
@@ -193,18 +131,28 @@ def make_contact_sheet(out: str, storage_options: dict | None, shard_ids: list[s
     return png, write_report(store, CONTACT_SHEET_PATH, png)
 
 
+def frontal_views(out: str, subject_id: int, storage_options: dict | None = None) -> tuple[str | None, list[bytes]]:
+    """The committed renders shard of ``out`` holding ``subject_id`` and the subject's frontal views there.
+
+    Returns ``(shard id, RGBA PNGs of view 0)``, one PNG in a sound shard (the last shard when
+    several hold the subject), or ``(None, [])`` when no committed shard holds it.
+    """
+    stage = open_store(out, storage_options).stage(RENDERS_STAGE)
+    holding = [s for s in stage.committed_shards() if subject_id in stage.read_manifest(s).subject_ids]
+    if not holding:
+        return None, []
+    table = stage.read_table(holding[-1], VIEWS_TABLE, columns=["subject_id", "view_index", "png"])
+    rows = table.filter(pc.and_(pc.equal(table["subject_id"], subject_id), pc.equal(table["view_index"], 0)))
+    return holding[-1], rows.column("png").to_pylist()
+
+
 def shard_rows(cfg: RodinConfig, out: str, storage_options: dict | None, rendered: list[ShardReport],
                skipped: list[ShardReport], failed: dict[str, str]) -> list[ShardRow]:
     """One table row per shard of the plan, with the last failed attempt of each failed shard."""
     rows = [ShardRow(r.shard_id, "skipped" if r.skipped else "rendered", len(r.subject_ids),
                      len(r.subject_ids) * r.views, r.seconds, r.attempt_id) for r in [*rendered, *skipped]]
-    stage = open_store(out, storage_options).stage(STAGE)
     sizes = {shard_id_for(i): len(ids) for i, ids in shard_plan(cfg)}
-    for shard_id, error in failed.items():
-        records = stage.failures(shard_id)
-        attempt = str(records[-1].get("attempt_id", "")) if records else ""
-        rows.append(ShardRow(shard_id, "failed", sizes[shard_id], 0, 0.0, attempt, error))
-    return rows
+    return rows + shards.failed_rows(open_store(out, storage_options).stage(RENDERS_STAGE), failed, sizes)
 
 
 @flow(name="render-avatars")
@@ -228,11 +176,11 @@ def render_avatars(
     ``task_runner``: ``ray`` (local Ray with every core, or the cluster at ``ray_address``) or
     ``threads``. Returns the summary ``{shards_total, shards_rendered, shards_skipped,
     shards_failed: {shard id: error}, subjects, views, seconds, contact_sheet, store}`` where
-    ``subjects``/``views`` count what this run rendered; raises :class:`ShardsFailedError` (with
+    ``subjects``/``views`` count what this run rendered; raises :class:`~workflows.shards.ShardsFailedError` (with
     that summary) after the artifacts when some shard failed.
     """
     start = time.perf_counter()
-    cfg = build_config(preset, config_file, overrides, subjects=subjects, views=views, resolution=resolution,
+    cfg = render_config(preset, config_file, overrides, subjects=subjects, views=views, resolution=resolution,
                        seed=seed, shard_size=shard_size, asset_dir=asset_dir)
     runner = build_task_runner(task_runner, ray_address, workers=_parallel_shards(cfg, task_runner))
     pending, skipped = find_pending_shards(cfg, out, storage_options)
@@ -243,7 +191,7 @@ def render_avatars(
     sheet_uri = publish_reports(cfg, out, storage_options, rendered, skipped, failed, seconds)
     summary = summarize(rendered, skipped, failed, seconds, sheet_uri, out)
     if failed:
-        raise ShardsFailedError(summary)
+        raise shards.ShardsFailedError(summary, FAILURE_WORDING)
     return summary
 
 
@@ -275,9 +223,7 @@ def summarize(rendered: list[ShardReport], skipped: list[ShardReport], failed: d
     skipped = [*skipped, *(r for r in rendered if r.skipped)]  # committed meanwhile by another run
     rendered = [r for r in rendered if not r.skipped]
     summary = {
-        "shards_total": len(rendered) + len(skipped) + len(failed), "shards_rendered": len(rendered),
-        "shards_skipped": len(skipped), "shards_failed": dict(sorted(failed.items())),
-        "subjects": sum(len(r.subject_ids) for r in rendered),
+        **shards.shard_counts("rendered", rendered, skipped, failed),
         "views": sum(len(r.subject_ids) * r.views for r in rendered),
         "seconds": round(seconds, 3), "contact_sheet": contact_sheet_uri, "store": out,
     }

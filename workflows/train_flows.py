@@ -8,7 +8,8 @@ of sampled renders as artifacts, also written under ``{out}/reports/``.
 
 ``train-all`` is the DAG after fitting: the base model and the upsampler train side by side (the
 upsampler learns from fitted tri-planes, not from base samples, §3.3), then the latent prior on
-the latents of the trained base's encoder (appendix B.4).
+the latents of the trained base's encoder (appendix B.4). :func:`trained_steps` tells whether every
+stage's committed checkpoint is already complete for a config, so that there is nothing to train.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from prefect.futures import PrefectFuture
 from prefect.states import State
 
 from rodin_core.config import CorpusConfig, RodinConfig, load_config
+from rodin_core.datasets.checkpoints import committed_config, committed_step
 from rodin_core.datasets.errors import StageInputError
 from rodin_core.datasets.frontals import FrontalsJob, extract_frontals_shard
+from rodin_core.datasets.layout import CHECKPOINTS_STAGE
 from rodin_core.datasets.plane_stats import ensure_stats
 from rodin_core.imaging import encode_png
 from rodin_core.stage_specs import STAGE_NAMES, train_config_for
@@ -32,8 +35,9 @@ from rodin_core.storage import open_store
 from rodin_core.training import report as train_report
 from workflows.artifacts import publish_image, write_report
 from workflows.logs import relay_logs
-from workflows.train_ray import TrainingError, ray_session, run_training
-from workflows.train_worker import ResumeMismatchError
+from workflows.ray_runner import ray_session
+from workflows.train_ray import TrainingError, run_training
+from workflows.train_worker import ResumeMismatchError, check_compatible
 
 STAGE_FLOWS = {"base": "train-base", "upsampler": "train-upsampler", "prior": "train-latent-prior"}
 RETRIES = 2
@@ -269,6 +273,28 @@ def train_all(out: str = "data/tiny", renders: str | None = None, preset: str = 
     if failed:
         raise TrainingStagesFailedError(summary, failed)
     return summary
+
+
+def checkpoint_uri(out: str, stage_name: str) -> str:
+    """Where the committed checkpoint of ``stage_name`` is under the dataset root ``out``."""
+    return f"{out}/{CHECKPOINTS_STAGE}/{stage_name}"
+
+
+def trained_steps(cfg: RodinConfig, out: str, storage_options: dict | None = None) -> dict[str, int] | None:
+    """``{stage: committed step}`` when every stage's committed checkpoint has at least its configured steps
+    and the network and diffusion of ``cfg``; else None (``train-all`` then resumes or refuses)."""
+    steps = {}
+    for name in STAGE_NAMES:
+        step = committed_step(out, name, storage_options)
+        if step is None or step < train_config_for(name, cfg).steps:
+            return None
+        try:
+            check_compatible(name, cfg, committed_config(out, name, storage_options) or {},
+                             f"committed checkpoint {checkpoint_uri(out, name)}")
+        except ResumeMismatchError:
+            return None
+        steps[name] = step
+    return steps
 
 
 def shared_cpus_per_worker(cfg: RodinConfig) -> int:

@@ -27,11 +27,10 @@ What each worker does is in :mod:`workflows.train_worker`; this module is the dr
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
@@ -56,7 +55,7 @@ from rodin_core.datasets.layout import CHECKPOINTS_STAGE, RUNS_FOLDER
 from rodin_core.stage_specs import STAGE_NAMES, train_config_for
 from rodin_core.storage import Store, absolute_uri, open_store
 from rodin_core.training.latents import ensure_latents
-from workflows.ray_runner import dashboard_available, ray_runtime_env
+from workflows.ray_runner import ray_session
 from workflows.train_worker import TrainJob, check_compatible, train_worker
 
 log = logging.getLogger(__name__)
@@ -189,28 +188,6 @@ def ray_storage(store: Store) -> tuple[str, pyarrow.fs.FileSystem | None]:
 
 def _run_exists(store: Store, name: str) -> bool:
     return bool(store.fs.exists(f"{store.root}/{CHECKPOINTS_STAGE}/{RUNS_FOLDER}/{name}"))
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None) -> Iterator[None]:
-    """Ray for the trainers: the instance this process is connected to, else the cluster at ``address``,
-    else a local instance with every core (shut down at the end of the block)."""
-    if ray.is_initialized():
-        yield
-        return
-    kwargs: dict[str, Any] = {"runtime_env": ray_runtime_env(address)}
-    if address is None:
-        kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=dashboard_available())
-    else:
-        kwargs["address"] = address
-    context = ray.init(**kwargs)
-    url = getattr(context, "dashboard_url", None)
-    log.info("Ray %s; %s", f"cluster at {address}" if address else "started locally",
-             f"dashboard (Train tab) at http://{url}" if url else "no dashboard (install ray[default])")
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 def default_cpus_per_worker(workers: int) -> int:

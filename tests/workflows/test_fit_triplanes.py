@@ -32,6 +32,7 @@ from rodin_core.config import load_config
 from rodin_core.datasets.decoder import load_shared_planes, load_warm_start
 from rodin_core.datasets.errors import FitDataError
 from rodin_core.datasets.layout import PLANES_FILE, RECORDS_FILE
+from rodin_core.datasets.renders import renders_index
 from rodin_core.datasets.triplane_records import planes_from_safetensors
 from rodin_core.fitting import shard_job as fit_data
 from rodin_core.imaging import decode_png
@@ -124,7 +125,7 @@ def test_plan_and_hashes() -> None:
 
 def test_renders_become_subject_views(renders_root: Path) -> None:
     stage = open_store(str(renders_root)).stage("renders")
-    sources = fit_data.renders_index(stage)
+    sources = renders_index(stage)
     assert sorted(sources) == list(range(6)) and sources[4].shard_id == "shard-000001" and sources[4].views == 6
     subjects = list(fit_data.iter_subjects(stage, [1, 4], sources))
     assert [s.subject_id for s in subjects] == [1, 4]
@@ -135,7 +136,7 @@ def test_renders_become_subject_views(renders_root: Path) -> None:
     with pytest.raises(FitDataError, match="subject 9 is in no committed renders shard"):
         list(fit_data.iter_subjects(stage, [9], sources))
     with pytest.raises(FitDataError, match="no committed renders shard"):
-        fit_data.renders_index(open_store(str(renders_root / "empty")).stage("renders"))
+        renders_index(open_store(str(renders_root / "empty")).stage("renders"))
 
 
 def test_fit_commits_decoder_planes_and_reports(fitted: tuple[Path, dict[str, Any]]) -> None:

@@ -33,7 +33,9 @@ from workflows.ray_runner import (
     build_task_runner,
     ray_runtime_env,
 )
-from workflows.render_avatars import ShardsFailedError, build_config, render_avatars
+from workflows.render_avatars import render_avatars
+from workflows.render_avatars import render_config as build_config
+from workflows.shards import ShardsFailedError
 
 TINY = {"preset": "tiny", "subjects": 2, "shard_size": 1, "views": 2, "resolution": 32,
         "overrides": ["render.samples=2"]}
