@@ -1,6 +1,6 @@
 """Host side of shard rendering: start Blender in a subprocess, bound it in time, check its files.
 
-DESIGN.md "Engines": a crash or a hang inside Blender must cost one shard attempt, never the flow.
+A crash or a hang inside Blender must cost one shard attempt, never the flow.
 :func:`run_blender_shard` therefore runs :mod:`render.blender_worker` (paper §4.1 / appendix B.2,
 the multi-view renders of each subject) as a separate process in its own process group, kills
 the whole group when it outlives its timeout, and turns every failure into a typed exception that

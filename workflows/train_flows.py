@@ -1,4 +1,4 @@
-"""The training stage as Prefect flows (paper §3.2, §3.3, appendix B.1, B.4; DESIGN.md "Engines").
+"""The training stage as Prefect flows (paper §3.2, §3.3, appendix B.1, B.4).
 
 ``train-base``, ``train-upsampler`` and ``train-latent-prior`` each prepare what training reads
 besides the tri-planes (the frontal views and the normalisation statistics, once:

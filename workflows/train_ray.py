@@ -1,4 +1,4 @@
-"""Each training stage as a Ray Train job (DESIGN.md "Engines"; paper §3.2, §3.3, appendix B.1, B.4).
+"""Each training stage as a Ray Train job (paper §3.2, §3.3, appendix B.1, B.4).
 
 :func:`run_training` launches a ``TorchTrainer`` (Ray Train V2, the default in Ray 2.60) with
 ``{stage}.train.workers`` data-parallel workers (one GPU each with ``use_gpu``, else CPUs). Every

@@ -1,6 +1,6 @@
 """The rendered corpus as stored: table schemas of a renders shard and readers (paper §4.1, B.2).
 
-A committed shard of the ``renders`` stage holds two parquet files (DESIGN.md, "Data contracts"):
+A committed shard of the ``renders`` stage holds two parquet files (docs/data-contracts.md):
 
 * ``views.parquet``: one row per view — subject id, view index, the RGBA PNG bytes, the OpenCV
   camera-to-world matrix (16 float64, row-major) and the pinhole intrinsics (9 float64,

@@ -4,7 +4,7 @@ Every generation result (an unconditional sample, a portrait inversion, a point 
 interpolation) is kept as the raw tri-plane the shared decoder reads together with the latent z it
 was generated from, so it can be re-rendered, meshed, edited in latent space or interpolated later.
 
-File format (DESIGN.md, "Data contracts": safetensors + JSON, never pickle): one ``.safetensors``
+File format (docs/data-contracts.md: safetensors + JSON, never pickle): one ``.safetensors``
 file with the tensors ``planes`` (3, C, H, W) float32 and, when known, ``z`` (D,) float32; its
 header metadata holds ``format`` = ``rodin.avatar``, ``format_version`` and ``meta``, the avatar's
 JSON description (what made it: kind, seed, guidance scale, sampler, steps, preset, decoder hash, ...).

@@ -1,4 +1,4 @@
-"""The error every generation entry point raises for bad input (paper §4.2, §4.5; issue 6)."""
+"""The error every generation entry point raises for bad input (paper §4.2, §4.5)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ frozen decoder ``decoder/decoder`` of the fitting stage. :func:`load_pipeline` r
 :class:`~rodin_core.generation.GenerationPipeline` from them; :func:`input_digests` names what is
 missing and the command that makes it.
 
-What the ``generate`` flow (:mod:`workflows.generate`) commits: one shard of the ``generated``
+What a generation request commits: one shard of the ``generated``
 stage per set of parameters and inputs::
 
     generated/data/gen-<hash>/<attempt>/

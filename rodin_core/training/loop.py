@@ -1,6 +1,6 @@
 """The plain training loop every stage runs (paper appendix B.1, B.4: long AdamW runs with EMA).
 
-:func:`run_stage` is what a Ray Train worker (``workflows/``) or a test calls: it pulls batches,
+:func:`run_stage` is what a data-parallel training worker or a test calls: it pulls batches,
 calls :meth:`Stage.train_step` for the 0-based step indices ``start_step .. total_steps - 1``, reports
 averaged metrics every ``log_every`` steps and asks for a checkpoint every ``checkpoint_every`` steps
 and after the last one. Step counts passed to the callbacks are *completed* steps: after step index

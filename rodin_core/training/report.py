@@ -1,4 +1,4 @@
-"""What the training flows show of a trained stage: loss curves and a few sampled renders (issue 5).
+"""What the training flows show of a trained stage: loss curves and a few sampled renders (appendix B.1).
 
 - :func:`loss_curve_png`: the logged loss terms against the step, drawn with PIL.
 - :func:`sample_sheet`: tri-planes sampled from a stage's committed checkpoint (its EMA weights)

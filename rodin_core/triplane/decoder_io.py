@@ -2,7 +2,7 @@
 
 Phase A of fitting produces one decoder shared by every subject; it is stored once and read by
 every phase-B worker and by the diffusion stages that render generated tri-planes. Format
-(DESIGN.md, "Data contracts"): the weights as safetensors and a JSON document holding the format
+(docs/data-contracts.md): the weights as safetensors and a JSON document holding the format
 version and the :class:`~rodin_core.triplane.field.DecoderConfig`, so the model can be rebuilt
 and loaded with strict key checking. Never pickle.
 """

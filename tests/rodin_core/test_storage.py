@@ -1,4 +1,4 @@
-"""Tests of the sharded, manifest-committed store (DESIGN.md, "Data contracts between stages").
+"""Tests of the sharded, manifest-committed store (docs/data-contracts.md).
 
 The round-trip and failure-mode tests run on three backends: a local folder, ``memory://`` and S3
 through a real SeaweedFS server on loopback (the ``s3_store_uri`` fixture).

@@ -78,7 +78,7 @@ def test_unknown_command_exits_with_usage():
     assert exc.value.code == 2
 
 
-# Generation commands (issue 6) on untrained but real checkpoints: see tests/generation_data.py.
+# Generation commands on untrained but real checkpoints: see tests/generation_data.py.
 
 @pytest.fixture(scope="module")
 def generation_root(tmp_path_factory):

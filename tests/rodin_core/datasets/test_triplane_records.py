@@ -1,4 +1,4 @@
-"""Tri-plane shard payloads: float16 safetensors planes and the metrics table (DESIGN.md data contracts)."""
+"""Tri-plane shard payloads: float16 safetensors planes and the metrics table (docs/data-contracts.md)."""
 
 from __future__ import annotations
 
