@@ -24,6 +24,7 @@ from prefect.futures import PrefectFuture
 from prefect.states import State
 
 from rodin_core.config import CorpusConfig, RodinConfig, load_config
+from rodin_core.datasets import frontals
 from rodin_core.datasets.checkpoints import committed_config, committed_step
 from rodin_core.datasets.errors import StageInputError
 from rodin_core.datasets.frontals import FrontalsJob, extract_frontals_shard
@@ -78,7 +79,7 @@ def training_config(preset: str, config_file: str | None, overrides: list[str] |
 @task(cache_policy=NO_CACHE, tags=TAGS)
 def plan_frontals(renders: str, out: str, storage_options: dict | None) -> tuple[list[FrontalsJob], list[str]]:
     """The ``frontals/`` shards to extract, and those already current."""
-    return plan_frontals(renders, out, storage_options)
+    return frontals.plan_frontals(renders, out, storage_options)
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, cache_policy=NO_CACHE, tags=TAGS,

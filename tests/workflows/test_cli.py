@@ -22,6 +22,8 @@ from workflows.cli import SAMPLER_CHOICES, main
 
 from ..generation_data import make_generation_root
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the commands run torch on one thread, as core tests do
+
 
 def test_config_prints_the_resolved_config(capsys):
     assert main(["config", "--preset", "tiny", "--set", "render.views=7"]) == 0
