@@ -22,10 +22,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import State
 
+from rodin_core.checkpoint import CheckpointError
 from rodin_core.config import CorpusConfig, RodinConfig, load_config
 from rodin_core.imaging import encode_png
 from rodin_core.stage_specs import STAGE_NAMES, train_config_for
 from rodin_core.storage import open_store
+from rodin_core.triplane.decoder_io import DecoderLoadError
 from workflows import train_data, train_report
 from workflows.artifacts import publish_image, write_report
 from workflows.fit_data import FitDataError
@@ -58,7 +60,8 @@ class TrainingStagesFailedError(RuntimeError):
         return type(self), (self.summary, {})
 
 
-TRAINING_ERRORS = (TrainDataError, FitDataError, TrainingError, TrainingStagesFailedError, ResumeMismatchError)
+TRAINING_ERRORS = (TrainDataError, FitDataError, TrainingError, TrainingStagesFailedError, ResumeMismatchError,
+                   CheckpointError, DecoderLoadError)
 """Failures whose message says what to run next (``rodin train`` prints them without a traceback)."""
 
 
