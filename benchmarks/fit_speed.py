@@ -266,7 +266,7 @@ def main() -> None:
     train, held = split_views(subject.n_views, fit.holdout_views)
     print(f"subject {subject.subject_id} (unseen by phase A), preset {cfg.preset}: {subject.width}x{subject.height} "
           f"images, {len(train)} training / {len(held)} held-out views; planes 3x{tri.channels}x{tri.resolution}"
-          f"x{tri.resolution}; decoder {tri.decoder_layers} layers x {tri.decoder_hidden}; {fit.rays_per_step} rays "
+          f"x{tri.resolution}; decoder {tri.decoder.layers} layers x {tri.decoder.hidden}; {fit.rays_per_step} rays "
           f"per step; {torch.get_num_threads()} thread(s); target {fit.target_psnr:g} dB held out, checked every "
           f"{fit.eval_every} steps", flush=True)
     print(f"project: fit_subject ({fit.coarse_samples} coarse + {fit.fine_samples} importance samples, "

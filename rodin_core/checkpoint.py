@@ -31,7 +31,8 @@ from safetensors.torch import save as st_save
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2
+"""Version of ``checkpoint.json``; 2: the stage config nests the network, diffusion and train configs."""
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 CHECKPOINT_JSON = "checkpoint.json"
@@ -313,12 +314,11 @@ def checkpoint_from_files(files: Mapping[str, bytes], where: str = "checkpoint")
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{where}/{CHECKPOINT_JSON} is not valid JSON ({exc}); use an earlier checkpoint") from exc
     keys = {"format_version", "step", "config", "metrics", "optimizers"}
+    if isinstance(body, dict) and "format_version" in body:  # the version first: other versions have other fields
+        check_format_version(body, where)
     if not isinstance(body, dict) or set(body) != keys:
         got = sorted(body) if isinstance(body, dict) else type(body).__name__
         raise CheckpointError(f"{where}/{CHECKPOINT_JSON} must have the fields {sorted(keys)}, got {got}")
-    if body["format_version"] != CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(f"{where} has format_version {body['format_version']!r}; this code reads "
-                              f"{CHECKPOINT_FORMAT_VERSION}. Retrain, or load it with the rodin version that wrote it")
     loaded = {}
     for name in (MODEL_FILE, OPTIMIZER_FILE):
         try:
@@ -328,6 +328,18 @@ def checkpoint_from_files(files: Mapping[str, bytes], where: str = "checkpoint")
     return Checkpoint(step=int(body["step"]), config=body["config"], metrics=body["metrics"],
                       tensors=loaded[MODEL_FILE], optimizer_tensors=loaded[OPTIMIZER_FILE],
                       optimizer_json=body["optimizers"])
+
+
+def check_format_version(body: Mapping[str, Any], where: str) -> None:
+    """Refuse a ``checkpoint.json`` body (from ``where``) of another format version, naming the command that
+    trains its stage again."""
+    version = body.get("format_version")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        config = body.get("config")
+        stage = config.get("stage", "STAGE") if isinstance(config, Mapping) else "STAGE"
+        raise CheckpointError(f"{where} is a checkpoint of format_version {version!r}, this rodin reads "
+                              f"{CHECKPOINT_FORMAT_VERSION}; train the stage again from scratch: "
+                              f"`rodin train {stage} --out <dataset root> --fresh`")
 
 
 def load_checkpoint(directory: str | os.PathLike) -> Checkpoint:

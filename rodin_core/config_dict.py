@@ -1,14 +1,21 @@
-"""JSON round trips of the configs that are saved beside model weights (safetensors + JSON).
+"""What every config dataclass shares: strict JSON round trips, :class:`ConfigError` and range checks.
 
 A checkpoint's config must rebuild exactly the module it was saved from, so reading one is strict:
-an unknown key is an error, and JSON lists come back as the tuples the dataclass declares.
+an unknown key is an error, and JSON lists come back as the tuples the dataclass declares. This
+module imports nothing of rodin, so that a config can sit beside the class it configures (paper
+§3-§4: the tri-plane, its decoder, the networks, the diffusion processes) and still raise the
+:class:`ConfigError` of :mod:`rodin_core.config`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any, Protocol, Self
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names it, its value and the valid choices."""
 
 
 class DictConfig:
@@ -33,3 +40,27 @@ class DictConfig:
         if callable(validate):
             validate()
         return config
+
+
+class Validating(Protocol):
+    """A component config: ``validate()`` raises ValueError naming the bad field and its value."""
+
+    def validate(self) -> Any: ...
+
+
+def check_range(key: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    """Raise :class:`ConfigError` naming ``key`` and ``value`` unless ``low <= value <= high``."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ConfigError(f"bad value for {key}: {value!r} is outside the valid range {bounds}")
+
+
+def check_component(key: str, component: Validating, note: str = "") -> None:
+    """Validate the component config at ``key`` (e.g. ``base.unet``); its ValueError becomes a ConfigError
+    ending with ``note`` (e.g. where its derived fields come from)."""
+    try:
+        component.validate()
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"bad value in {key}: {exc}{note}") from exc

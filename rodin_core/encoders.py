@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,10 +28,39 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rodin_core.config import EncoderConfig
+from rodin_core.config_dict import ConfigError, check_range
 
 CLIP_SAFE_WEIGHTS = "open_clip_model.safetensors"
 """Name of the safetensors weights in an open_clip Hugging Face repository."""
+ENCODER_KINDS = ("clip", "learned")
+"""Values of :attr:`EncoderConfig.kind`."""
+
+
+@dataclass
+class EncoderConfig:
+    """The conditioning encoder that maps a subject's frontal view to z (paper §3.2, §4.5)."""
+
+    kind: str = "clip"
+    """``clip``: frozen CLIP image encoder via open_clip (paper: ViT-B/32); ``learned``: an image
+    encoder trained jointly with the base model (the autoencoder reading of §3.2), no weights needed."""
+    clip_model: str = "ViT-B-32"
+    """open_clip architecture name."""
+    clip_pretrained: str = "openai"
+    """open_clip pretrained tag, or a local checkpoint path."""
+    latent_dim: int = 512
+    """Size of z (paper: 512)."""
+    image_size: int = 224
+    """Side of the square image the encoder reads."""
+    learned_channels: int = 64
+    """Base width of the learned encoder's convolutions."""
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad field, its value and the valid choices."""
+        if self.kind not in ENCODER_KINDS:
+            raise ConfigError(f"encoder.kind={self.kind!r} is not an encoder; choose one of {ENCODER_KINDS}")
+        check_range("encoder.latent_dim", self.latent_dim, low=1)
+        check_range("encoder.image_size", self.image_size, low=8)
+        check_range("encoder.learned_channels", self.learned_channels, low=1)
 
 
 class EncoderUnavailableError(RuntimeError):

@@ -22,21 +22,22 @@ from rodin_core.storage import open_store
 from rodin_core.training.registry import build_stage
 from rodin_core.training.stage import Stage
 from rodin_core.triplane.decoder_io import decoder_to_bytes
-from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
+from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.stats import PlaneStats
 
 MICRO_NETWORKS = [
     "encoder.latent_dim=8", "encoder.image_size=16", "encoder.learned_channels=4",
-    "base.model_channels=8", "base.channel_mult=[1]", "base.attention_resolutions=[]", "base.aware_resolutions=[4]",
-    "base.num_head_channels=8", "base.diffusion_steps=40", "base.sampling_steps=3",
-    "upsampler.model_channels=8", "upsampler.channel_mult=[1]", "upsampler.attention_resolutions=[]",
-    "upsampler.aware_resolutions=[8]", "upsampler.num_head_channels=8", "upsampler.diffusion_steps=40",
-    "upsampler.sampling_steps=3", "upsampler.perceptual_weight=0",
-    "prior.depth=2", "prior.width=16", "prior.diffusion_steps=40", "prior.sampling_steps=3",
+    "base.unet.model_channels=8", "base.unet.channel_mult=[1]", "base.unet.attention_resolutions=[]",
+    "base.unet.aware_resolutions=[4]",
+    "base.unet.num_head_channels=8", "base.diffusion.steps=40", "base.diffusion.sampling_steps=3",
+    "upsampler.unet.model_channels=8", "upsampler.unet.channel_mult=[1]", "upsampler.unet.attention_resolutions=[]",
+    "upsampler.unet.aware_resolutions=[8]", "upsampler.unet.num_head_channels=8", "upsampler.diffusion.steps=40",
+    "upsampler.diffusion.sampling_steps=3", "upsampler.perceptual_weight=0",
+    "prior.mlp.depth=2", "prior.mlp.width=16", "prior.diffusion.steps=40", "prior.diffusion.sampling_steps=3",
 ]
 """Encoder and diffusion networks of a few thousand parameters, 3 sampling steps per stage (for 8x8 planes)."""
 GENERATION_TINY = [
-    "triplane.channels=4", "triplane.resolution=8", "triplane.rescale_min=4", "triplane.decoder_hidden=16",
+    "triplane.channels=4", "triplane.resolution=8", "triplane.rescale_min=4", "triplane.decoder.hidden=16",
     "render.resolution=16", "fit.coarse_samples=6", "fit.fine_samples=0", "encoder.kind=learned", *MICRO_NETWORKS,
 ]
 """The tiny preset shrunk to networks of a few thousand parameters and 3 sampling steps per stage."""
@@ -58,7 +59,7 @@ def commit_decoder(out: str, cfg: RodinConfig, seed: int = 0, density_bias: floa
     """Commit a freshly initialised decoder of ``cfg.triplane`` as ``decoder/decoder``; returns its sha256."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        decoder = TriplaneDecoder(DecoderConfig.from_triplane_config(cfg.triplane))
+        decoder = TriplaneDecoder(cfg.triplane.decoder)
     with torch.no_grad():
         decoder.density_and_features.bias[0] = density_bias
     weights, config_json = decoder_to_bytes(decoder)

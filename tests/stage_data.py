@@ -6,18 +6,18 @@ import torch
 
 from rodin_core.config import RodinConfig, load_config
 from rodin_core.datasets.triplanes import TriplaneBatch
-from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
+from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.stats import PlaneStats
 
 SMALL_OVERRIDES = (
     "triplane.channels=4", "triplane.resolution=16", "triplane.rescale_min=8",
     "render.resolution=32", "render.views=4", "fit.coarse_samples=8", "fit.fine_samples=8",
     "encoder.latent_dim=32", "encoder.image_size=16", "encoder.learned_channels=8",
-    "base.model_channels=16", "base.attention_resolutions=[4]", "base.aware_resolutions=[8]",
-    "base.num_head_channels=16", "base.diffusion_steps=100", "base.sampling_steps=10",
-    "upsampler.model_channels=8", "upsampler.aware_resolutions=[16]", "upsampler.num_head_channels=8",
-    "upsampler.diffusion_steps=100", "upsampler.sampling_steps=10", "upsampler.patch_size=18",
-    "prior.width=64", "prior.depth=2", "prior.diffusion_steps=100", "prior.sampling_steps=10",
+    "base.unet.model_channels=16", "base.unet.attention_resolutions=[4]", "base.unet.aware_resolutions=[8]",
+    "base.unet.num_head_channels=16", "base.diffusion.steps=100", "base.diffusion.sampling_steps=10",
+    "upsampler.unet.model_channels=8", "upsampler.unet.aware_resolutions=[16]", "upsampler.unet.num_head_channels=8",
+    "upsampler.diffusion.steps=100", "upsampler.diffusion.sampling_steps=10", "upsampler.patch_size=18",
+    "prior.mlp.width=64", "prior.mlp.depth=2", "prior.diffusion.steps=100", "prior.diffusion.sampling_steps=10",
 )
 
 
@@ -46,7 +46,7 @@ def synthetic_batch(cfg: RodinConfig, size: int, seed: int = 0) -> TriplaneBatch
 def decoder_for(cfg: RodinConfig, density_bias: float = 0.0) -> TriplaneDecoder:
     """A random decoder whose field is visible (density bias raised from the near-empty default)."""
     torch.manual_seed(0)
-    decoder = TriplaneDecoder(DecoderConfig.from_triplane_config(cfg.triplane))
+    decoder = TriplaneDecoder(cfg.triplane.decoder)
     with torch.no_grad():
         decoder.density_and_features.bias[0] = density_bias
     return decoder

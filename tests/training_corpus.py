@@ -24,17 +24,18 @@ from rodin_core.datasets.triplane_records import RECORDS_SCHEMA
 from rodin_core.imaging import encode_png
 from rodin_core.storage import open_store, shard_id_for
 from rodin_core.triplane.decoder_io import decoder_to_bytes
-from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
+from rodin_core.triplane.field import TriplaneDecoder
 
 TINY = [
-    "triplane.channels=4", "triplane.resolution=8", "triplane.rescale_min=4", "triplane.decoder_hidden=16",
+    "triplane.channels=4", "triplane.resolution=8", "triplane.rescale_min=4", "triplane.decoder.hidden=16",
     "render.resolution=24", "encoder.latent_dim=16", "encoder.image_size=16", "encoder.learned_channels=4",
-    "base.model_channels=8", "base.channel_mult=[1]", "base.attention_resolutions=[]", "base.aware_resolutions=[4]",
-    "base.num_head_channels=8", "base.diffusion_steps=50", "base.sampling_steps=5",
-    "upsampler.model_channels=8", "upsampler.channel_mult=[1]", "upsampler.attention_resolutions=[]",
-    "upsampler.aware_resolutions=[8]", "upsampler.num_head_channels=8", "upsampler.diffusion_steps=50",
-    "upsampler.sampling_steps=5", "upsampler.patch_size=18",
-    "prior.depth=2", "prior.width=32", "prior.diffusion_steps=50", "prior.sampling_steps=5",
+    "base.unet.model_channels=8", "base.unet.channel_mult=[1]", "base.unet.attention_resolutions=[]",
+    "base.unet.aware_resolutions=[4]",
+    "base.unet.num_head_channels=8", "base.diffusion.steps=50", "base.diffusion.sampling_steps=5",
+    "upsampler.unet.model_channels=8", "upsampler.unet.channel_mult=[1]", "upsampler.unet.attention_resolutions=[]",
+    "upsampler.unet.aware_resolutions=[8]", "upsampler.unet.num_head_channels=8", "upsampler.diffusion.steps=50",
+    "upsampler.diffusion.sampling_steps=5", "upsampler.patch_size=18",
+    "prior.mlp.depth=2", "prior.mlp.width=32", "prior.diffusion.steps=50", "prior.diffusion.sampling_steps=5",
     "base.train.batch_size=4", "upsampler.train.batch_size=2", "prior.train.batch_size=4",
 ]
 """A training config of a few thousand parameters per network for the synthetic corpus."""
@@ -97,7 +98,7 @@ def make_corpus(root: Path, cfg: RodinConfig) -> str:
         writer.write_bytes(PLANES_FILE, safetensors.torch.save(tensors))
         writer.write_table(RECORDS_FILE, pa.Table.from_pylist(records, schema=RECORDS_SCHEMA))
         writer.commit(ids, f"planes-{index}")
-    decoder = TriplaneDecoder(DecoderConfig.from_triplane_config(cfg.triplane))
+    decoder = TriplaneDecoder(cfg.triplane.decoder)
     weights, config_json = decoder_to_bytes(decoder)
     writer = store.stage("decoder").begin(DECODER_SHARD)
     writer.write_bytes(DECODER_WEIGHTS, weights)

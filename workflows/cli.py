@@ -31,7 +31,8 @@ from typing import Any
 from rodin_core.config import PRESETS, ConfigError, load_config
 
 SAMPLER_CHOICES = ("ancestral", "ddim")
-"""``--sampler`` values: :data:`rodin_core.generation.SAMPLERS` (not imported here, to keep torch out of start-up)."""
+"""``--sampler`` values: :data:`rodin_core.generation.SAMPLERS` (not imported here, to keep the generation stack out
+of start-up)."""
 TRAIN_FLOWS = {"base": "train_base", "upsampler": "train_upsampler", "prior": "train_latent_prior",
                "all": "train_all"}
 """``rodin train`` stage -> flow function of ``workflows.train_flows``."""
@@ -41,7 +42,8 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="tiny", choices=PRESETS, help="named preset (default: tiny)")
     parser.add_argument("--config", dest="config_file", default=None, help="YAML file of config sections")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override one config field, e.g. --set render.samples=32 (repeatable)")
+                        help="override one config field, e.g. --set render.samples=32 or --set "
+                             "base.unet.model_channels=64 (repeatable)")
 
 
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -141,7 +143,7 @@ def _add_sampling_args(parser: argparse.ArgumentParser, inherit: bool = False) -
                              ("avatar A's)" if inherit else "ancestral)"))
     parser.add_argument("--steps", type=int, default=None,
                         help="reverse steps of the base model and the upsampler (default: " +
-                             ("avatar A's)" if inherit else "each stage's sampling_steps)"))
+                             ("avatar A's)" if inherit else "each stage's diffusion.sampling_steps)"))
     _add_generation_common(parser)
 
 

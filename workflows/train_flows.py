@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import State
 
+from rodin_core.checkpoint import CheckpointError
 from rodin_core.config import CorpusConfig, RodinConfig, load_config
 from rodin_core.datasets import frontals
 from rodin_core.datasets.checkpoints import committed_config, committed_step
@@ -34,6 +35,7 @@ from rodin_core.imaging import encode_png
 from rodin_core.stage_specs import STAGE_NAMES, train_config_for
 from rodin_core.storage import open_store
 from rodin_core.training import report as train_report
+from rodin_core.triplane.decoder_io import DecoderLoadError
 from workflows.artifacts import publish_image, write_report
 from workflows.logs import relay_logs
 from workflows.ray_runner import ray_session
@@ -64,7 +66,8 @@ class TrainingStagesFailedError(RuntimeError):
         return type(self), (self.summary, {})
 
 
-TRAINING_ERRORS = (StageInputError, TrainingError, TrainingStagesFailedError, ResumeMismatchError)
+TRAINING_ERRORS = (StageInputError, TrainingError, TrainingStagesFailedError, ResumeMismatchError,
+                   CheckpointError, DecoderLoadError)
 """Failures whose message says what to run next (``rodin train`` prints them without a traceback)."""
 
 

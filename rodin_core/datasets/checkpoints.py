@@ -11,7 +11,13 @@ import json
 import logging
 import os
 
-from rodin_core.checkpoint import CHECKPOINT_JSON, Checkpoint, checkpoint_files, checkpoint_from_files
+from rodin_core.checkpoint import (
+    CHECKPOINT_JSON,
+    Checkpoint,
+    check_format_version,
+    checkpoint_files,
+    checkpoint_from_files,
+)
 from rodin_core.datasets.errors import TrainDataError
 from rodin_core.datasets.layout import (
     CHECKPOINTS_STAGE,
@@ -56,11 +62,15 @@ def read_stage_checkpoint(out: str, stage_name: str, storage_options: dict | Non
 
 
 def committed_config(out: str, stage_name: str, storage_options: dict | None = None) -> dict | None:
-    """The ``config`` of the committed checkpoint of ``stage_name`` (reads its JSON only), or None."""
+    """The ``config`` of the committed checkpoint of ``stage_name`` (reads its JSON only), or None.
+
+    Raises :class:`~rodin_core.checkpoint.CheckpointError` when it has another format version."""
     stage = open_store(out, storage_options).stage(CHECKPOINTS_STAGE)
     if not stage.is_committed(stage_name):
         return None
-    return json.loads(stage.read_bytes(stage_name, CHECKPOINT_JSON))["config"]
+    body = json.loads(stage.read_bytes(stage_name, CHECKPOINT_JSON))
+    check_format_version(body, f"{stage.uri}/{stage_name}")
+    return body["config"]
 
 
 def committed_step(out: str, stage_name: str, storage_options: dict | None = None) -> int | None:

@@ -26,14 +26,15 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from rodin_core.config import FitConfig, TriplaneConfig
+from rodin_core.config.fit import FitConfig
 from rodin_core.datasets.triplane_records import FitResult
 from rodin_core.metrics import psnr
 from rodin_core.rendering.occupancy import OccupancyGrid
 from rodin_core.rendering.rays import camera_rays
 from rodin_core.rendering.regularisers import density_l1, distortion_loss, plane_tv
 from rodin_core.rendering.renderer import RenderSettings, render_image, render_rays
-from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder, freeze_decoder, query_field
+from rodin_core.triplane.config import TriplaneConfig
+from rodin_core.triplane.field import TriplaneDecoder, freeze_decoder, query_field
 from rodin_core.triplane.rescale import random_rescale, rescale_planes
 from rodin_core.triplane.subject import SubjectViews, split_views
 
@@ -297,7 +298,7 @@ def fit_shared_decoder(subjects: list[SubjectViews], tri_cfg: TriplaneConfig, fi
                              "drop it from the shared subjects")
     start = time.perf_counter()
     torch.manual_seed(zlib.crc32(f"decoder:{fit_cfg.seed}".encode()))
-    decoder = TriplaneDecoder(DecoderConfig.from_triplane_config(tri_cfg)).train()
+    decoder = TriplaneDecoder(tri_cfg.decoder).train()
     generators = [subject_generator(fit_cfg.seed, s.subject_id) for s in subjects]
     planes = [init_planes(tri_cfg, g).requires_grad_(True) for g in generators]
     splits = [split_views(s.n_views, fit_cfg.holdout_views) for s in subjects]

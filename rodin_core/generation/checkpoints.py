@@ -30,10 +30,9 @@ from rodin_core.config import RodinConfig
 from rodin_core.datasets.layout import STATS_PREFIX
 from rodin_core.encoders import EncoderUnavailableError, build_encoder
 from rodin_core.generation.errors import GenerationError
-from rodin_core.networks import LatentMLPConfig, UNetConfig
 from rodin_core.networks.latent_normalizer import LatentNormalizer
-from rodin_core.stage_specs import latent_mlp_config_for, model_from_config, unet_config_for
-from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
+from rodin_core.stage_specs import model_from_config, network_config
+from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.stats import PlaneStats, PlaneStatsError
 
 SHARED_SECTIONS = ("triplane", "encoder")
@@ -72,7 +71,16 @@ def check_presets(cfgs: Mapping[str, RodinConfig], preset: str | None) -> str:
     return first.preset
 
 
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict of dotted keys (``decoder.hidden``)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {f"{prefix}{key}": value})
+    return flat
+
+
 def _differences(left: Mapping[str, Any], right: Mapping[str, Any]) -> list[str]:
+    left, right = _flat(left), _flat(right)
     keys = sorted(set(left) | set(right))
     return [f"{key}: {left.get(key)!r} vs {right.get(key)!r}" for key in keys if left.get(key) != right.get(key)]
 
@@ -91,8 +99,8 @@ def check_shared_sections(cfgs: Mapping[str, RodinConfig]) -> None:
 
 
 def check_decoder(decoder: TriplaneDecoder, cfg: RodinConfig) -> None:
-    """The decoder's config is the one ``cfg.triplane`` describes (it decodes the planes the stages generate)."""
-    expected = DecoderConfig.from_triplane_config(cfg.triplane).to_dict()
+    """The decoder's config is ``cfg.triplane.decoder`` (it decodes the planes the stages generate)."""
+    expected = cfg.triplane.decoder.to_dict()
     found = _differences(expected, decoder.cfg.to_dict())
     if found:
         raise GenerationError(f"the decoder does not decode the planes these checkpoints generate (checkpoints' "
@@ -105,10 +113,6 @@ def merged_config(base: RodinConfig, upsampler: RodinConfig, prior: RodinConfig 
     merged = dataclasses.replace(base, upsampler=upsampler.upsampler,
                                  prior=prior.prior if prior is not None else base.prior)
     return merged.validate()
-
-
-def _network_config(slot: str, cfg: RodinConfig) -> UNetConfig | LatentMLPConfig:
-    return latent_mlp_config_for(cfg) if slot == "prior" else unet_config_for(slot, cfg)
 
 
 def _load_strict(module: nn.Module, checkpoint: Checkpoint, name: str, slot: str) -> nn.Module:
@@ -135,7 +139,7 @@ def ema_network(checkpoint: Checkpoint, slot: str, cfg: RodinConfig) -> nn.Modul
     The network config saved in the checkpoint must be the one ``cfg`` (the stage's RodinConfig) builds,
     since the samplers derive shapes and the diffusion process from ``cfg``.
     """
-    expected = _network_config(slot, cfg)
+    expected = network_config(slot, cfg)
     saved = checkpoint.config.get("network")
     try:
         same = type(expected).from_dict(saved) == expected

@@ -75,6 +75,7 @@ from rodin_core.storage import (
     config_hash,
     open_store,
 )
+from rodin_core.triplane.decoder_io import DecoderLoadError
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.stats import PlaneStatsError
 from rodin_core.turntable import render_turntable, save_gif
@@ -99,7 +100,8 @@ class GenerateInputError(ValueError):
 
 
 GENERATION_ERRORS = (GenerateInputError, GenerationError, AvatarFileError, StageInputError,
-                     CheckpointError, PlaneStatsError, StorageError, ConfigError, EncoderUnavailableError)
+                     CheckpointError, DecoderLoadError, PlaneStatsError, StorageError, ConfigError,
+                     EncoderUnavailableError)
 """Failures caused by the inputs, whose message says what to do (the CLI prints them as one line)."""
 
 
@@ -194,7 +196,7 @@ class GenerateRequest:
     sampler: str = "ancestral"
     """``ancestral`` or ``ddim`` (η = 0)."""
     steps: int | None = None
-    """Respaced reverse steps of the base and upsampler; None: each stage's ``sampling_steps``."""
+    """Respaced reverse steps of the base and upsampler; None: each stage's ``diffusion.sampling_steps``."""
     seed: int = 0
     views: int = 24
     """Turntable frames per avatar."""

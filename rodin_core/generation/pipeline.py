@@ -59,7 +59,8 @@ class SampleOptions:
     sampler: str = "ancestral"
     """``"ancestral"`` (the paper's sampler) or ``"ddim"`` (deterministic DDIM, η = 0)."""
     steps: int | None = None
-    """Reverse steps of the base model and the upsampler (respacing); None: each stage's ``sampling_steps``."""
+    """Reverse steps of the base model and the upsampler (respacing); None: each stage's
+    ``diffusion.sampling_steps``."""
 
     def __post_init__(self) -> None:
         scale = self.guidance_scale
@@ -190,13 +191,13 @@ class GenerationPipeline:
         return z.reshape(1, self.latent_dim).to(self.device, torch.float32)  # (1, D)
 
     def _respacing(self, stage: str, options: SampleOptions) -> str:
-        section = self.cfg.base if stage == "base" else self.cfg.upsampler
-        spacing = options.respacing(section.sampling_steps)
+        diffusion = (self.cfg.base if stage == "base" else self.cfg.upsampler).diffusion
+        spacing = options.respacing(diffusion.sampling_steps)
         try:
-            space_timesteps(section.diffusion_steps, spacing)
+            space_timesteps(diffusion.steps, spacing)
         except ValueError as exc:
-            raise GenerationError(f"steps={options.steps} cannot respace the {stage} stage's {section.diffusion_steps} "
-                                  f"diffusion steps ({exc}); choose steps between 2 and {section.diffusion_steps}"
+            raise GenerationError(f"steps={options.steps} cannot respace the {stage} stage's {diffusion.steps} "
+                                  f"diffusion steps ({exc}); choose steps between 2 and {diffusion.steps}"
                                   ) from exc
         return spacing
 

@@ -10,7 +10,7 @@ the decoder reads (denormalised with the corpus statistics) and latents in the e
 - :func:`sample_upsampler` (§3.3): full-resolution tri-planes from low-resolution ones (x_0 prediction).
 - :func:`sample_prior` (appendix B.4): latents z for unconditional generation.
 
-Sampling uses the stage's respacing (``sampling_steps``, paper: 100 steps) unless ``respacing``
+Sampling uses the stage's respacing (``diffusion.sampling_steps``, paper: 100 steps) unless ``respacing``
 overrides it: ``"ddimN"`` runs deterministic DDIM (η = 0), anything else the ancestral sampler,
 unless ``sampler`` (``"ancestral"`` or ``"ddim"``) names the update rule. ``on_x0(step, x̂0)`` sees
 the predicted clean sample in raw units at every reverse step (Fig. 15). Every draw comes from
@@ -37,7 +37,6 @@ from rodin_core.diffusion import (
 )
 from rodin_core.diffusion.samplers import SampleCallback
 from rodin_core.networks.latent_normalizer import LatentNormalizer
-from rodin_core.stage_specs import diffusion_config_for, latent_mlp_config_for, unet_config_for
 from rodin_core.triplane.rollout import roll_in, roll_out
 from rodin_core.triplane.stats import PlaneStats
 
@@ -130,7 +129,7 @@ def sample_base(
     ``z=None``: unconditional (z = 0), ``n`` samples. ``sampler``, ``respacing``: see :func:`run_sampler`;
     ``on_x0(step, x̂0 (n, 3, C, h, h))`` at every reverse step.
     """
-    unet = unet_config_for("base", cfg)
+    unet = cfg.base.unet
     if z is None:
         if n is None or n < 1:
             raise ValueError(f"unconditional base sampling needs n >= 1 (no z given), got n={n!r}")
@@ -149,7 +148,7 @@ def sample_base(
         else:
             denoiser = classifier_free_guidance(model, scale)
             kwargs = {"z": z.to(device, torch.float32)}
-        rolled = run_sampler(diffusion_config_for("base", cfg), denoiser, (count, unet.in_channels, size, 3 * size),
+        rolled = run_sampler(cfg.base.diffusion, denoiser, (count, unet.in_channels, size, 3 * size),
                              device, generator, kwargs, progress, sampler=sampler, respacing=respacing,
                              callback=_raw_x0_callback(on_x0, stats))  # (n, C, h, 3h)
     return stats.denormalize(roll_in(rolled))  # (n, 3, C, h, h)
@@ -171,7 +170,7 @@ def sample_upsampler(
 
     ``sampler``, ``respacing``: see :func:`run_sampler`; ``on_x0(step, x̂0 (n, 3, C, H, H))`` at every reverse step.
     """
-    unet = unet_config_for("upsampler", cfg)
+    unet = cfg.upsampler.unet
     h = cfg.triplane.rescale_min
     if low_res.dim() != 5 or tuple(low_res.shape[1:]) != (3, unet.in_channels, h, h):
         raise ValueError(f"low_res must be raw tri-planes (n, 3, {unet.in_channels}, {h}, {h}), got {tuple(low_res.shape)}")
@@ -179,7 +178,7 @@ def sample_upsampler(
     condition = roll_out(stats.normalize(low_res.to(device, torch.float32)))  # (n, C, h, 3h)
     size = unet.image_size
     with evaluating(model):
-        rolled = run_sampler(diffusion_config_for("upsampler", cfg), model,
+        rolled = run_sampler(cfg.upsampler.diffusion, model,
                              (low_res.shape[0], unet.in_channels, size, 3 * size), device, generator,
                              {"low_res": condition}, progress, sampler=sampler, respacing=respacing,
                              callback=_raw_x0_callback(on_x0, stats))  # (n, C, H, 3H)
@@ -198,9 +197,9 @@ def sample_prior(
     """Raw latents z (n, D) from the latent prior (appendix B.4), in the encoder's scale."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n!r}")
-    latent_dim = latent_mlp_config_for(cfg).latent_dim
+    latent_dim = cfg.prior.mlp.latent_dim
     device = _device(model)
     with evaluating(model):
-        z = run_sampler(diffusion_config_for("prior", cfg), model, (n, latent_dim), device, generator,
+        z = run_sampler(cfg.prior.diffusion, model, (n, latent_dim), device, generator,
                         None, progress)  # (n, D)
     return latent_norm.to(device).denormalize(z)  # (n, D)

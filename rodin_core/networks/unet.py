@@ -56,8 +56,8 @@ class UNetConfig(DictConfig):
     """Width multiplier of each level; the plane size halves between levels (ADM 64x64: 1, 2, 3, 4)."""
     num_res_blocks: int = 3
     """Residual blocks per level on the way down (one more on the way up) (ADM 64x64: 3)."""
-    attention_resolutions: tuple[int, ...] = (32, 16, 8)
-    """Plane sizes at which blocks are followed by self-attention over the three planes (paper: 32, 16, 8)."""
+    attention_resolutions: tuple[int, ...] = (8, 16, 32)
+    """Plane sizes at which blocks are followed by self-attention over the three planes (paper: 8, 16, 32)."""
     aware_resolutions: tuple[int, ...] = (64, 32)
     """Plane sizes at which residual blocks use the 3D-aware convolution (paper: the higher scales)."""
     num_head_channels: int = 64

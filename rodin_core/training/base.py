@@ -28,7 +28,7 @@ from rodin_core.datasets.triplanes import TriplaneBatch
 from rodin_core.diffusion import build_diffusion
 from rodin_core.encoders import build_encoder
 from rodin_core.networks import TriplaneUNet
-from rodin_core.stage_specs import diffusion_config_for, stage_config, unet_config_for
+from rodin_core.stage_specs import stage_config
 from rodin_core.training.ema import EMA
 from rodin_core.training.optimisation import (
     Optimisation,
@@ -64,8 +64,8 @@ class BaseStage:
         if stats.channels != cfg.triplane.channels:
             raise ValueError(f"plane statistics have {stats.channels} channels, triplane.channels is "
                              f"{cfg.triplane.channels}; recompute the statistics for this corpus")
-        self.unet_cfg = unet_config_for("base", cfg)
-        self.diffusion_cfg = diffusion_config_for("base", cfg)
+        self.unet_cfg = cfg.base.unet
+        self.diffusion_cfg = cfg.base.diffusion
         self.diffusion = build_diffusion(self.diffusion_cfg)
         seed = self.train_cfg.seed
         self.model = seeded_init(seed, lambda: TriplaneUNet(self.unet_cfg)).to(self.device)
@@ -114,7 +114,7 @@ class BaseStage:
         return torch.stack([self._latent_cache[s] for s in ids]).to(self.device)  # (B, D)
 
     def train_step(self, batch: TriplaneBatch, step: int) -> dict[str, float]:
-        """One AdamW step on a batch of subjects; returns loss, mse, vb, cfg_kept, lr, grad_norm."""
+        """One AdamW step on a batch of subjects; returns loss, mse, vb (hybrid loss only), cfg_kept, lr, grad_norm."""
         if not isinstance(batch, TriplaneBatch):
             raise TypeError(f"the base stage trains on TriplaneBatch, got {type(batch).__name__}")
         batch = batch.to(self.device)
@@ -131,5 +131,6 @@ class BaseStage:
         terms = self.diffusion.training_losses(self._forward, x0, t, noise=noise, model_kwargs={"z": z})
         loss = terms["loss"].mean()
         update = self.optimisation.step(loss, step, terms, self.name)
-        return {"loss": loss.item(), "mse": terms["mse"].mean().item(), "vb": terms["vb"].mean().item(),
-                "cfg_kept": float(keep.float().mean()), **update}
+        vb = {"vb": terms["vb"].mean().item()} if "vb" in terms else {}  # the hybrid loss's L_vlb term
+        return {"loss": loss.item(), "mse": terms["mse"].mean().item(), **vb, "cfg_kept": float(keep.float().mean()),
+                **update}

@@ -29,7 +29,7 @@ from rodin_core.datasets.triplanes import TriplaneBatch
 from rodin_core.diffusion import build_diffusion
 from rodin_core.networks import LatentMLP
 from rodin_core.networks.latent_normalizer import LatentNormalizer
-from rodin_core.stage_specs import diffusion_config_for, latent_mlp_config_for, stage_config
+from rodin_core.stage_specs import stage_config
 from rodin_core.training.ema import EMA
 from rodin_core.training.optimisation import (
     Optimisation,
@@ -88,8 +88,8 @@ class PriorStage:
         self.device = torch.device(device)
         self.rank = rank
         self.train_cfg = cfg.prior.train
-        self.mlp_cfg = latent_mlp_config_for(cfg)
-        self.diffusion_cfg = diffusion_config_for("prior", cfg)
+        self.mlp_cfg = cfg.prior.mlp
+        self.diffusion_cfg = cfg.prior.diffusion
         self.diffusion = build_diffusion(self.diffusion_cfg)
         self.latent_norm = LatentNormalizer(self.mlp_cfg.latent_dim).to(self.device).fit(latents)
         self.model = seeded_init(self.train_cfg.seed, lambda: LatentMLP(self.mlp_cfg)).to(self.device)

@@ -165,7 +165,7 @@ def sample_sheet(stage_name: str, out: str, count: int, seed: int = 0,
         labels = [lb for s in subjects for lb in (f"#{s.subject_id} input", "fitted", "sampled")]
         caption = (f"Base model (EMA) at step {trained.checkpoint.step}: per subject, the frontal view the encoder "
                    f"reads, its fitted tri-plane, and a tri-plane sampled with that z (guidance "
-                   f"{trained.cfg.base.guidance_scale}, {trained.cfg.base.sampling_steps} sampling steps).")
+                   f"{trained.cfg.base.guidance_scale}, {trained.cfg.base.diffusion.sampling_steps} sampling steps).")
         return contact_sheet(images, 3 * min(2, count), labels), caption
     if stage_name == "upsampler":
         subjects = first_subjects(out, count, storage_options, trained.cfg.corpus.first_held_out)

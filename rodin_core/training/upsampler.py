@@ -36,7 +36,7 @@ from rodin_core.networks import TriplaneUNet
 from rodin_core.networks.perceptual import PerceptualLoss, minimum_patch_size
 from rodin_core.rendering.rays import camera_rays
 from rodin_core.rendering.renderer import RenderSettings, render_rays
-from rodin_core.stage_specs import diffusion_config_for, stage_config, unet_config_for
+from rodin_core.stage_specs import stage_config
 from rodin_core.training.augment import degrade_condition
 from rodin_core.training.ema import EMA
 from rodin_core.training.optimisation import (
@@ -163,8 +163,8 @@ class UpsamplerStage:
                                  f"{minimum_patch_size()} pixels the perceptual VGG needs")
             self.renderer = PatchRenderer(decoder, cfg, self.device)
             self.perceptual = (perceptual if perceptual is not None else PerceptualLoss()).to(self.device)
-        self.unet_cfg = unet_config_for("upsampler", cfg)
-        self.diffusion_cfg = diffusion_config_for("upsampler", cfg)
+        self.unet_cfg = cfg.upsampler.unet
+        self.diffusion_cfg = cfg.upsampler.diffusion
         self.diffusion = build_diffusion(self.diffusion_cfg)
         self.model = seeded_init(self.train_cfg.seed, lambda: TriplaneUNet(self.unet_cfg)).to(self.device)
         broadcast_modules([self.model])
@@ -195,7 +195,7 @@ class UpsamplerStage:
         return self.perceptual(pred_patches, target_patches)  # (B,)
 
     def train_step(self, batch: TriplaneBatch, step: int) -> dict[str, float]:
-        """One AdamW step; returns loss, mse, perceptual, lr, grad_norm."""
+        """One AdamW step; returns loss, mse, vb (hybrid loss only), perceptual, lr, grad_norm."""
         if not isinstance(batch, TriplaneBatch):
             raise TypeError(f"the upsampler stage trains on TriplaneBatch, got {type(batch).__name__}")
         batch = batch.to(self.device)
@@ -207,9 +207,8 @@ class UpsamplerStage:
         noise = torch.randn(x0.shape, generator=generator, device=self.device)  # (B, C, H, 3H)
         low_res = self.condition(batch.planes, generator)  # (B, C, h, 3h)
         terms = self.diffusion.training_losses(self._forward, x0, t, noise=noise, model_kwargs={"low_res": low_res})
-        mse = terms["mse"].mean()
-        loss = mse
-        metrics = {"mse": mse.item()}
+        loss = terms["loss"].mean()  # L_simple, plus L_vlb with the hybrid loss
+        metrics = {"mse": terms["mse"].mean().item(), **({"vb": terms["vb"].mean().item()} if "vb" in terms else {})}
         if self.perceptual_weight > 0:
             perceptual = self.perceptual_loss(terms["pred_xstart"], batch.planes, generator).mean()
             loss = loss + self.perceptual_weight * perceptual

@@ -19,7 +19,8 @@ from safetensors.torch import save as st_save
 
 from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
 
-DECODER_FORMAT_VERSION = 1
+DECODER_FORMAT_VERSION = 2
+"""Version of the decoder JSON; 2: written with the nested ``triplane.decoder`` config."""
 KIND = "rodin.triplane_decoder"
 
 
@@ -50,7 +51,8 @@ def decoder_from_bytes(tensors: bytes, config_json: str, source: str = "<bytes>"
                                "point at the .json written by save_decoder")
     if config.get("format_version") != DECODER_FORMAT_VERSION:
         raise DecoderLoadError(f"decoder config {source} has format_version {config.get('format_version')!r}, "
-                               f"this code reads {DECODER_FORMAT_VERSION}; re-run phase A of fitting")
+                               f"this rodin reads {DECODER_FORMAT_VERSION}; fit the tri-planes again, which writes a "
+                               "new decoder: `rodin fit --renders <renders root> --out <dataset root>`")
     try:
         cfg = DecoderConfig.from_dict(config["decoder"])
     except (KeyError, TypeError, ValueError) as exc:

@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rodin_core.config import TriplaneConfig
 from rodin_core.config_dict import DictConfig
 from rodin_core.triplane.planes import PLANE_AXES
 
@@ -86,11 +85,11 @@ class FourierEmbedding(nn.Module):
 
 @dataclass
 class DecoderConfig(DictConfig):
-    """Shape of the shared MLP decoder G_theta (paper Eq. 1, Fig. 12)."""
+    """Shape of the shared MLP decoder G_theta (paper Eq. 1, appendix B.2, Fig. 12)."""
 
-    channels: int
-    """Feature channels C of the tri-plane it decodes."""
-    hidden: int
+    channels: int = 32
+    """Feature channels C of the tri-plane it decodes (paper: 32)."""
+    hidden: int = 128
     """Width of the hidden layers."""
     layers: int = 4
     """Fully connected layers in total, colour layer included (paper: 4); at least 2."""
@@ -100,16 +99,16 @@ class DecoderConfig(DictConfig):
     """Octaves of the Fourier embedding of the viewing direction."""
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> DecoderConfig:
+        """Raise ``ValueError`` naming the first invalid field and its value; return self."""
         for name, low in (("channels", 1), ("hidden", 1), ("layers", 2), ("feature_frequencies", 0),
                           ("direction_frequencies", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"DecoderConfig.{name} must be an int >= {low}, got {value!r}")
-
-    @classmethod
-    def from_triplane_config(cls, cfg: TriplaneConfig) -> DecoderConfig:
-        return cls(channels=cfg.channels, hidden=cfg.decoder_hidden, layers=cfg.decoder_layers,
-                   feature_frequencies=cfg.feature_frequencies, direction_frequencies=cfg.direction_frequencies)
+        return self
 
 
 class _TruncExp(torch.autograd.Function):

@@ -75,7 +75,7 @@ def test_no_pickle_only_safetensors_and_json(tmp_path: Path) -> None:
     *_, folder = trained(tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.json", "model.safetensors", "optimizer.safetensors"]
     body = json.loads((folder / CHECKPOINT_JSON).read_text())
-    assert body["format_version"] == 1 and body["step"] == 2
+    assert body["format_version"] == 2 and body["step"] == 2
 
 
 def test_mismatched_keys_and_shapes_raise_with_their_names(tmp_path: Path) -> None:
@@ -118,3 +118,15 @@ def test_upload_and_download_through_fsspec(tmp_path: Path) -> None:
     uri = upload_checkpoint(folder, f"memory://rodin-ckpt-{tmp_path.name}/base/step-2")
     local = download_checkpoint(uri, tmp_path / "copy")
     assert torch.equal(load_checkpoint(local).module_state("model")["0.weight"], model[0].weight.detach())
+
+
+def test_a_checkpoint_of_the_previous_format_is_refused_naming_the_command(tmp_path: Path) -> None:
+    *_, folder = trained(tmp_path)
+    body = json.loads((folder / CHECKPOINT_JSON).read_text())
+    body["format_version"], body["config"] = 1, {"stage": "upsampler", "rodin": {"upsampler": {"model_channels": 8}}}
+    (folder / CHECKPOINT_JSON).write_text(json.dumps(body))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(folder)
+    message = str(info.value)
+    assert "\n" not in message and str(folder) in message and "format_version 1, this rodin reads 2" in message
+    assert "`rodin train upsampler --out <dataset root> --fresh`" in message

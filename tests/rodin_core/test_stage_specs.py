@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from rodin_core.checkpoint import load_checkpoint, save_checkpoint
-from rodin_core.config import load_config
-from rodin_core.stage_specs import diffusion_config_for, latent_mlp_config_for, model_from_config, unet_config_for
+from rodin_core.config import LatentMLPConfig, load_config
+from rodin_core.stage_specs import model_from_config, network_config, stage_section, train_config_for
 from rodin_core.training.registry import build_stage
 
 from ..stage_data import plane_stats, small_config, synthetic_batch
@@ -17,19 +17,21 @@ from ..stage_data import plane_stats, small_config, synthetic_batch
 
 def test_network_and_diffusion_configs_follow_the_paper():
     cfg = load_config("tiny")
-    base, up = unet_config_for("base", cfg), unet_config_for("upsampler", cfg)
+    base, up = network_config("base", cfg), network_config("upsampler", cfg)
     assert (base.image_size, base.latent_dim, base.cond_channels, base.learn_sigma) == (32, 512, 0, True)
     assert (up.image_size, up.latent_dim, up.cond_channels, up.learn_sigma) == (64, 0, 8, False)
-    assert (diffusion_config_for("base", cfg).mean_type, diffusion_config_for("base", cfg).loss) == ("eps", "hybrid")
-    assert diffusion_config_for("base", cfg).var_type == "learned_range"
-    assert (diffusion_config_for("upsampler", cfg).mean_type, diffusion_config_for("upsampler", cfg).loss) == (
+    assert (stage_section("base", cfg).diffusion.mean_type, stage_section("base", cfg).diffusion.loss) == (
+        "eps", "hybrid")
+    assert stage_section("base", cfg).diffusion.var_type == "learned_range"
+    assert (stage_section("upsampler", cfg).diffusion.mean_type, stage_section("upsampler", cfg).diffusion.loss) == (
         "x0", "simple")
-    assert (diffusion_config_for("prior", cfg).mean_type, diffusion_config_for("prior", cfg).loss) == ("eps", "simple")
-    assert latent_mlp_config_for(cfg).depth == cfg.prior.depth
+    assert (stage_section("prior", cfg).diffusion.mean_type, stage_section("prior", cfg).diffusion.loss) == (
+        "eps", "simple")
+    prior = network_config("prior", cfg)
+    assert isinstance(prior, LatentMLPConfig) and prior.depth == cfg.prior.mlp.depth
+    assert train_config_for("upsampler", cfg) is cfg.upsampler.train
     with pytest.raises(ValueError, match="unknown training stage 'refiner'"):
-        diffusion_config_for("refiner", cfg)
-    with pytest.raises(ValueError, match="latent_mlp_config_for"):
-        unet_config_for("prior", cfg)
+        stage_section("refiner", cfg)
 
 
 def test_stage_config_rebuilds_the_model_from_a_checkpoint(tmp_path):

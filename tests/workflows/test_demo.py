@@ -41,7 +41,7 @@ from ..generation_data import MICRO_NETWORKS
 MICRO = [
     "corpus.subjects=3", "corpus.holdout_subjects=1", "corpus.shard_size=3",
     "render.views=6", "render.resolution=16", "render.samples=2",
-    "triplane.resolution=8", "triplane.channels=4", "triplane.rescale_min=4", "triplane.decoder_hidden=16",
+    "triplane.resolution=8", "triplane.channels=4", "triplane.rescale_min=4", "triplane.decoder.hidden=16",
     "fit.shared_subjects=2", "fit.shared_steps=4", "fit.steps=4", "fit.rays_per_step=128", "fit.coarse_samples=8",
     "fit.fine_samples=8", "fit.eval_every=2", "fit.holdout_views=2", "fit.shard_size=2",
     *MICRO_NETWORKS,

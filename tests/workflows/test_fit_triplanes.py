@@ -43,9 +43,11 @@ from workflows.render_avatars import render_avatars
 
 SHARDS = ["shard-000000", "shard-000001", "shard-000002"]
 SUBJECTS = [[0, 1], [2, 3], [4, 5]]
-FIT = ["triplane.resolution=8", "triplane.channels=4", "triplane.rescale_min=4", "triplane.decoder_hidden=16",
+FIT = ["triplane.resolution=8", "triplane.channels=4", "triplane.rescale_min=4", "triplane.decoder.hidden=16",
        "fit.shared_subjects=2", "fit.shared_steps=20", "fit.steps=20", "fit.rays_per_step=256",
-       "fit.coarse_samples=8", "fit.fine_samples=8", "fit.eval_every=10", "fit.holdout_views=2", "fit.shard_size=2"]
+       "fit.coarse_samples=8", "fit.fine_samples=8", "fit.eval_every=10", "fit.holdout_views=2", "fit.shard_size=2",
+       "base.unet.attention_resolutions=[]", "base.unet.aware_resolutions=[4]", "upsampler.unet.aware_resolutions=[8]"]
+"""Small planes and short fits; the U-Nets' levels follow the plane sizes (4 and 8), as every config must be valid."""
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from rodin_core.generation.job import (
     read_generated_avatars,
     turntable_frames,
 )
-from rodin_core.imaging import LABEL_HEIGHT, decode_png
+from rodin_core.imaging import LABEL_HEIGHT, decode_png, encode_png
 from rodin_core.storage import open_store
 from workflows.cli import main
 from workflows.generate import ARTIFACT_KEY, generate
@@ -187,6 +187,37 @@ def test_rodin_sample_refuses_bad_input_before_starting_prefect(tmp_path: Path, 
     assert main(["sample", "--out", root, "--n", "0"]) == 2
     assert "n must be a positive integer, got 0" in capsys.readouterr().err
     assert not (Path(root) / GENERATED_STAGE).exists()
+
+
+def _commit_previous_format(out: str, stage_name: str, shard_id: str, json_name: str) -> None:
+    """Commit shard ``shard_id`` again with ``format_version`` 1 in its JSON file, as an older rodin wrote it."""
+    stage = open_store(out).stage(stage_name)
+    manifest = stage.read_manifest(shard_id)
+    writer = stage.begin(shard_id)
+    for entry in manifest.files:
+        data = stage.read_bytes(shard_id, entry.name)
+        if entry.name == json_name:
+            data = json.dumps(json.loads(data) | {"format_version": 1}).encode("utf-8")
+        writer.write_bytes(entry.name, data)
+    writer.commit(list(manifest.subject_ids), manifest.config_hash, manifest.extra)
+
+
+def test_inputs_of_the_previous_format_are_refused_naming_the_command(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = make_generation_root(tmp_path / "data")
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[4:12, 4:12] = (200, 120, 80, 255)
+    (tmp_path / "portrait.png").write_bytes(encode_png(rgba))
+    _commit_previous_format(out, "decoder", "decoder", "decoder.json")
+    assert main(["invert", str(tmp_path / "portrait.png"), "--out", out, "--dest", str(tmp_path / "inv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "format_version 1, this rodin reads 2" in err and "Traceback" not in err
+    assert "`rodin fit --renders <renders root> --out <dataset root>`" in err
+    _commit_previous_format(out, "checkpoints", "base", "checkpoint.json")
+    assert main(["sample", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out}/checkpoints/base is a checkpoint of format_version 1" in err
+    assert "`rodin train base --out <dataset root> --fresh`" in err and not (Path(out) / GENERATED_STAGE).exists()
 
 
 def test_generate_deployment_points_at_the_flow() -> None:

@@ -75,7 +75,7 @@ def test_train_all_trains_the_three_stages_and_publishes_them(trained: tuple[str
 def test_relaunch_with_another_network_is_refused_before_training(trained: tuple[str, dict[str, Any]]) -> None:
     out, _ = trained
     with pytest.raises(ResumeMismatchError, match=r"network.model_channels: checkpoint 8, config 16.*--fresh"):
-        train_base(out=out, overrides=[*TINY, *STEPS, "base.model_channels=16"], steps=6, cpus_per_worker=1)
+        train_base(out=out, overrides=[*TINY, *STEPS, "base.unet.model_channels=16"], steps=6, cpus_per_worker=1)
     assert open_store(out).stage("checkpoints").read_manifest("base").extra["step"] == 4
 
 

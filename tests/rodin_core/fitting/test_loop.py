@@ -28,8 +28,9 @@ from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder, freeze_dec
 from rodin_core.triplane.subject import SubjectViews, split_views
 
 SIZE, VIEWS = 24, 8
-TRI = TriplaneConfig(channels=4, resolution=16, rescale_min=8, decoder_hidden=32, decoder_layers=3,
-                     feature_frequencies=2, direction_frequencies=1)
+TRI = TriplaneConfig(channels=4, resolution=16, rescale_min=8,
+                     decoder=DecoderConfig(channels=4, hidden=32, layers=3, feature_frequencies=2,
+                                           direction_frequencies=1))
 
 
 def _fit_cfg(**changes: object) -> FitConfig:
@@ -50,7 +51,7 @@ def _rig() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _random_decoder() -> TriplaneDecoder:
     torch.manual_seed(0)
-    decoder = TriplaneDecoder(DecoderConfig.from_triplane_config(TRI))
+    decoder = TriplaneDecoder(TRI.decoder)
     with torch.no_grad():
         decoder.density_and_features.bias[0] = 0.0  # a visible (not nearly empty) ground-truth field
     return freeze_decoder(decoder)
@@ -151,7 +152,7 @@ def test_numerical_failures_end_in_an_error_result_not_an_exception() -> None:
 
 
 def test_fit_subject_needs_a_frozen_decoder() -> None:
-    decoder = TriplaneDecoder(DecoderConfig.from_triplane_config(TRI))
+    decoder = TriplaneDecoder(TRI.decoder)
     with pytest.raises(ValueError, match="freeze_decoder"):
         fit_subject(_sphere_subject(0, 0.6, (1.0, 1.0, 1.0)), decoder, TRI, _fit_cfg())
 

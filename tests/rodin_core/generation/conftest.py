@@ -20,20 +20,21 @@ from rodin_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rodin_core.config import RodinConfig, load_config
 from rodin_core.generation import GenerationPipeline
 from rodin_core.training.registry import build_stage
-from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
+from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.stats import PlaneStats
 
 GENERATION_OVERRIDES = (
-    "triplane.channels=4", "triplane.resolution=16", "triplane.rescale_min=8", "triplane.decoder_hidden=16",
-    "triplane.feature_frequencies=0", "render.resolution=16", "render.views=4", "fit.coarse_samples=6",
+    "triplane.channels=4", "triplane.resolution=16", "triplane.rescale_min=8", "triplane.decoder.hidden=16",
+    "triplane.decoder.feature_frequencies=0", "render.resolution=16", "render.views=4", "fit.coarse_samples=6",
     "fit.fine_samples=0", "encoder.kind=learned", "encoder.latent_dim=8", "encoder.image_size=16",
     "encoder.learned_channels=4",
-    "base.model_channels=8", "base.channel_mult=[1]", "base.attention_resolutions=[]", "base.aware_resolutions=[8]",
-    "base.num_head_channels=8", "base.diffusion_steps=40", "base.sampling_steps=3",
-    "upsampler.model_channels=8", "upsampler.channel_mult=[1]", "upsampler.attention_resolutions=[]",
-    "upsampler.aware_resolutions=[16]", "upsampler.num_head_channels=8", "upsampler.diffusion_steps=40",
-    "upsampler.sampling_steps=3", "upsampler.perceptual_weight=0", "upsampler.patch_size=8",
-    "prior.depth=2", "prior.width=16", "prior.diffusion_steps=40", "prior.sampling_steps=3",
+    "base.unet.model_channels=8", "base.unet.channel_mult=[1]", "base.unet.attention_resolutions=[]",
+    "base.unet.aware_resolutions=[8]",
+    "base.unet.num_head_channels=8", "base.diffusion.steps=40", "base.diffusion.sampling_steps=3",
+    "upsampler.unet.model_channels=8", "upsampler.unet.channel_mult=[1]", "upsampler.unet.attention_resolutions=[]",
+    "upsampler.unet.aware_resolutions=[16]", "upsampler.unet.num_head_channels=8", "upsampler.diffusion.steps=40",
+    "upsampler.diffusion.sampling_steps=3", "upsampler.perceptual_weight=0", "upsampler.patch_size=8",
+    "prior.mlp.depth=2", "prior.mlp.width=16", "prior.diffusion.steps=40", "prior.diffusion.sampling_steps=3",
 )
 """Shrinks a preset to networks of a few thousand parameters: a generation takes tens of milliseconds."""
 
@@ -73,7 +74,7 @@ def make_checkpoint(folder: Path, stage_name: str, cfg: RodinConfig, stats: Plan
 def make_decoder(cfg: RodinConfig, seed: int = 0) -> TriplaneDecoder:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return TriplaneDecoder(DecoderConfig.from_triplane_config(cfg.triplane))
+        return TriplaneDecoder(cfg.triplane.decoder)
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,8 @@ def test_checkpoints_in_the_wrong_slots_are_refused(stages: Stages):
 
 
 def test_stages_of_other_triplane_or_encoder_settings_are_refused(stages: Stages):
-    wider = stages.checkpoint("upsampler", "triplane.decoder_hidden=32")
-    with pytest.raises(GenerationError, match="another triplane section.*decoder_hidden: 16 vs 32"):
+    wider = stages.checkpoint("upsampler", "triplane.decoder.hidden=32")
+    with pytest.raises(GenerationError, match="another triplane section.*decoder.hidden: 16 vs 32"):
         GenerationPipeline.from_checkpoints(stages.base, wider, stages.prior, stages.decoder)
     bigger_z = stages.checkpoint("prior", "encoder.latent_dim=16")
     with pytest.raises(GenerationError, match="another encoder section.*latent_dim: 8 vs 16"):
@@ -63,8 +63,9 @@ def test_stages_of_other_triplane_or_encoder_settings_are_refused(stages: Stages
 
 
 def test_a_decoder_of_another_config_is_refused(stages: Stages):
+    decoder = dataclasses.replace(stages.cfg.triplane.decoder, hidden=24)
     other = make_decoder(dataclasses.replace(stages.cfg, triplane=dataclasses.replace(stages.cfg.triplane,
-                                                                                      decoder_hidden=24)))
+                                                                                      decoder=decoder)))
     with pytest.raises(GenerationError, match="decoder does not decode.*hidden: 16 vs 24.*decoder/ of the same"):
         GenerationPipeline.from_checkpoints(stages.base, stages.upsampler, stages.prior, other)
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from rodin_core.generation.sampling import run_sampler, sample_base, sample_prior, sample_upsampler
-from rodin_core.stage_specs import diffusion_config_for
 from rodin_core.training.registry import build_stage
 from rodin_core.triplane.rollout import roll_in
 
@@ -45,11 +44,11 @@ def test_base_samples_repeat_with_the_same_z_and_seed():
 
 
 def test_samples_are_the_sampler_output_in_raw_units():
-    cfg = small_config("base.sampling_steps=ddim5")
+    cfg = small_config("base.diffusion.sampling_steps=ddim5")
     stats = plane_stats(cfg)
     model = randomise_outputs(build_stage("base", cfg, stats).modules["ema"])
     planes = sample_base(model, cfg, stats, None, n=2, generator=torch.Generator().manual_seed(0))
-    rolled = run_sampler(diffusion_config_for("base", cfg), model, (2, 4, 8, 24), torch.device("cpu"),
+    rolled = run_sampler(cfg.base.diffusion, model, (2, 4, 8, 24), torch.device("cpu"),
                          torch.Generator().manual_seed(0))  # (n, C, h, 3h) normalised
     torch.testing.assert_close(planes, stats.denormalize(roll_in(rolled)))
     assert not torch.allclose(planes, roll_in(rolled))
@@ -77,6 +76,6 @@ def test_prior_samples_repeat_and_come_back_in_the_encoder_scale():
     assert first.shape == (5, 32)
     assert torch.equal(first, sample_prior(model, stage.modules["latent_norm"], cfg, 5,
                                            generator=torch.Generator().manual_seed(0)))
-    standard = run_sampler(diffusion_config_for("prior", cfg), model, (5, 32), torch.device("cpu"),
+    standard = run_sampler(cfg.prior.diffusion, model, (5, 32), torch.device("cpu"),
                            torch.Generator().manual_seed(0))
     torch.testing.assert_close(first, stage.modules["latent_norm"].denormalize(standard))

@@ -124,7 +124,7 @@ def test_config_round_trips_through_dict_and_json() -> None:
     assert UNetConfig.from_dict(dataclasses.asdict(cfg)) == cfg
     assert UNetConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     paper = UNetConfig()
-    assert (paper.model_channels, paper.attention_resolutions, paper.latent_dim) == (192, (32, 16, 8), 512)
+    assert (paper.model_channels, paper.attention_resolutions, paper.latent_dim) == (192, (8, 16, 32), 512)
     with pytest.raises(ValueError, match=r"unknown UNetConfig keys \['width'\]"):
         UNetConfig.from_dict({**cfg.to_dict(), "width": 3})
 

@@ -86,3 +86,13 @@ def test_bad_config_and_missing_files_are_clear_errors(tmp_path: Path) -> None:
         decoder_from_bytes(b"junk", config_json)
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         load_decoder(tmp_path / "missing")
+
+
+def test_a_decoder_of_the_previous_format_is_refused_naming_the_command() -> None:
+    tensors, config_json = decoder_to_bytes(_decoder())
+    previous = json.loads(config_json) | {"format_version": 1}
+    with pytest.raises(DecoderLoadError) as info:
+        decoder_from_bytes(tensors, json.dumps(previous), source="data/tiny/decoder/decoder")
+    message = str(info.value)
+    assert "\n" not in message and "data/tiny/decoder/decoder has format_version 1, this rodin reads 2" in message
+    assert "`rodin fit --renders <renders root> --out <dataset root>`" in message

@@ -101,7 +101,7 @@ def test_fourier_embedding_values():
 
 
 def test_decoder_config_round_trip_and_preset():
-    cfg = DecoderConfig.from_triplane_config(preset_config("tiny").triplane)
+    cfg = preset_config("tiny").triplane.decoder
     assert (cfg.channels, cfg.hidden, cfg.layers) == (8, 64, 4)
     assert DecoderConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown DecoderConfig keys"):
