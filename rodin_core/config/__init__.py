@@ -9,6 +9,7 @@
 """
 
 from rodin_core.config.corpus import CorpusConfig, RenderConfig, saved_held_out_from
+from rodin_core.config.fit import FitConfig
 from rodin_core.config.loader import apply_overrides, load_config
 from rodin_core.config.presets import preset_config
 from rodin_core.config.schema import (
@@ -22,7 +23,6 @@ from rodin_core.config.train import PRECISIONS, TrainConfig
 from rodin_core.config_dict import ConfigError
 from rodin_core.diffusion.config import DiffusionConfig
 from rodin_core.encoders import ENCODER_KINDS, EncoderConfig
-from rodin_core.config.fit import FitConfig
 from rodin_core.networks.latent_mlp import LatentMLPConfig
 from rodin_core.networks.unet import UNetConfig
 from rodin_core.triplane.config import TriplaneConfig

@@ -37,6 +37,7 @@ from rodin_core.diffusion import (
 )
 from rodin_core.diffusion.samplers import SampleCallback
 from rodin_core.networks.latent_normalizer import LatentNormalizer
+from rodin_core.networks.unet import UNetConfig
 from rodin_core.triplane.rollout import roll_in, roll_out
 from rodin_core.triplane.stats import PlaneStats
 
@@ -109,6 +110,20 @@ def _device(model: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def _sample_planes(model: nn.Module, denoiser: DiffusionModel, diffusion: DiffusionConfig, unet: UNetConfig,
+                   count: int, stats: PlaneStats, generator: torch.Generator | None,
+                   model_kwargs: dict[str, Tensor] | None, progress: bool, sampler: str | None,
+                   respacing: str | None, on_x0: X0Callback | None) -> Tensor:
+    """Raw tri-planes (count, 3, C, s, s) of the U-Net's size s: ``denoiser`` (``model`` or its guided wrapper)
+    sampled with ``model`` in eval mode, then rolled in and denormalised."""
+    size = unet.image_size
+    with evaluating(model):
+        rolled = run_sampler(diffusion, denoiser, (count, unet.in_channels, size, 3 * size), _device(model),
+                             generator, model_kwargs, progress, sampler=sampler, respacing=respacing,
+                             callback=_raw_x0_callback(on_x0, stats))  # (count, C, s, 3s)
+    return stats.denormalize(roll_in(rolled))  # (count, 3, C, s, s)
+
+
 def sample_base(
     model: nn.Module,
     cfg: RodinConfig,
@@ -138,20 +153,13 @@ def sample_base(
         if z.dim() != 2 or z.shape[1] != unet.latent_dim or (n is not None and n != z.shape[0]):
             raise ValueError(f"z must be (n, {unet.latent_dim}) with n={n}, got {tuple(z.shape)}")
         count = z.shape[0]
-    device = _device(model)
     scale = cfg.base.guidance_scale if guidance_scale is None else guidance_scale
-    size = unet.image_size
-    with evaluating(model):
-        if z is None:
-            denoiser: DiffusionModel = model
-            kwargs = None
-        else:
-            denoiser = classifier_free_guidance(model, scale)
-            kwargs = {"z": z.to(device, torch.float32)}
-        rolled = run_sampler(cfg.base.diffusion, denoiser, (count, unet.in_channels, size, 3 * size),
-                             device, generator, kwargs, progress, sampler=sampler, respacing=respacing,
-                             callback=_raw_x0_callback(on_x0, stats))  # (n, C, h, 3h)
-    return stats.denormalize(roll_in(rolled))  # (n, 3, C, h, h)
+    if z is None:
+        return _sample_planes(model, model, cfg.base.diffusion, unet, count, stats, generator, None, progress,
+                              sampler, respacing, on_x0)
+    kwargs = {"z": z.to(_device(model), torch.float32)}
+    return _sample_planes(model, classifier_free_guidance(model, scale), cfg.base.diffusion, unet, count, stats,
+                          generator, kwargs, progress, sampler, respacing, on_x0)
 
 
 def sample_upsampler(
@@ -174,15 +182,9 @@ def sample_upsampler(
     h = cfg.triplane.rescale_min
     if low_res.dim() != 5 or tuple(low_res.shape[1:]) != (3, unet.in_channels, h, h):
         raise ValueError(f"low_res must be raw tri-planes (n, 3, {unet.in_channels}, {h}, {h}), got {tuple(low_res.shape)}")
-    device = _device(model)
-    condition = roll_out(stats.normalize(low_res.to(device, torch.float32)))  # (n, C, h, 3h)
-    size = unet.image_size
-    with evaluating(model):
-        rolled = run_sampler(cfg.upsampler.diffusion, model,
-                             (low_res.shape[0], unet.in_channels, size, 3 * size), device, generator,
-                             {"low_res": condition}, progress, sampler=sampler, respacing=respacing,
-                             callback=_raw_x0_callback(on_x0, stats))  # (n, C, H, 3H)
-    return stats.denormalize(roll_in(rolled))  # (n, 3, C, H, H)
+    condition = roll_out(stats.normalize(low_res.to(_device(model), torch.float32)))  # (n, C, h, 3h)
+    return _sample_planes(model, model, cfg.upsampler.diffusion, unet, low_res.shape[0], stats, generator,
+                          {"low_res": condition}, progress, sampler, respacing, on_x0)
 
 
 def sample_prior(

@@ -18,25 +18,17 @@ order: keep mask, timesteps, noise.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from rodin_core.config import RodinConfig
 from rodin_core.datasets.triplanes import TriplaneBatch
-from rodin_core.diffusion import build_diffusion
 from rodin_core.encoders import build_encoder
 from rodin_core.networks import TriplaneUNet
-from rodin_core.stage_specs import stage_config
-from rodin_core.training.ema import EMA
 from rodin_core.training.optimisation import (
-    Optimisation,
-    autocast_model,
-    broadcast_modules,
     seeded_init,
-    step_generator,
 )
+from rodin_core.training.stage import DiffusionStage
 from rodin_core.triplane.rescale import downsample_planes
 from rodin_core.triplane.rollout import roll_out
 from rodin_core.triplane.stats import PlaneStats
@@ -49,47 +41,24 @@ def cfg_dropout_mask(batch: int, drop_prob: float, generator: torch.Generator) -
     return torch.rand(batch, generator=generator, device=generator.device) >= drop_prob  # (B,)
 
 
-class BaseStage:
+class BaseStage(DiffusionStage):
     """The base stage: ``model`` (TriplaneUNet), ``ema``, and ``encoder``/``encoder_ema`` when learned."""
 
     name = "base"
 
     def __init__(self, cfg: RodinConfig, stats: PlaneStats, device: torch.device | str = "cpu", *,
                  rank: int = 0) -> None:
-        self.cfg = cfg
-        self.stats = stats
-        self.device = torch.device(device)
-        self.rank = rank
-        self.train_cfg = cfg.base.train
-        if stats.channels != cfg.triplane.channels:
-            raise ValueError(f"plane statistics have {stats.channels} channels, triplane.channels is "
-                             f"{cfg.triplane.channels}; recompute the statistics for this corpus")
+        super().__init__(cfg, device, rank, lambda: TriplaneUNet(cfg.base.unet), stats)
         self.unet_cfg = cfg.base.unet
-        self.diffusion_cfg = cfg.base.diffusion
-        self.diffusion = build_diffusion(self.diffusion_cfg)
-        seed = self.train_cfg.seed
-        self.model = seeded_init(seed, lambda: TriplaneUNet(self.unet_cfg)).to(self.device)
-        self.encoder = seeded_init(seed + 1, lambda: build_encoder(cfg.encoder, self.device)).to(self.device)
+        self.encoder = seeded_init(self.train_cfg.seed + 1, lambda: build_encoder(cfg.encoder, self.device)).to(
+            self.device)
         self.learned_encoder = bool(getattr(self.encoder, "trainable", False))
-        trained: list[nn.Module] = [self.model] + ([self.encoder] if self.learned_encoder else [])
-        broadcast_modules(trained)
-        decay = self.train_cfg.ema_decay
-        self.modules: dict[str, nn.Module] = {"model": self.model, "ema": EMA(self.model, decay)}
-        pairs = [(self.model, self.modules["ema"])]
         if self.learned_encoder:
-            self.modules["encoder"] = self.encoder
-            self.modules["encoder_ema"] = EMA(self.encoder, decay)
-            pairs.append((self.encoder, self.modules["encoder_ema"]))
+            self.optimise({"model": self.model, "encoder": self.encoder})
         else:
             self.encoder.eval().requires_grad_(False)
-        self.optimisation = Optimisation(trained, pairs, self.train_cfg, self.device)
-        self.optimizers = {"model": self.optimisation.optimizer}
+            self.optimise({"model": self.model})
         self._latent_cache: dict[int, Tensor] = {}
-        self._forward = autocast_model(self.model, self.device, self.train_cfg.precision)
-
-    def config(self) -> dict[str, Any]:
-        """Stage name, RodinConfig, the U-Net and diffusion configs, and the encoder kind (JSON-ready)."""
-        return stage_config(self.name, self.cfg)
 
     def targets(self, planes: Tensor) -> Tensor:
         """Raw planes (B, 3, C, H, W) -> the diffusion data x_0, rolled at the base resolution (B, C, h, 3h)."""
@@ -115,11 +84,7 @@ class BaseStage:
 
     def train_step(self, batch: TriplaneBatch, step: int) -> dict[str, float]:
         """One AdamW step on a batch of subjects; returns loss, mse, vb (hybrid loss only), cfg_kept, lr, grad_norm."""
-        if not isinstance(batch, TriplaneBatch):
-            raise TypeError(f"the base stage trains on TriplaneBatch, got {type(batch).__name__}")
-        batch = batch.to(self.device)
-        generator = step_generator(self.train_cfg.seed, self.rank, step, self.device)
-        self.model.train()
+        batch, generator = self.start_step(batch, step)
         if self.learned_encoder:
             self.encoder.train()
         x0 = self.targets(batch.planes)  # (B, C, h, 3h)

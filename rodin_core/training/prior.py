@@ -19,25 +19,18 @@ dimensions and keeps the relative geometry of z (directions used for text edits,
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from rodin_core.config import RodinConfig
 from rodin_core.datasets.triplanes import TriplaneBatch
-from rodin_core.diffusion import build_diffusion
 from rodin_core.networks import LatentMLP
 from rodin_core.networks.latent_normalizer import LatentNormalizer
-from rodin_core.stage_specs import stage_config
-from rodin_core.training.ema import EMA
 from rodin_core.training.optimisation import (
-    Optimisation,
-    autocast_model,
-    broadcast_modules,
-    seeded_init,
     step_generator,
 )
+from rodin_core.training.stage import DiffusionStage
 
 
 def latent_batches(latents: Tensor, batch_size: int, seed: int = 0, rank: int = 0,
@@ -77,33 +70,17 @@ def encode_latents(encoder: nn.Module, batches: Iterable[TriplaneBatch],
     return torch.tensor(ids, dtype=torch.int64), torch.stack([seen[s] for s in ids])  # (N,), (N, D)
 
 
-class PriorStage:
+class PriorStage(DiffusionStage):
     """The prior stage: ``model`` (LatentMLP), ``ema`` and ``latent_norm`` (fitted on ``latents``)."""
 
     name = "prior"
 
     def __init__(self, cfg: RodinConfig, latents: Tensor, device: torch.device | str = "cpu", *,
                  rank: int = 0) -> None:
-        self.cfg = cfg
-        self.device = torch.device(device)
-        self.rank = rank
-        self.train_cfg = cfg.prior.train
+        super().__init__(cfg, device, rank, lambda: LatentMLP(cfg.prior.mlp))
         self.mlp_cfg = cfg.prior.mlp
-        self.diffusion_cfg = cfg.prior.diffusion
-        self.diffusion = build_diffusion(self.diffusion_cfg)
         self.latent_norm = LatentNormalizer(self.mlp_cfg.latent_dim).to(self.device).fit(latents)
-        self.model = seeded_init(self.train_cfg.seed, lambda: LatentMLP(self.mlp_cfg)).to(self.device)
-        broadcast_modules([self.model, self.latent_norm])
-        self.modules: dict[str, nn.Module] = {"model": self.model, "ema": EMA(self.model, self.train_cfg.ema_decay),
-                                              "latent_norm": self.latent_norm}
-        self.optimisation = Optimisation([self.model], [(self.model, self.modules["ema"])], self.train_cfg,
-                                         self.device)
-        self.optimizers = {"model": self.optimisation.optimizer}
-        self._forward = autocast_model(self.model, self.device, self.train_cfg.precision)
-
-    def config(self) -> dict[str, Any]:
-        """Stage name, RodinConfig, the MLP and diffusion configs (JSON-ready)."""
-        return stage_config(self.name, self.cfg)
+        self.optimise({"model": self.model}, kept={"latent_norm": self.latent_norm})
 
     def train_step(self, batch: Tensor, step: int) -> dict[str, float]:
         """One AdamW step on raw latents (B, D); returns loss, mse, lr, grad_norm."""

@@ -23,29 +23,18 @@ augmentation, then per sample the patch (foreground choice, camera, position).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from rodin_core.cameras import make_rig
 from rodin_core.config import RodinConfig
 from rodin_core.datasets.triplanes import TriplaneBatch
-from rodin_core.diffusion import build_diffusion
 from rodin_core.networks import TriplaneUNet
 from rodin_core.networks.perceptual import PerceptualLoss, minimum_patch_size
 from rodin_core.rendering.rays import camera_rays
 from rodin_core.rendering.renderer import RenderSettings, render_rays
-from rodin_core.stage_specs import stage_config
 from rodin_core.training.augment import degrade_condition
-from rodin_core.training.ema import EMA
-from rodin_core.training.optimisation import (
-    Optimisation,
-    autocast_model,
-    broadcast_modules,
-    seeded_init,
-    step_generator,
-)
+from rodin_core.training.stage import DiffusionStage
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.rescale import downsample_planes
 from rodin_core.triplane.rollout import roll_in, roll_out
@@ -131,7 +120,7 @@ class PatchRenderer:
         return torch.stack(pred_patches), torch.stack(target_patches)  # (B, 3, P, P) each
 
 
-class UpsamplerStage:
+class UpsamplerStage(DiffusionStage):
     """The upsampler stage: ``model`` (TriplaneUNet conditioned on low_res) and ``ema``.
 
     ``perceptual``: an already loaded :class:`PerceptualLoss` to share (default: a fresh one).
@@ -142,14 +131,7 @@ class UpsamplerStage:
     def __init__(self, cfg: RodinConfig, stats: PlaneStats, decoder: TriplaneDecoder | None,
                  device: torch.device | str = "cpu", *, rank: int = 0,
                  perceptual: PerceptualLoss | None = None) -> None:
-        self.cfg = cfg
-        self.stats = stats
-        self.device = torch.device(device)
-        self.rank = rank
-        self.train_cfg = cfg.upsampler.train
-        if stats.channels != cfg.triplane.channels:
-            raise ValueError(f"plane statistics have {stats.channels} channels, triplane.channels is "
-                             f"{cfg.triplane.channels}; recompute the statistics for this corpus")
+        super().__init__(cfg, device, rank, lambda: TriplaneUNet(cfg.upsampler.unet), stats)
         self.perceptual_weight = cfg.upsampler.perceptual_weight
         self.renderer: PatchRenderer | None = None
         self.perceptual: PerceptualLoss | None = None
@@ -164,19 +146,7 @@ class UpsamplerStage:
             self.renderer = PatchRenderer(decoder, cfg, self.device)
             self.perceptual = (perceptual if perceptual is not None else PerceptualLoss()).to(self.device)
         self.unet_cfg = cfg.upsampler.unet
-        self.diffusion_cfg = cfg.upsampler.diffusion
-        self.diffusion = build_diffusion(self.diffusion_cfg)
-        self.model = seeded_init(self.train_cfg.seed, lambda: TriplaneUNet(self.unet_cfg)).to(self.device)
-        broadcast_modules([self.model])
-        self.modules: dict[str, nn.Module] = {"model": self.model, "ema": EMA(self.model, self.train_cfg.ema_decay)}
-        self.optimisation = Optimisation([self.model], [(self.model, self.modules["ema"])], self.train_cfg,
-                                         self.device)
-        self.optimizers = {"model": self.optimisation.optimizer}
-        self._forward = autocast_model(self.model, self.device, self.train_cfg.precision)
-
-    def config(self) -> dict[str, Any]:
-        """Stage name, RodinConfig, the U-Net and diffusion configs (JSON-ready)."""
-        return stage_config(self.name, self.cfg)
+        self.optimise({"model": self.model})
 
     def condition(self, planes: Tensor, generator: torch.Generator | None) -> Tensor:
         """Raw planes (B, 3, C, H, W) -> rolled low-resolution condition (B, C, h, 3h), degraded when a
@@ -196,11 +166,7 @@ class UpsamplerStage:
 
     def train_step(self, batch: TriplaneBatch, step: int) -> dict[str, float]:
         """One AdamW step; returns loss, mse, vb (hybrid loss only), perceptual, lr, grad_norm."""
-        if not isinstance(batch, TriplaneBatch):
-            raise TypeError(f"the upsampler stage trains on TriplaneBatch, got {type(batch).__name__}")
-        batch = batch.to(self.device)
-        generator = step_generator(self.train_cfg.seed, self.rank, step, self.device)
-        self.model.train()
+        batch, generator = self.start_step(batch, step)
         x0 = roll_out(self.stats.normalize(batch.planes))  # (B, C, H, 3H)
         size = x0.shape[0]
         t = torch.randint(0, self.diffusion.num_timesteps, (size,), generator=generator, device=self.device)
