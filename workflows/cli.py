@@ -197,9 +197,11 @@ def _add_generation_parsers(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--dest", required=True, help="local folder for the turntable GIF, frames and x0 strip")
 
 
-OFFLINE_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+OFFLINE_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
 """Environment defaults of every command (a user's own setting wins): the embedded Prefect server sends no
-usage telemetry, which also keeps offline machines free of failed-telemetry errors in the logs."""
+usage telemetry, which also keeps offline machines free of failed-telemetry errors in the logs; and it may take
+3 minutes to start, not Prefect's 20 s: its first start on a fresh clone creates and migrates its database,
+which on a busy 2-core machine took longer than 20 s."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 and the generation commands (sample is run through the flow in tests/workflows/test_generate.py)."""
 
 import json
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -217,3 +218,11 @@ def test_generation_input_errors_are_one_line_with_exit_code_2(generation_root, 
 
 def test_sampler_choices_are_the_pipelines():
     assert SAMPLER_CHOICES == SAMPLERS
+
+
+def test_embedded_server_defaults_leave_a_users_settings_alone(monkeypatch, capsys):
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")
+    assert main(["config", "--preset", "tiny"]) == 0
+    assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "180"  # the first start migrates a database
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"  # set by the user: kept
