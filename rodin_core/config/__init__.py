@@ -8,25 +8,48 @@
 - :mod:`.corpus`, :mod:`.train`, :mod:`.keys`: the data sections, the optimisation section, dotted keys.
 """
 
-from rodin_core.config.corpus import CorpusConfig, RenderConfig, saved_held_out_from
-from rodin_core.config.fit import FitConfig
-from rodin_core.config.loader import apply_overrides, load_config
-from rodin_core.config.presets import preset_config
-from rodin_core.config.schema import (
-    PRESETS,
-    BaseStageConfig,
-    PriorStageConfig,
-    RodinConfig,
-    UpsamplerStageConfig,
-)
-from rodin_core.config.train import PRECISIONS, TrainConfig
-from rodin_core.config_dict import ConfigError
-from rodin_core.diffusion.config import DiffusionConfig
-from rodin_core.encoders import ENCODER_KINDS, EncoderConfig
-from rodin_core.networks.latent_mlp import LatentMLPConfig
-from rodin_core.networks.unet import UNetConfig
-from rodin_core.triplane.config import TriplaneConfig
-from rodin_core.triplane.field import DecoderConfig
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "CorpusConfig": "rodin_core.config.corpus",
+    "RenderConfig": "rodin_core.config.corpus",
+    "saved_held_out_from": "rodin_core.config.corpus",
+    "FitConfig": "rodin_core.config.fit",
+    "apply_overrides": "rodin_core.config.loader",
+    "load_config": "rodin_core.config.loader",
+    "preset_config": "rodin_core.config.presets",
+    "PRESETS": "rodin_core.config.schema",
+    "BaseStageConfig": "rodin_core.config.schema",
+    "PriorStageConfig": "rodin_core.config.schema",
+    "RodinConfig": "rodin_core.config.schema",
+    "UpsamplerStageConfig": "rodin_core.config.schema",
+    "PRECISIONS": "rodin_core.config.train",
+    "TrainConfig": "rodin_core.config.train",
+    "ConfigError": "rodin_core.config_dict",
+    "DiffusionConfig": "rodin_core.diffusion.config",
+    "ENCODER_KINDS": "rodin_core.encoders",
+    "EncoderConfig": "rodin_core.encoders",
+    "LatentMLPConfig": "rodin_core.networks.latent_mlp",
+    "UNetConfig": "rodin_core.networks.unet",
+    "TriplaneConfig": "rodin_core.triplane.config",
+    "DecoderConfig": "rodin_core.triplane.field",
+}
+"""Where each public name lives. Names are imported on first use (PEP 562), so that a process that needs
+only the data sections (the Blender worker reads ``RenderConfig``) does not load torch with the networks."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rodin_core.config' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "ENCODER_KINDS",
