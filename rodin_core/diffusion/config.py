@@ -40,6 +40,10 @@ class DiffusionConfig(DictConfig):
     """λ of the hybrid loss (Nichol & Dhariwal 2021: 0.001)."""
     sampling_steps: str = "100"
     """Respacing used for sampling: "N" steps, "ddimN", or section counts "a,b,c" (paper: 100)."""
+    clip_x0: float = 4.0
+    """Bound on the predicted clean sample at every reverse step while sampling: x̂0 is clamped to
+    [-clip_x0, clip_x0] in the data's normalised units (tri-planes standardised per channel, latents by their
+    RMS), so that an ε error amplified by 1/sqrt(ᾱ_t) cannot blow a sample up; 0 keeps x̂0 as predicted."""
 
     def validate(self) -> DiffusionConfig:
         """Raise ValueError naming the first bad field, its value and the valid choices; return self."""
@@ -56,6 +60,10 @@ class DiffusionConfig(DictConfig):
             )
         if not isinstance(self.vlb_weight, (int, float)) or not self.vlb_weight > 0:
             raise ValueError(f"bad value for diffusion.vlb_weight: {self.vlb_weight!r}; expected a number > 0")
+        if not isinstance(self.clip_x0, (int, float)) or isinstance(self.clip_x0, bool) or not (
+                0.0 <= self.clip_x0 < float("inf")):
+            raise ValueError(f"bad value for diffusion.clip_x0: {self.clip_x0!r}; expected a finite number >= 0 "
+                             "(0 turns clipping off)")
         try:
             get_beta_schedule(self.schedule, self.steps)
         except ValueError as error:

@@ -75,8 +75,9 @@ def run_sampler(
     """A sample of ``shape`` from the respaced process of ``diffusion_cfg``.
 
     ``respacing`` (default ``diffusion_cfg.sampling_steps``) picks the kept steps; ``sampler`` the update
-    rule, by default DDIM η = 0 for a ``"ddimN"`` respacing and ancestral otherwise. ``callback`` goes
-    to the sampler (:data:`~rodin_core.diffusion.samplers.SampleCallback`).
+    rule, by default DDIM η = 0 for a ``"ddimN"`` respacing and ancestral otherwise. x̂0 is clamped to
+    ``±diffusion_cfg.clip_x0`` at every step (0: not clamped). ``callback`` goes to the sampler
+    (:data:`~rodin_core.diffusion.samplers.SampleCallback`).
     """
     spacing = str(diffusion_cfg.sampling_steps if respacing is None else respacing)
     if sampler is None:
@@ -88,7 +89,8 @@ def run_sampler(
         raise ValueError(f"the generator lives on {generator.device} but the model on {device}; "
                          f"create it with torch.Generator(device={str(device)!r})")
     kwargs: dict[str, Any] = {"generator": generator, "model_kwargs": model_kwargs, "progress": progress,
-                              "device": device, "callback": callback}
+                              "device": device, "callback": callback,
+                              "clip_denoised": float(diffusion_cfg.clip_x0) if diffusion_cfg.clip_x0 > 0 else False}
     if sampler == "ddim":
         return ddim_sample(diffusion, model, shape, eta=0.0, **kwargs)
     return ancestral_sample(diffusion, model, shape, **kwargs)

@@ -21,11 +21,21 @@ The channels are concatenated in this fixed order, [own, column-aligned, row-ali
 also ascending order of the other plane's index), C -> 3C, and one per-plane padded convolution,
 shared by the three planes as a convolution over the rolled tensor would be, maps 3C -> C_out:
 Conv2D(y_uv ⊕ y_(.)u ⊕ y_v(.)) of the paper.
+
+That convolution is computed in factorised form, with the same weights and the same output (to float
+rounding). A convolution is linear in its input channels, so it splits into one convolution per
+channel block. The own block is an ordinary per-plane convolution C -> C_out. A context block is
+constant along one axis, so its 2D convolution reduces to a 1D convolution of the pooled line with
+the kernel summed along that axis; with zero padding, an output row (or column) within
+``kernel_size // 2`` of the border sees only part of the kernel, so those rows use the kernel summed
+over the taps that land inside the plane (:func:`border_tap_ranges`). The 2C context channels then
+cost two 1D convolutions instead of 2/3 of a 2D convolution over 3C channels.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rodin_core.triplane.planes import PLANE_AXES
@@ -84,8 +94,33 @@ def aware_context(planes: Tensor) -> Tensor:
     return torch.stack(outputs, dim=1)  # (B, 3, 3C, S, S)
 
 
+def border_tap_ranges(size: int, kernel_size: int) -> tuple[list[tuple[int, int]], Tensor]:
+    """Kernel taps that land inside a zero-padded axis of ``size`` pixels, per output index.
+
+    Returns the distinct tap ranges ``[lo, hi)`` (the interior's first) and, for every output index
+    (size,), the position of its range in that list.
+    """
+    pad = kernel_size // 2
+    ranges: list[tuple[int, int]] = []
+    classes = []
+    for index in range(size):
+        taps = (max(0, pad - index), min(kernel_size, size + pad - index))
+        if taps not in ranges:
+            ranges.append(taps)
+        classes.append(ranges.index(taps))
+    return ranges, torch.tensor(classes)
+
+
+def _line_conv(line: Tensor, weight: Tensor, summed_dim: int, ranges: list[tuple[int, int]], pad: int) -> Tensor:
+    """1D convolutions of ``line`` (B, C, S) with ``weight`` (C_out, C, k, k) summed over each tap range of
+    ``summed_dim`` (2: kernel rows, 3: kernel columns): (B, C_out, R, S) for the R ranges."""
+    kernels = [weight.narrow(summed_dim, lo, hi - lo).sum(dim=summed_dim) for lo, hi in ranges]  # (C_out, C, k) each
+    return torch.stack([F.conv1d(line, kernel, padding=pad) for kernel in kernels], dim=2)  # (B, C_out, R, S)
+
+
 class TriplaneAwareConv(nn.Module):
-    """3D-aware convolution (paper §3.2, Fig. 4b): :func:`aware_context` then a per-plane conv 3C -> C_out."""
+    """3D-aware convolution (paper §3.2, Fig. 4b): :func:`aware_context` then a per-plane conv 3C -> C_out,
+    computed in the factorised form of the module docstring (the weights are those of ``conv``)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
         super().__init__()
@@ -101,4 +136,29 @@ class TriplaneAwareConv(nn.Module):
             raise ValueError(
                 f"TriplaneAwareConv expects {self.in_channels} channels per plane, got shape {tuple(planes.shape)}"
             )
-        return self.conv(aware_context(planes))
+        height, width = planes.shape[-2:]
+        if height != width:
+            raise ValueError(f"the 3D-aware convolution needs square planes (H == W), got H={height}, W={width}")
+        channels, weight = self.in_channels, self.conv.weight  # (C_out, 3C, k, k)
+        pad = self.conv.padding[0]
+        own = F.conv2d(planes.flatten(0, 1), weight[:, :channels], self.conv.bias, padding=pad)  # (B*3, C_out, S, S)
+        own = own.unflatten(0, planes.shape[:2])  # (B, 3, C_out, S, S)
+        ranges, classes = border_tap_ranges(height, weight.shape[-1])
+        classes = classes.to(planes.device)
+        column_weight, row_weight = weight[:, channels:2 * channels], weight[:, 2 * channels:]
+        outputs = []
+        for plane in range(len(PLANE_AXES)):
+            out = own[:, plane]  # (B, C_out, S, S)
+            for other in range(len(PLANE_AXES)):
+                if other == plane:
+                    continue
+                pool_dim, is_column = _shared_axis_layout(plane, other)
+                line = planes[:, other].mean(dim=pool_dim)  # (B, C, S)
+                if is_column:  # constant along rows: kernel summed over its rows; output row r takes its range
+                    lines = _line_conv(line, column_weight, 2, ranges, pad)  # (B, C_out, R, S)
+                    out = out + lines[:, :, classes, :]  # (B, C_out, S, S)
+                else:  # constant along columns: kernel summed over its columns; output column c takes its range
+                    lines = _line_conv(line, row_weight, 3, ranges, pad)  # (B, C_out, R, S)
+                    out = out + lines[:, :, classes, :].transpose(-1, -2)  # (B, C_out, S, S)
+            outputs.append(out)
+        return torch.stack(outputs, dim=1)  # (B, 3, C_out, S, S)

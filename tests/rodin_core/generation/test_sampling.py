@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
+from rodin_core.diffusion import DiffusionConfig
 from rodin_core.generation.sampling import run_sampler, sample_base, sample_prior, sample_upsampler
 from rodin_core.training.registry import build_stage
 from rodin_core.triplane.rollout import roll_in
@@ -79,3 +82,27 @@ def test_prior_samples_repeat_and_come_back_in_the_encoder_scale():
     standard = run_sampler(cfg.prior.diffusion, model, (5, 32), torch.device("cpu"),
                            torch.Generator().manual_seed(0))
     torch.testing.assert_close(first, stage.modules["latent_norm"].denormalize(standard))
+
+
+class DivergingModel(torch.nn.Module):
+    """An ε-model gone wrong: it predicts ε = -50 everywhere, so x̂0 = (x_t + 50 sqrt(1 - ᾱ_t)) / sqrt(ᾱ_t) explodes."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full_like(x, -50.0)
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+def test_clipping_bounds_a_diverging_models_samples(sampler):
+    cfg = DiffusionConfig(steps=100, var_type="fixed_small", loss="simple", sampling_steps="10", clip_x0=2.5)
+    kwargs = {"shape": (3, 4, 4, 12), "device": torch.device("cpu"), "sampler": sampler}
+    clipped = run_sampler(cfg, DivergingModel(), generator=torch.Generator().manual_seed(0), **kwargs)
+    free = run_sampler(dataclasses.replace(cfg, clip_x0=0.0), DivergingModel(),
+                       generator=torch.Generator().manual_seed(0), **kwargs)
+    assert free.abs().max() > 100.0  # unclipped, the divergence reaches the sample
+    assert clipped.abs().max() <= 2.5 + 1e-5 and torch.isfinite(clipped).all()
+
+
+def test_clip_bound_must_be_finite_and_not_negative():
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="diffusion.clip_x0"):
+            DiffusionConfig(clip_x0=bad).validate()

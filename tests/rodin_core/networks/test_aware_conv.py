@@ -4,7 +4,7 @@ and agreement with the tri-plane point sampler's plane conventions."""
 import pytest
 import torch
 
-from rodin_core.networks.aware_conv import PlaneConv2d, TriplaneAwareConv, aware_context
+from rodin_core.networks.aware_conv import PlaneConv2d, TriplaneAwareConv, aware_context, border_tap_ranges
 from rodin_core.triplane.field import sample_triplane
 from rodin_core.triplane.planes import PLANE_AXES, pixel_of, project_to_planes
 
@@ -116,3 +116,28 @@ def test_errors_name_the_shape() -> None:
         conv(torch.zeros(1, 2, C, 4, 4))
     with pytest.raises(ValueError, match="odd kernel_size"):
         TriplaneAwareConv(C, 3, kernel_size=2)
+
+
+@pytest.mark.parametrize(("channels", "out_channels", "size", "kernel_size"),
+                         [(4, 5, 8, 3), (3, 6, 5, 5), (2, 3, 2, 3), (6, 4, 7, 1), (8, 8, 16, 3)])
+def test_factorised_form_equals_the_convolution_of_the_context(channels, out_channels, size, kernel_size):
+    torch.manual_seed(size * 10 + kernel_size)
+    conv = TriplaneAwareConv(channels, out_channels, kernel_size)
+    planes = torch.randn(2, 3, channels, size, size, requires_grad=True)
+    reference = conv.conv(aware_context(planes))  # the 3C -> C_out convolution over the concatenated context
+    factorised = conv(planes)
+    assert factorised.shape == reference.shape == (2, 3, out_channels, size, size)
+    assert (factorised - reference).abs().max() <= 2e-6 * reference.abs().max()
+    # every border row and column included: the first and last rows differ from the interior ones
+    weights = torch.randn_like(reference)
+    grad_reference = torch.autograd.grad((reference * weights).sum(), [planes, conv.conv.weight])
+    grad_factorised = torch.autograd.grad((factorised * weights).sum(), [planes, conv.conv.weight])
+    for left, right in zip(grad_factorised, grad_reference, strict=True):
+        assert (left - right).abs().max() <= 2e-5 * right.abs().max()
+
+
+def test_border_tap_ranges_cover_the_taps_inside_the_plane():
+    ranges, classes = border_tap_ranges(5, 3)
+    assert [ranges[c] for c in classes.tolist()] == [(1, 3), (0, 3), (0, 3), (0, 3), (0, 2)]
+    ranges, classes = border_tap_ranges(2, 5)  # a plane smaller than the kernel
+    assert [ranges[c] for c in classes.tolist()] == [(2, 4), (1, 3)]
