@@ -20,7 +20,6 @@ failed, 2: the spec is invalid).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -38,6 +37,7 @@ from render.launcher import DONE_NAME, RECIPE_NAME, subject_dir, view_name
 from render.recipe import sample_recipe
 from rodin_core.cameras import CameraRig, make_rig
 from rodin_core.config.corpus import RenderConfig
+from rodin_core.config.keys import merge
 from rodin_core.config_dict import ConfigError
 
 SPEC_KEYS = ("subject_ids", "seed", "render", "output_dir", "asset_dir", "asset_catalog")
@@ -79,13 +79,11 @@ def parse_spec(spec: Mapping[str, Any]) -> WorkerSpec:
         raise SpecError(f"spec.seed must be an integer >= 0, got {seed!r}")
     if not isinstance(spec["render"], Mapping):
         raise SpecError(f"spec.render must be a mapping of RenderConfig fields, got {spec['render']!r}")
-    unknown = sorted(set(spec["render"]) - {f.name for f in dataclasses.fields(RenderConfig)})
-    if unknown:
-        raise SpecError(f"spec.render has unknown fields {unknown}; it holds RenderConfig fields")
     try:
-        render_cfg = RenderConfig(**spec["render"])
+        render_cfg = RenderConfig()
+        merge(render_cfg, spec["render"], "render", {})  # unknown keys and wrong types name the field
         render_cfg.validate()
-    except (ConfigError, TypeError) as exc:
+    except ConfigError as exc:
         raise SpecError(f"spec.render is not a valid render config: {exc}") from exc
     output_dir = spec["output_dir"]
     if not isinstance(output_dir, str) or not output_dir:

@@ -31,9 +31,9 @@ def test_spec_render_section_is_read_as_a_render_config():
 
 
 @pytest.mark.parametrize(("render", "message"), [
-    ({"resolutionn": 32}, r"unknown fields \['resolutionn'\]"),
-    ({"views": 0}, r"render.views"),
-    ({"views": "four"}, r"not a valid render config"),
+    ({"resolutionn": 32}, r"unknown config key 'render.resolutionn' \(did you mean 'resolution'\?\)"),
+    ({"views": 0}, r"bad value for render.views: 0 is outside the valid range"),
+    ({"views": "four"}, r"bad value for render.views: 'four' is not a int"),
 ])
 def test_bad_render_sections_are_refused_with_the_field(render, message):
     with pytest.raises(SpecError, match=message):
