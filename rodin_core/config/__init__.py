@@ -8,47 +8,40 @@
 - :mod:`.corpus`, :mod:`.train`, :mod:`.keys`: the data sections, the optimisation section, dotted keys.
 """
 
-from importlib import import_module
 from typing import Any
 
-_EXPORTS = {
-    "CorpusConfig": "rodin_core.config.corpus",
-    "RenderConfig": "rodin_core.config.corpus",
-    "saved_held_out_from": "rodin_core.config.corpus",
-    "FitConfig": "rodin_core.config.fit",
-    "apply_overrides": "rodin_core.config.loader",
-    "load_config": "rodin_core.config.loader",
-    "preset_config": "rodin_core.config.presets",
-    "PRESETS": "rodin_core.config.schema",
-    "BaseStageConfig": "rodin_core.config.schema",
-    "PriorStageConfig": "rodin_core.config.schema",
-    "RodinConfig": "rodin_core.config.schema",
-    "UpsamplerStageConfig": "rodin_core.config.schema",
-    "PRECISIONS": "rodin_core.config.train",
-    "TrainConfig": "rodin_core.config.train",
-    "ConfigError": "rodin_core.config_dict",
-    "DiffusionConfig": "rodin_core.diffusion.config",
-    "ENCODER_KINDS": "rodin_core.encoders",
-    "EncoderConfig": "rodin_core.encoders",
-    "LatentMLPConfig": "rodin_core.networks.latent_mlp",
-    "UNetConfig": "rodin_core.networks.unet",
-    "TriplaneConfig": "rodin_core.triplane.config",
-    "DecoderConfig": "rodin_core.triplane.field",
-}
-"""Where each public name lives. Names are imported on first use (PEP 562), so that a process that needs
-only the data sections (the Blender worker reads ``RenderConfig``) does not load torch with the networks."""
+from rodin_core.config.corpus import CorpusConfig, RenderConfig, saved_held_out_from
+from rodin_core.config.fit import FitConfig
+from rodin_core.config.train import PRECISIONS, TrainConfig
+from rodin_core.config_dict import ConfigError
+
+_NEEDS_TORCH = ("PRESETS", "BaseStageConfig", "PriorStageConfig", "RodinConfig", "UpsamplerStageConfig",
+                "apply_overrides", "load_config", "preset_config", "DiffusionConfig", "ENCODER_KINDS",
+                "EncoderConfig", "LatentMLPConfig", "UNetConfig", "DecoderConfig", "TriplaneConfig")
+"""Names whose modules import torch (the stage sections nest the networks' configs). They are imported on
+first use (PEP 562), so that a process that needs only the data sections (the Blender worker reads
+``RenderConfig``) does not load torch."""
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
+    if name not in _NEEDS_TORCH:
         raise AttributeError(f"module 'rodin_core.config' has no attribute {name!r}")
-    value = getattr(import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+    from rodin_core import encoders
+    from rodin_core.config import loader, presets, schema
+    from rodin_core.diffusion import config as diffusion_config
+    from rodin_core.networks import latent_mlp, unet
+    from rodin_core.triplane import config as triplane_config
+    from rodin_core.triplane import field
+
+    for module in (schema, loader, presets, diffusion_config, encoders, latent_mlp, unet, field, triplane_config):
+        if hasattr(module, name):
+            globals()[name] = getattr(module, name)
+            return globals()[name]
+    raise AttributeError(f"module 'rodin_core.config' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    return sorted([*globals(), *_NEEDS_TORCH])
 
 
 __all__ = [
