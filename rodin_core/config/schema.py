@@ -96,6 +96,12 @@ class UpsamplerStageConfig:
     """Largest Gaussian-blur sigma (in low-resolution pixels) of the condition augmentation."""
     aug_noise_std: float = 0.1
     """Largest Gaussian noise std of the condition augmentation (normalised units)."""
+    residual: bool = False
+    """Diffuse the scaled difference to the bilinear up-sample of the condition instead of the tri-plane itself
+    (:mod:`rodin_core.triplane.residual`); False is the paper's direct x_0 (§3.3)."""
+    residual_scale: float = 1.0
+    """s of the residual parameterisation: the residual is multiplied by s before it is diffused (about the
+    inverse of its standard deviation in normalised units)."""
 
     def validate(self, where: str = "upsampler") -> None:
         """Raise :class:`ConfigError` naming the first bad key, its value and the valid range."""
@@ -103,6 +109,7 @@ class UpsamplerStageConfig:
         for name in ("perceptual_weight", "aug_blur_sigma", "aug_noise_std"):
             check_range(f"{where}.{name}", getattr(self, name), low=0.0)
         check_range(f"{where}.patch_size", self.patch_size, low=4)
+        check_range(f"{where}.residual_scale", self.residual_scale, low=1e-6)
         check_range(f"{where}.face_patch_prob", self.face_patch_prob, low=0.0, high=1.0)
 
 

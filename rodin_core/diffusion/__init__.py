@@ -6,6 +6,7 @@ from rodin_core.diffusion.gaussian import (
     DiffusionModel,
     GaussianDiffusion,
     LossType,
+    LossWeighting,
     ModelMeanType,
     ModelVarType,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "DiffusionModel",
     "GaussianDiffusion",
     "LossType",
+    "LossWeighting",
     "ModelMeanType",
     "ModelVarType",
     "ancestral_sample",

@@ -15,6 +15,7 @@ from rodin_core.config_dict import DictConfig
 from rodin_core.diffusion.gaussian import (
     GaussianDiffusion,
     LossType,
+    LossWeighting,
     ModelMeanType,
     ModelVarType,
 )
@@ -31,13 +32,19 @@ class DiffusionConfig(DictConfig):
     steps: int = 1000
     """Training diffusion steps T (paper: 1,000)."""
     mean_type: str = "eps"
-    """What the network predicts: "eps" (base model, §3.2) or "x0" (upsampler, §3.3)."""
+    """What the network predicts: "eps" (the paper's base model, §3.2), "x0" (the upsampler, §3.3) or "v"
+    (sqrt(ᾱ_t) ε − sqrt(1 − ᾱ_t) x_0, Salimans & Ho 2022)."""
     var_type: str = "learned_range"
     """Reverse variance: "fixed_small" (β̃_t), "fixed_large" (β_t) or "learned_range" (Nichol & Dhariwal Eq. 15)."""
     loss: str = "hybrid"
     """Training loss: "simple" (Eq. 2) or "hybrid" (+ λ·L_vlb; requires var_type "learned_range")."""
     vlb_weight: float = 0.001
     """λ of the hybrid loss (Nichol & Dhariwal 2021: 0.001)."""
+    loss_weighting: str = "uniform"
+    """Per-timestep weight of L_simple: "uniform" (the paper's, Eq. 2) or "min_snr" (min-SNR-γ, Hang et al.
+    2023: the x_0 error weighted by min(SNR_t, γ), whatever the network predicts)."""
+    min_snr_gamma: float = 5.0
+    """γ of the min-SNR weighting (Hang et al. 2023: 5)."""
     sampling_steps: str = "100"
     """Respacing used for sampling: "N" steps, "ddimN", or section counts "a,b,c" (paper: 100)."""
     clip_x0: float = 4.0
@@ -58,6 +65,11 @@ class DiffusionConfig(DictConfig):
                 f"bad value for diffusion.loss: {self.loss!r} with var_type {self.var_type!r}; "
                 "choices: loss 'hybrid' with var_type 'learned_range', or loss 'simple' with a fixed var_type"
             )
+        _check_choice("loss_weighting", self.loss_weighting, [member.value for member in LossWeighting])
+        if not isinstance(self.min_snr_gamma, (int, float)) or isinstance(self.min_snr_gamma, bool) or not (
+                0.0 < self.min_snr_gamma < float("inf")):
+            raise ValueError(f"bad value for diffusion.min_snr_gamma: {self.min_snr_gamma!r}; expected a finite "
+                             "number > 0")
         if not isinstance(self.vlb_weight, (int, float)) or not self.vlb_weight > 0:
             raise ValueError(f"bad value for diffusion.vlb_weight: {self.vlb_weight!r}; expected a number > 0")
         if not isinstance(self.clip_x0, (int, float)) or isinstance(self.clip_x0, bool) or not (
@@ -86,6 +98,8 @@ def build_diffusion(cfg: DiffusionConfig, respacing: str | int | None = None) ->
         var_type=ModelVarType(cfg.var_type),
         loss_type=LossType(cfg.loss),
         vlb_weight=cfg.vlb_weight,
+        loss_weighting=LossWeighting(cfg.loss_weighting),
+        min_snr_gamma=float(cfg.min_snr_gamma),
     )
     if respacing is None:
         return diffusion

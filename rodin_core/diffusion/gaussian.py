@@ -38,6 +38,20 @@ class ModelMeanType(enum.Enum):
     """The added noise ε (Ho et al. 2020; Rodin's base model, §3.2 Eq. 2)."""
     START_X = "x0"
     """The clean sample x_0 (Rodin's upsampler, §3.3)."""
+    VELOCITY = "v"
+    """The velocity v = sqrt(ᾱ_t) ε − sqrt(1 − ᾱ_t) x_0 (Salimans & Ho 2022, "Progressive Distillation for
+    Fast Sampling of Diffusion Models", §4 and appendix D)."""
+
+
+class LossWeighting(enum.Enum):
+    """How the per-timestep squared errors of L_simple are weighted."""
+
+    UNIFORM = "uniform"
+    """Every timestep counts the same on the predicted quantity (Ho et al. 2020, Eq. 14; Rodin Eq. 2)."""
+    MIN_SNR = "min_snr"
+    """Min-SNR-γ (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", Eq. 7):
+    the x_0 error weighted by min(SNR_t, γ), SNR_t = ᾱ_t / (1 − ᾱ_t), i.e. a weight of min(SNR_t, γ) / SNR_t
+    on the ε error, min(SNR_t, γ) on the x_0 error and min(SNR_t, γ) / (SNR_t + 1) on the v error."""
 
 
 class ModelVarType(enum.Enum):
@@ -83,6 +97,8 @@ class GaussianDiffusion:
         loss_type: LossType = LossType.SIMPLE,
         vlb_weight: float = 0.001,
         timestep_map: Sequence[int] | np.ndarray | None = None,
+        loss_weighting: LossWeighting | str = LossWeighting.UNIFORM,
+        min_snr_gamma: float = 5.0,
     ) -> None:
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.shape[0] < 2:
@@ -102,6 +118,10 @@ class GaussianDiffusion:
         if not vlb_weight > 0:
             raise ValueError(f"vlb_weight must be positive, got {vlb_weight!r}")
         self.vlb_weight = float(vlb_weight)
+        self.loss_weighting = LossWeighting(loss_weighting)
+        if not (math.isfinite(min_snr_gamma) and min_snr_gamma > 0):
+            raise ValueError(f"min_snr_gamma must be a finite number > 0, got {min_snr_gamma!r}")
+        self.min_snr_gamma = float(min_snr_gamma)
         self.num_timesteps = int(betas.shape[0])
         self.timestep_map = np.arange(self.num_timesteps) if timestep_map is None else np.asarray(timestep_map)
         if self.timestep_map.shape != betas.shape or self.timestep_map.dtype.kind not in "iu":
@@ -120,6 +140,7 @@ class GaussianDiffusion:
         self.log_one_minus_alphas_cumprod = np.log(1.0 - self.alphas_cumprod)
         self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod)
         self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1.0)
+        self.snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)  # SNR_t = ᾱ_t / (1 - ᾱ_t)
         # q(x_{t-1} | x_t, x_0) (Ho et al. 2020, Eq. 6-7); β̃_0 = 0, so its log is clipped to log β̃_1.
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_log_variance_clipped = np.log(np.append(self.posterior_variance[1], self.posterior_variance[1:]))
@@ -167,6 +188,30 @@ class GaussianDiffusion:
             self.sqrt_recipm1_alphas_cumprod, t, x_t
         ) * eps
 
+    def predict_v(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """v = sqrt(ᾱ_t) ε − sqrt(1 − ᾱ_t) x_0 (Salimans & Ho 2022, §4)."""
+        return self.extract(self.sqrt_alphas_cumprod, t, x0) * eps - self.extract(
+            self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+
+    def predict_xstart_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        """x_0 = sqrt(ᾱ_t) x_t − sqrt(1 − ᾱ_t) v, the definitions of x_t and v solved for x_0."""
+        return self.extract(self.sqrt_alphas_cumprod, t, x_t) * x_t - self.extract(
+            self.sqrt_one_minus_alphas_cumprod, t, x_t) * v
+
+    def loss_weights(self, t: Tensor, like: Tensor) -> Tensor:
+        """Per-sample weights (B,) of the squared error of the predicted quantity (:class:`LossWeighting`)."""
+        if self.loss_weighting is LossWeighting.UNIFORM:
+            return torch.ones(t.shape[0], dtype=like.dtype, device=like.device)
+        snr = self.snr[self._indices(t).numpy()]  # (B,) float64
+        clipped = np.minimum(snr, self.min_snr_gamma)
+        if self.mean_type is ModelMeanType.EPSILON:
+            weights = clipped / snr
+        elif self.mean_type is ModelMeanType.START_X:
+            weights = clipped
+        else:
+            weights = clipped / (snr + 1.0)
+        return torch.from_numpy(weights).to(device=like.device, dtype=like.dtype)
+
     def predict_eps_from_xstart(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
         """ε = (x_t - sqrt(ᾱ_t) x_0) / sqrt(1 - ᾱ_t), Eq. 5 solved for ε."""
         return (self.extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / self.extract(
@@ -202,8 +247,9 @@ class GaussianDiffusion:
     ) -> dict[str, Tensor]:
         """Per-sample training losses (B,) for data ``x0`` (B, C, ...) at process indices ``t`` (B,).
 
-        ``mse``: L_simple, the squared error of the first C output channels against ε or x_0 (per
-        mean type), averaged over all but the batch dimension. ``vb`` (hybrid loss only): the term
+        ``mse``: L_simple, the squared error of the first C output channels against ε, x_0 or v (per
+        mean type), averaged over all but the batch dimension and weighted per timestep by
+        :meth:`loss_weights` (1 with uniform weighting). ``vb`` (hybrid loss only): the term
         λ·L_vlb with L_vlb estimated from the one sampled step as T·L_t, so ``vb = vlb_weight ·
         num_timesteps · L_t``; for λ = 0.001 this is improved-diffusion's ``L_t · num_timesteps /
         1000``. L_t is in bits per dimension: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for
@@ -217,8 +263,13 @@ class GaussianDiffusion:
         x_t = self.q_sample(x0, t, noise)
         output = model(x_t, self.model_timesteps(t), **(model_kwargs or {}))
         prediction, var_values = self._split_output(output, x_t)
-        target = noise if self.mean_type is ModelMeanType.EPSILON else x0
-        terms = {"mse": mean_flat((target - prediction) ** 2)}
+        if self.mean_type is ModelMeanType.EPSILON:
+            target = noise
+        elif self.mean_type is ModelMeanType.START_X:
+            target = x0
+        else:
+            target = self.predict_v(x0, t, noise)
+        terms = {"mse": self.loss_weights(t, x0) * mean_flat((target - prediction) ** 2)}
         terms["pred_xstart"] = self._xstart_from_prediction(prediction, x_t, t)
         terms["loss"] = terms["mse"]
         if self.loss_type is LossType.HYBRID:
@@ -270,6 +321,8 @@ class GaussianDiffusion:
     def _xstart_from_prediction(self, prediction: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         if self.mean_type is ModelMeanType.START_X:
             return prediction
+        if self.mean_type is ModelMeanType.VELOCITY:
+            return self.predict_xstart_from_v(x_t, t, prediction)
         return self.predict_xstart_from_eps(x_t, t, prediction)
 
     def _vlb_term_bits(self, x0: Tensor, x_t: Tensor, t: Tensor, step: dict[str, Tensor]) -> Tensor:

@@ -71,6 +71,8 @@ def respace_diffusion(base: GaussianDiffusion, use_timesteps: Iterable[int]) -> 
         loss_type=base.loss_type,
         vlb_weight=base.vlb_weight,
         timestep_map=base.timestep_map[kept],
+        loss_weighting=base.loss_weighting,
+        min_snr_gamma=base.min_snr_gamma,
     )
 
 

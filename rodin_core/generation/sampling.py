@@ -38,6 +38,7 @@ from rodin_core.diffusion import (
 from rodin_core.diffusion.samplers import SampleCallback
 from rodin_core.networks.latent_normalizer import LatentNormalizer
 from rodin_core.networks.unet import UNetConfig
+from rodin_core.triplane.residual import ResidualTarget
 from rodin_core.triplane.rollout import roll_in, roll_out
 from rodin_core.triplane.stats import PlaneStats
 
@@ -96,13 +97,14 @@ def run_sampler(
     return ancestral_sample(diffusion, model, shape, **kwargs)
 
 
-def _raw_x0_callback(on_x0: X0Callback | None, stats: PlaneStats) -> SampleCallback | None:
-    """The sampler callback that hands ``on_x0`` the step's x̂0 rolled-in and denormalised (n, 3, C, h, h)."""
+def _raw_x0_callback(on_x0: X0Callback | None, stats: PlaneStats,
+                     to_planes: Callable[[Tensor], Tensor]) -> SampleCallback | None:
+    """The sampler callback that hands ``on_x0`` the step's x̂0 as raw planes (n, 3, C, h, h)."""
     if on_x0 is None:
         return None
 
     def callback(step: int, t: int, x_t: Tensor, pred_xstart: Tensor) -> None:
-        on_x0(step, stats.denormalize(roll_in(pred_xstart)))  # (n, C, h, 3h) -> (n, 3, C, h, h)
+        on_x0(step, stats.denormalize(roll_in(to_planes(pred_xstart))))  # (n, C, h, 3h) -> (n, 3, C, h, h)
 
     return callback
 
@@ -115,15 +117,17 @@ def _device(model: nn.Module) -> torch.device:
 def _sample_planes(model: nn.Module, denoiser: DiffusionModel, diffusion: DiffusionConfig, unet: UNetConfig,
                    count: int, stats: PlaneStats, generator: torch.Generator | None,
                    model_kwargs: dict[str, Tensor] | None, progress: bool, sampler: str | None,
-                   respacing: str | None, on_x0: X0Callback | None) -> Tensor:
+                   respacing: str | None, on_x0: X0Callback | None,
+                   to_planes: Callable[[Tensor], Tensor] = lambda rolled: rolled) -> Tensor:
     """Raw tri-planes (count, 3, C, s, s) of the U-Net's size s: ``denoiser`` (``model`` or its guided wrapper)
-    sampled with ``model`` in eval mode, then rolled in and denormalised."""
+    sampled with ``model`` in eval mode, mapped by ``to_planes`` from the diffused quantity to rolled
+    normalised planes (the upsampler's residual), then rolled in and denormalised."""
     size = unet.image_size
     with evaluating(model):
         rolled = run_sampler(diffusion, denoiser, (count, unet.in_channels, size, 3 * size), _device(model),
                              generator, model_kwargs, progress, sampler=sampler, respacing=respacing,
-                             callback=_raw_x0_callback(on_x0, stats))  # (count, C, s, 3s)
-    return stats.denormalize(roll_in(rolled))  # (count, 3, C, s, s)
+                             callback=_raw_x0_callback(on_x0, stats, to_planes))  # (count, C, s, 3s)
+    return stats.denormalize(roll_in(to_planes(rolled)))  # (count, 3, C, s, s)
 
 
 def sample_base(
@@ -178,15 +182,18 @@ def sample_upsampler(
 ) -> Tensor:
     """Raw full-resolution tri-planes (n, 3, C, H, H) from raw low-resolution ones (n, 3, C, h, h).
 
-    ``sampler``, ``respacing``: see :func:`run_sampler`; ``on_x0(step, x̂0 (n, 3, C, H, H))`` at every reverse step.
+    With ``upsampler.residual`` the sample is the bilinear up-sample of ``low_res`` plus the sampled
+    residual (:mod:`rodin_core.triplane.residual`). ``sampler``, ``respacing``: see :func:`run_sampler`; ``on_x0(step, x̂0 (n, 3, C, H, H))`` at every reverse step.
     """
     unet = cfg.upsampler.unet
     h = cfg.triplane.rescale_min
     if low_res.dim() != 5 or tuple(low_res.shape[1:]) != (3, unet.in_channels, h, h):
         raise ValueError(f"low_res must be raw tri-planes (n, 3, {unet.in_channels}, {h}, {h}), got {tuple(low_res.shape)}")
     condition = roll_out(stats.normalize(low_res.to(_device(model), torch.float32)))  # (n, C, h, 3h)
-    return _sample_planes(model, model, cfg.upsampler.diffusion, unet, low_res.shape[0], stats, generator,
-                          {"low_res": condition}, progress, sampler, respacing, on_x0)
+    section = cfg.upsampler
+    target = ResidualTarget.of(condition, unet.image_size, section.residual_scale, section.residual)
+    return _sample_planes(model, model, section.diffusion, unet, low_res.shape[0], stats, generator,
+                          {"low_res": condition}, progress, sampler, respacing, on_x0, target.decode)
 
 
 def sample_prior(

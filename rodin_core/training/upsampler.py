@@ -7,6 +7,9 @@ on a low-resolution tri-plane y_LR at the base resolution h. One step:
     y_LR  = roll_out(degrade(down_h(normalize(planes))))                 (B, C, h, 3h)  condition augmentation
     L     = ‖x̂_0 − x_0‖² + w_perc · L_perc(R(G(x̂_0)), R(G(x_0)))                        Eq. 4
 
+With ``upsampler.residual`` the diffused quantity is s · (x_0 − up(y_LR)) instead of x_0
+(:mod:`rodin_core.triplane.residual`); the perceptual term still renders the full tri-plane.
+
 ``degrade`` is :func:`~rodin_core.training.augment.degrade_condition`: a random combination of
 downscaling, Gaussian blur and Gaussian noise (§3.3, appendix B.1), so that the ground-truth
 condition resembles the base model's samples. The perceptual term renders the *denormalised*
@@ -37,6 +40,7 @@ from rodin_core.training.augment import degrade_condition
 from rodin_core.training.stage import DiffusionStage
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.rescale import downsample_planes
+from rodin_core.triplane.residual import ResidualTarget
 from rodin_core.triplane.rollout import roll_in, roll_out
 from rodin_core.triplane.stats import PlaneStats
 
@@ -148,6 +152,11 @@ class UpsamplerStage(DiffusionStage):
         self.unet_cfg = cfg.upsampler.unet
         self.optimise({"model": self.model})
 
+    def target(self, low_res: Tensor) -> ResidualTarget:
+        """The map between rolled normalised planes and the diffused quantity for the condition ``low_res``."""
+        section = self.cfg.upsampler
+        return ResidualTarget.of(low_res, self.cfg.triplane.resolution, section.residual_scale, section.residual)
+
     def condition(self, planes: Tensor, generator: torch.Generator | None) -> Tensor:
         """Raw planes (B, 3, C, H, W) -> rolled low-resolution condition (B, C, h, 3h), degraded when a
         generator is given (training) and clean otherwise."""
@@ -167,16 +176,18 @@ class UpsamplerStage(DiffusionStage):
     def train_step(self, batch: TriplaneBatch, step: int) -> dict[str, float]:
         """One AdamW step; returns loss, mse, vb (hybrid loss only), perceptual, lr, grad_norm."""
         batch, generator = self.start_step(batch, step)
-        x0 = roll_out(self.stats.normalize(batch.planes))  # (B, C, H, 3H)
-        size = x0.shape[0]
+        planes = roll_out(self.stats.normalize(batch.planes))  # (B, C, H, 3H)
+        size = planes.shape[0]
         t = torch.randint(0, self.diffusion.num_timesteps, (size,), generator=generator, device=self.device)
-        noise = torch.randn(x0.shape, generator=generator, device=self.device)  # (B, C, H, 3H)
+        noise = torch.randn(planes.shape, generator=generator, device=self.device)  # (B, C, H, 3H)
         low_res = self.condition(batch.planes, generator)  # (B, C, h, 3h)
+        target = self.target(low_res)
+        x0 = target.encode(planes)  # (B, C, H, 3H): the planes, or the scaled residual
         terms = self.diffusion.training_losses(self._forward, x0, t, noise=noise, model_kwargs={"low_res": low_res})
         loss = terms["loss"].mean()  # L_simple, plus L_vlb with the hybrid loss
         metrics = {"mse": terms["mse"].mean().item(), **({"vb": terms["vb"].mean().item()} if "vb" in terms else {})}
         if self.perceptual_weight > 0:
-            perceptual = self.perceptual_loss(terms["pred_xstart"], batch.planes, generator).mean()
+            perceptual = self.perceptual_loss(target.decode(terms["pred_xstart"]), batch.planes, generator).mean()
             loss = loss + self.perceptual_weight * perceptual
             terms["perceptual"] = perceptual
             metrics["perceptual"] = perceptual.item()

@@ -34,6 +34,22 @@ def downsample_planes(planes: Tensor, size: int) -> Tensor:
     return low.reshape(batch, 3, channels, size, size)  # (B, 3, C, size, size)
 
 
+def upsample_planes(planes: Tensor, size: int) -> Tensor:
+    """Planes (B, 3, C, h, w) up-sampled bilinearly (``align_corners=False``) to (B, 3, C, size, size).
+
+    The convention of :func:`rescale_planes` and of the U-Net's low-resolution condition; the upsampler's
+    residual parameterisation predicts the difference to this up-sample.
+    """
+    if planes.dim() != 5 or planes.shape[1] != 3:
+        raise ValueError(f"planes must be (B, 3, C, H, W), got shape {tuple(planes.shape)}")
+    batch, _, channels, height, width = planes.shape
+    if size == height == width:
+        return planes
+    flat = planes.reshape(batch * 3, channels, height, width)  # (B*3, C, h, w)
+    up = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False)
+    return up.reshape(batch, 3, channels, size, size)  # (B, 3, C, size, size)
+
+
 def rescale_planes(planes: Tensor, size: int) -> Tensor:
     """Down-sample planes (B, 3, C, H, W) to size x size (antialiased) and back up to H x W, bilinearly.
 
@@ -44,9 +60,11 @@ def rescale_planes(planes: Tensor, size: int) -> Tensor:
     batch, _, channels, height, width = planes.shape
     if size == height == width:
         return planes
-    low = downsample_planes(planes, size).flatten(0, 1)  # (B*3, C, size, size)
-    back = F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)
-    return back.reshape(batch, 3, channels, height, width)  # (B, 3, C, H, W)
+    if height != width:
+        low = downsample_planes(planes, size).flatten(0, 1)  # (B*3, C, size, size)
+        back = F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)
+        return back.reshape(batch, 3, channels, height, width)  # (B, 3, C, H, W)
+    return upsample_planes(downsample_planes(planes, size), height)  # (B, 3, C, H, W)
 
 
 def random_rescale(planes: Tensor, min_size: int, generator: torch.Generator | None = None) -> Tensor:

@@ -44,7 +44,7 @@ def test_set_at_depth_three_reaches_every_component_config():
         ("base.unet.channel_mult=[]",
          r"bad value in base.unet: UNetConfig.channel_mult must be a non-empty tuple of ints >= 1, got \(\)"),
         ("base.unet.dropout=1.5", r"bad value in base.unet: UNetConfig.dropout must be in \[0, 1\), got 1.5"),
-        ("base.diffusion.mean_type=v", r"bad value in base.diffusion: .*mean_type: 'v'; choices: 'eps', 'x0'"),
+        ("base.diffusion.mean_type=w", r"bad value in base.diffusion: .*mean_type: 'w'; choices: 'eps', 'x0', 'v'"),
         ("prior.mlp.depth=0", r"bad value in prior.mlp: LatentMLPConfig.depth must be an int >= 1, got 0"),
         ("triplane.decoder.layers=1", r"bad value in triplane.decoder: DecoderConfig.layers must be an int >= 2"),
         ("encoder.kind=vae", r"encoder.kind='vae' is not an encoder; choose one of \('clip', 'learned'\)"),

@@ -41,7 +41,7 @@ def test_dict_round_trip_through_json():
     ("field", "value", "message"),
     [
         ("schedule", "sigmoid", r"diffusion.schedule: 'sigmoid'; choices: 'linear', 'cosine'"),
-        ("mean_type", "v", r"diffusion.mean_type: 'v'; choices: 'eps', 'x0'"),
+        ("mean_type", "w", r"diffusion.mean_type: 'w'; choices: 'eps', 'x0', 'v'"),
         ("var_type", "learned", r"diffusion.var_type: 'learned'; choices: 'fixed_small', 'fixed_large', 'learned"),
         ("loss", "simple", r"diffusion.loss: 'simple' with var_type 'learned_range'"),
         ("vlb_weight", 0.0, r"diffusion.vlb_weight: 0.0"),

@@ -1,0 +1,230 @@
+"""Base-model convergence ablation at tiny scale: which objective makes the base model reproduce its subjects.
+
+The base model (paper §3.2) is trained in-process on the fitted tri-planes of a store (the tri-planes,
+frontals and plane statistics that ``rodin fit`` and ``rodin train base`` write), once per setting, each for
+the same wall-clock budget on the same data, then measured the way a user sees it. For every training
+subject, z is its own frontal view through the (EMA) encoder and a conditional base sample is drawn with
+the stage's CFG scale and sampler; then:
+
+- ``psnr``: the sample bilinearly up-sampled to the full resolution and rendered from ``--views`` rig
+  cameras, against the render of the subject's fitted tri-plane (median over subjects, dB);
+- ``nn``: in how many cases the nearest training subject of the sample (normalised plane MSE) is its own;
+- ``mse``: per-element MSE to the subject's own low-resolution planes, normalised units; ``std``: the
+  samples' per-element std (the data: about 1);
+- ``cos``: mean cosine similarity of the z of different subjects (1: z carries no identity);
+- ``z gain``: x̂0 MSE with a wrong subject's z over x̂0 MSE with the subject's own z, averaged over
+  t = 100 ... 700 (1: the model ignores z).
+
+A setting is a list of config overrides on the preset (``--set``-style ``key=value``); ``--settings`` picks
+named ones from :data:`SETTINGS`. Run: ``.venv/bin/python benchmarks/base_ablation.py --out data/tiny``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rodin_core.cameras import make_rig
+from rodin_core.config import RodinConfig, apply_overrides, preset_config
+from rodin_core.datasets.decoder import load_decoder
+from rodin_core.datasets.plane_stats import read_plane_stats
+from rodin_core.datasets.triplanes import TriplaneDataset, TriplaneSample, collate_samples
+from rodin_core.generation.sampling import sample_base
+from rodin_core.metrics import psnr
+from rodin_core.rendering import RenderSettings, render_image
+from rodin_core.training.base import BaseStage
+from rodin_core.triplane.field import TriplaneDecoder
+from rodin_core.triplane.rescale import upsample_planes
+from rodin_core.triplane.rollout import roll_out
+
+SETTINGS: dict[str, list[str]] = {
+    "eps-hybrid (paper)": [],
+    "eps-simple": ["base.diffusion.var_type=fixed_small", "base.diffusion.loss=simple"],
+    "eps-min-snr": ["base.diffusion.var_type=fixed_small", "base.diffusion.loss=simple",
+                    "base.diffusion.loss_weighting=min_snr"],
+    "x0": ["base.diffusion.mean_type=x0", "base.diffusion.var_type=fixed_small", "base.diffusion.loss=simple"],
+    "x0-min-snr": ["base.diffusion.mean_type=x0", "base.diffusion.var_type=fixed_small",
+                   "base.diffusion.loss=simple", "base.diffusion.loss_weighting=min_snr"],
+    "v": ["base.diffusion.mean_type=v", "base.diffusion.var_type=fixed_small", "base.diffusion.loss=simple"],
+    "v-min-snr": ["base.diffusion.mean_type=v", "base.diffusion.var_type=fixed_small",
+                  "base.diffusion.loss=simple", "base.diffusion.loss_weighting=min_snr"],
+}
+"""Named settings: overrides of the preset's base stage."""
+Z_GAIN_STEPS = (100, 300, 500, 700)
+"""Timesteps at which the x̂0 error with the own and a wrong z are compared."""
+
+
+@dataclass
+class Corpus:
+    """The training subjects of a store, in memory."""
+
+    samples: list[TriplaneSample]
+    decoder: TriplaneDecoder
+
+    @property
+    def ids(self) -> list[int]:
+        return [sample.subject_id for sample in self.samples]
+
+
+def load_corpus(out: str, cfg: RodinConfig) -> Corpus:
+    """Every fitted training subject of ``out`` (held-out ids excluded) and the frozen decoder."""
+    dataset = TriplaneDataset(out, held_out_from=cfg.corpus.first_held_out, shuffle_buffer=1)
+    samples = sorted(dataset.iter_epoch(0), key=lambda sample: sample.subject_id)
+    decoder, _ = load_decoder(out)
+    return Corpus(samples, decoder.eval().requires_grad_(False))
+
+
+def batches(corpus: Corpus, batch_size: int, seed: int):
+    """Endless batches: the subjects in a fresh random order each epoch, ``batch_size`` at a time."""
+    generator = torch.Generator().manual_seed(seed)
+    queue: list[int] = []
+    while True:
+        while len(queue) < batch_size:
+            queue += torch.randperm(len(corpus.samples), generator=generator).tolist()
+        picked, queue = queue[:batch_size], queue[batch_size:]
+        yield collate_samples([corpus.samples[index] for index in picked])
+
+
+def train(cfg: RodinConfig, corpus: Corpus, stats, budget_s: float, max_steps: int | None) -> tuple[BaseStage, int, float]:
+    """A base stage trained for ``budget_s`` seconds (or ``max_steps``); returns it, the steps and the mean loss
+    of the last 20 steps."""
+    stage = BaseStage(cfg, stats)
+    start, step, losses = time.perf_counter(), 0, []
+    stream = batches(corpus, cfg.base.train.batch_size, cfg.base.train.seed)
+    while time.perf_counter() - start < budget_s and (max_steps is None or step < max_steps):
+        losses.append(stage.train_step(next(stream), step)["loss"])
+        step += 1
+        if step % 50 == 0:
+            print(f"  step {step}, loss {statistics.mean(losses[-50:]):.4f}, {time.perf_counter() - start:.0f} s",
+                  flush=True)
+    return stage, step, statistics.mean(losses[-20:])
+
+
+@torch.no_grad()
+def latents(stage: BaseStage, corpus: Corpus) -> Tensor:
+    """z (N, D) of every subject's frontal view through the encoder's EMA shadow (the trained one when frozen)."""
+    encoder = stage.modules.get("encoder_ema", stage.encoder)
+    encoder.eval()
+    frontal = torch.stack([sample.frontal for sample in corpus.samples])  # (N, 4, Hi, Wi)
+    return encoder(frontal).float()  # (N, D)
+
+
+def mean_cosine(z: Tensor) -> float:
+    """Mean cosine similarity between the z (N, D) of different subjects."""
+    unit = F.normalize(z, dim=1)
+    cosine = unit @ unit.T  # (N, N)
+    n = z.shape[0]
+    return float((cosine.sum() - cosine.diagonal().sum()) / (n * (n - 1)))
+
+
+@torch.no_grad()
+def z_gain(stage: BaseStage, x0: Tensor, z: Tensor, seed: int = 0) -> float:
+    """Mean over :data:`Z_GAIN_STEPS` of MSE(x̂0 | wrong z) / MSE(x̂0 | own z) on the subjects' planes x0 (N, C, h, 3h)."""
+    model = stage.modules["ema"]
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    wrong = z.roll(1, dims=0)  # (N, D): the next subject's z
+    ratios = []
+    for step in Z_GAIN_STEPS:
+        t = torch.full((x0.shape[0],), step, dtype=torch.long)
+        noise = torch.randn(x0.shape, generator=generator)
+        x_t = stage.diffusion.q_sample(x0, t, noise)
+        errors = []
+        for latent in (z, wrong):
+            output = model(x_t, stage.diffusion.model_timesteps(t), z=latent)
+            prediction = output[:, :x0.shape[1]]
+            x0_hat = stage.diffusion._xstart_from_prediction(prediction, x_t, t)
+            errors.append(float(((x0_hat - x0) ** 2).mean()))
+        ratios.append(errors[1] / errors[0])
+    return statistics.mean(ratios)
+
+
+@torch.no_grad()
+def render_views(planes: Tensor, decoder: TriplaneDecoder, cfg: RodinConfig, views: list[int]) -> list[Tensor]:
+    """RGB (res, res, 3) renders of raw planes (3, C, H, W) from rig cameras ``views``, rendered as fitting does."""
+    render = cfg.render
+    rig = make_rig(render.views, render.resolution, render.fov_deg, render.camera_radius,
+                   render.elevation_min_deg, render.elevation_max_deg)
+    settings = RenderSettings(coarse_samples=cfg.fit.coarse_samples, fine_samples=cfg.fit.fine_samples,
+                              perturb=False)
+    images = []
+    for view in views:
+        rgb, _ = render_image(planes[None].float(), decoder, torch.tensor(rig.c2w[view], dtype=torch.float32),
+                              torch.tensor(rig.intrinsics, dtype=torch.float32), render.resolution,
+                              render.resolution, settings, cfg.fit.background)
+        images.append(rgb.clamp(0.0, 1.0))
+    return images
+
+
+def evaluate(stage: BaseStage, corpus: Corpus, cfg: RodinConfig, views: list[int],
+             fitted_renders: list[list[Tensor]]) -> dict[str, float]:
+    """The measurements of the module docstring for a trained base stage."""
+    z = latents(stage, corpus)  # (N, D)
+    raw = torch.stack([sample.planes for sample in corpus.samples])  # (N, 3, C, H, W)
+    x0 = stage.targets(raw)  # (N, C, h, 3h) normalised
+    generator = torch.Generator().manual_seed(0)
+    samples = sample_base(stage.modules["ema"], cfg, stage.stats, z, generator=generator)  # (N, 3, C, h, h) raw
+    rolled = roll_out(stage.stats.normalize(samples))  # (N, C, h, 3h)
+    distances = ((rolled[:, None] - x0[None]) ** 2).mean(dim=(2, 3, 4))  # (N, N)
+    own = distances.argmin(dim=1) == torch.arange(len(corpus.samples))
+    full = upsample_planes(samples, cfg.triplane.resolution)  # (N, 3, C, H, H)
+    scores = []
+    for index in range(len(corpus.samples)):
+        rendered = render_views(full[index], corpus.decoder, cfg, views)
+        scores.append(statistics.mean(psnr(a.numpy(), b.numpy()) for a, b in zip(rendered, fitted_renders[index],
+                                                                                  strict=True)))
+    return {"psnr": statistics.median(scores), "psnr_min": min(scores), "nn": int(own.sum()),
+            "mse": float(distances.diagonal().mean()), "std": float(rolled.std()), "cos": mean_cosine(z),
+            "z_gain": z_gain(stage, x0, z)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="data/tiny", help="dataset root with committed triplanes, frontals, stats")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--settings", nargs="*", default=list(SETTINGS), help=f"named settings ({list(SETTINGS)})")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override applied to every setting (repeatable)")
+    parser.add_argument("--budget-s", type=float, default=300.0, help="training wall-clock seconds per setting")
+    parser.add_argument("--steps", type=int, default=None, help="stop a setting after this many steps instead")
+    parser.add_argument("--views", type=int, nargs="*", default=[0, 16, 40], help="rig views rendered")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the rows as JSON to this path")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    base_cfg = apply_overrides(preset_config(args.preset), args.extra)
+    corpus = load_corpus(args.out, base_cfg)
+    stats = read_plane_stats(args.out)
+    print(f"{len(corpus.samples)} training subjects {corpus.ids}; rendering their fitted tri-planes", flush=True)
+    fitted_renders = [render_views(sample.planes, corpus.decoder, base_cfg, args.views) for sample in corpus.samples]
+    rows = []
+    for name in args.settings:
+        cfg = apply_overrides(preset_config(args.preset), [*args.extra, *SETTINGS[name]])
+        print(f"{name}: {' '.join(SETTINGS[name]) or '(preset)'}", flush=True)
+        start = time.perf_counter()
+        stage, steps, loss = train(cfg, corpus, stats, args.budget_s, args.steps)
+        seconds = time.perf_counter() - start
+        row = {"setting": name, "steps": steps, "train_s": round(seconds, 1), "loss": loss,
+               **evaluate(stage, corpus, cfg, args.views, fitted_renders)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\n| setting | steps | train s | final loss | render PSNR median (min) | own subject nearest | "
+          f"MSE | sample std | z cosine | z gain |\n|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['setting']} | {row['steps']} | {row['train_s']:.0f} | {row['loss']:.4f} | {row['psnr']:.2f} "
+              f"({row['psnr_min']:.2f}) | {row['nn']}/{len(corpus.samples)} | {row['mse']:.3f} | {row['std']:.2f} | "
+              f"{row['cos']:.3f} | {row['z_gain']:.2f} |")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
