@@ -101,19 +101,25 @@ def scale_to_sphere(embedding: Tensor) -> Tensor:
     return F.normalize(embedding, dim=-1) * math.sqrt(embedding.shape[-1])
 
 
-def _unavailable(model_name: str, pretrained: str, reason: str) -> EncoderUnavailableError:
+ENCODER_REMEDY = (f"set encoder.clip_pretrained to a local {CLIP_SAFE_WEIGHTS} path, or train without CLIP: "
+                  "encoder.kind=learned")
+"""The last option :class:`EncoderUnavailableError` offers for the conditioning encoder."""
+
+
+def _unavailable(model_name: str, pretrained: str, remedy: str, reason: str) -> EncoderUnavailableError:
     return EncoderUnavailableError(
         f"CLIP encoder {model_name!r} with pretrained={pretrained!r}: {reason}. Either cache the tag's weights once "
         f"on a machine with network access (python -c \"import open_clip; open_clip.create_model({model_name!r}, "
-        f"pretrained={pretrained!r})\", then copy ~/.cache/huggingface), or set encoder.clip_pretrained to a local "
-        f"{CLIP_SAFE_WEIGHTS} path, or train without CLIP: encoder.kind=learned")
+        f"pretrained={pretrained!r})\", then copy ~/.cache/huggingface), or {remedy}")
 
 
-def resolve_clip_weights(model_name: str, pretrained: str, cache_dir: str | os.PathLike | None = None) -> tuple[str, dict]:
+def resolve_clip_weights(model_name: str, pretrained: str, cache_dir: str | os.PathLike | None = None, *,
+                         remedy: str = ENCODER_REMEDY) -> tuple[str, dict]:
     """Local safetensors file of ``pretrained`` (a tag in the HF cache, or a path) and its tag config.
 
-    Never touches the network. Raises :class:`EncoderUnavailableError` naming the tag, the path
-    option and the config keys when the weights are not on this machine.
+    Never touches the network. Raises :class:`EncoderUnavailableError` naming the tag, how to cache
+    it and ``remedy`` (the caller's path option: by default the config keys) when the weights are
+    not on this machine.
     """
     import open_clip
     from huggingface_hub import try_to_load_from_cache
@@ -121,25 +127,26 @@ def resolve_clip_weights(model_name: str, pretrained: str, cache_dir: str | os.P
     path = Path(pretrained).expanduser()
     if path.is_file() or path.suffix == ".safetensors" or os.sep in pretrained:
         if not path.is_file():
-            raise _unavailable(model_name, pretrained, f"the local weights file {str(path)!r} does not exist")
+            raise _unavailable(model_name, pretrained, remedy, f"the local weights file {str(path)!r} does not exist")
         if path.suffix != ".safetensors":
-            raise _unavailable(model_name, pretrained, "local weights must be a .safetensors file (rodin never "
-                                                       "unpickles weights); convert it with safetensors.torch.save_file")
+            raise _unavailable(model_name, pretrained, remedy, "local weights must be a .safetensors file (rodin "
+                               "never unpickles weights); convert it with safetensors.torch.save_file")
         return str(path), {}
     tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if not tag_cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
-        raise _unavailable(model_name, pretrained, f"it is neither an existing file nor a pretrained tag of "
-                                                   f"{model_name!r} (tags: {tags})")
+        raise _unavailable(model_name, pretrained, remedy, f"it is neither an existing file nor a pretrained tag "
+                           f"of {model_name!r} (tags: {tags})")
     hub = tag_cfg.get("hf_hub", "")
     if not hub:
-        raise _unavailable(model_name, pretrained, "the tag has no Hugging Face safetensors weights (only a pickled URL)")
+        raise _unavailable(model_name, pretrained, remedy,
+                           "the tag has no Hugging Face safetensors weights (only a pickled URL)")
     repo_id, filename = os.path.split(hub)
     name = CLIP_SAFE_WEIGHTS if not filename else str(Path(filename).with_suffix(".safetensors"))
     cached = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
     if not isinstance(cached, str) or not os.path.isfile(cached):
-        raise _unavailable(model_name, pretrained, f"its weights {repo_id}/{name} are not in the local Hugging Face "
-                                                   f"cache ({cache_dir or 'default HF cache'})")
+        raise _unavailable(model_name, pretrained, remedy, f"its weights {repo_id}/{name} are not in the local "
+                           f"Hugging Face cache ({cache_dir or 'default HF cache'})")
     return cached, tag_cfg
 
 
@@ -150,7 +157,8 @@ class CLIPImageEncoder(nn.Module):
     cache, a local ``.safetensors`` path, or None for random weights (tests only: such a z carries no
     meaning). ``model_overrides`` go to ``open_clip.create_model`` as model-config overrides (e.g. a
     smaller ``vision_cfg`` in tests). Images are composited on white, resized to the model's input
-    size (224 for ViT-B-32) and normalised with the tag's mean/std (OpenAI's by default).
+    size (224 for ViT-B-32) and normalised with the tag's mean/std (OpenAI's by default). ``latent_dim``
+    must equal the model's embedding size; None takes the model's.
     """
 
     trainable = False
@@ -159,7 +167,7 @@ class CLIPImageEncoder(nn.Module):
         self,
         model_name: str = "ViT-B-32",
         pretrained: str | None = "openai",
-        latent_dim: int = 512,
+        latent_dim: int | None = 512,
         device: str | torch.device = "cpu",
         cache_dir: str | os.PathLike | None = None,
         model_overrides: Mapping[str, Any] | None = None,
@@ -179,10 +187,10 @@ class CLIPImageEncoder(nn.Module):
         size = self.visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
         embed_dim = int(dict(model_overrides or {}).get("embed_dim", open_clip.get_model_config(model_name)["embed_dim"]))
-        if embed_dim != latent_dim:
+        if latent_dim is not None and embed_dim != latent_dim:
             raise ValueError(f"encoder.latent_dim={latent_dim} but {model_name} embeds images to {embed_dim} "
                              f"dimensions; set encoder.latent_dim={embed_dim}")
-        self.latent_dim = latent_dim
+        self.latent_dim = embed_dim
         mean = torch.tensor(tag_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN), dtype=torch.float32)
         std = torch.tensor(tag_cfg.get("std", open_clip.OPENAI_DATASET_STD), dtype=torch.float32)
         self.register_buffer("mean", mean.view(1, 3, 1, 1).to(device), persistent=False)  # (1, 3, 1, 1)
@@ -193,11 +201,14 @@ class CLIPImageEncoder(nn.Module):
         return super().train(False)
 
     @torch.no_grad()
+    def embed(self, images: Tensor) -> Tensor:
+        """Images (B, 4 or 3, H, W) in [0, 1] -> the image tower's projected embeddings (B, latent_dim), unscaled."""
+        rgb = _resize(composite_on_white(images.to(self.mean.device).float()), self.image_size)  # (B, 3, S, S)
+        return self.visual((rgb - self.mean) / self.std).float()  # (B, D)
+
     def forward(self, images: Tensor) -> Tensor:
         """Images (B, 4 or 3, H, W) in [0, 1] -> z (B, latent_dim), norm sqrt(latent_dim)."""
-        rgb = _resize(composite_on_white(images.to(self.mean.device).float()), self.image_size)  # (B, 3, S, S)
-        embedding = self.visual((rgb - self.mean) / self.std)  # (B, D)
-        return scale_to_sphere(embedding.float())
+        return scale_to_sphere(self.embed(images))
 
 
 def _groups(channels: int) -> int:

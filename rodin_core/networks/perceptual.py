@@ -182,12 +182,18 @@ class STLPIPS(nn.Module):
             for key, target in mapping.items():
                 target.copy_(stored[key])
 
+    def taps(self, x: Tensor) -> list[Tensor]:
+        """Images x (B, 3, H, W) in [0, 1] -> the five VGG taps [relu1_2 (B, 64, H, W), ..., relu5_3].
+
+        The input is mapped to [-1, 1] and through the wheel's scaling layer, ``(x' - shift) / scale``,
+        which together are ImageNet normalisation: mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225).
+        """
+        return self.vgg((2.0 * x - 1.0 - self.shift) / self.scale)
+
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         """Images x, y (B, 3, H, W) in [0, 1] -> distances (B,)."""
-        x = (2.0 * x - 1.0 - self.shift) / self.scale  # (B, 3, H, W)
-        y = (2.0 * y - 1.0 - self.shift) / self.scale  # (B, 3, H, W)
         total = x.new_zeros(x.shape[0])
-        for lin, fx, fy in zip(self.lins, self.vgg(x), self.vgg(y), strict=True):
+        for lin, fx, fy in zip(self.lins, self.taps(x), self.taps(y), strict=True):
             fx = fx / (fx.norm(dim=1, keepdim=True) + _NORM_EPS)  # (B, C_l, H_l, W_l)
             fy = fy / (fy.norm(dim=1, keepdim=True) + _NORM_EPS)  # (B, C_l, H_l, W_l)
             total = total + lin((fx - fy) ** 2).mean(dim=(1, 2, 3))  # (B,)
