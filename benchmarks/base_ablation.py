@@ -11,7 +11,8 @@ the stage's CFG scale and sampler; then:
 - ``nn``: in how many cases the nearest training subject of the sample (normalised plane MSE) is its own;
 - ``mse``: per-element MSE to the subject's own low-resolution planes, normalised units; ``std``: the
   samples' per-element std (the data: about 1);
-- ``cos``: mean cosine similarity of the z of different subjects (1: z carries no identity);
+- ``cos``: mean cosine similarity of the z of different subjects after training (1: z carries no identity),
+  ``cos0`` the same for the freshly initialised encoder;
 - ``z gain``: x̂0 MSE with a wrong subject's z over x̂0 MSE with the subject's own z, averaged over
   t = 100 ... 700 (1: the model ignores z).
 
@@ -33,9 +34,14 @@ from torch import Tensor
 
 from rodin_core.cameras import make_rig
 from rodin_core.config import RodinConfig, apply_overrides, preset_config
+from rodin_core.datasets.checkpoints import read_stage_checkpoint
 from rodin_core.datasets.decoder import load_decoder
 from rodin_core.datasets.plane_stats import read_plane_stats
-from rodin_core.datasets.triplanes import TriplaneDataset, TriplaneSample, collate_samples
+from rodin_core.datasets.triplanes import (
+    TriplaneDataset,
+    TriplaneSample,
+    collate_samples,
+)
 from rodin_core.generation.sampling import sample_base
 from rodin_core.metrics import psnr
 from rodin_core.rendering import RenderSettings, render_image
@@ -44,19 +50,21 @@ from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.rescale import upsample_planes
 from rodin_core.triplane.rollout import roll_out
 
+_SIMPLE = ["base.diffusion.var_type=fixed_small", "base.diffusion.loss=simple"]
+_MEAN, _FLAT = ["encoder.learned_pooling=mean"], ["encoder.learned_pooling=flatten"]
 SETTINGS: dict[str, list[str]] = {
-    "eps-hybrid (paper)": [],
-    "eps-simple": ["base.diffusion.var_type=fixed_small", "base.diffusion.loss=simple"],
-    "eps-min-snr": ["base.diffusion.var_type=fixed_small", "base.diffusion.loss=simple",
-                    "base.diffusion.loss_weighting=min_snr"],
-    "x0": ["base.diffusion.mean_type=x0", "base.diffusion.var_type=fixed_small", "base.diffusion.loss=simple"],
-    "x0-min-snr": ["base.diffusion.mean_type=x0", "base.diffusion.var_type=fixed_small",
-                   "base.diffusion.loss=simple", "base.diffusion.loss_weighting=min_snr"],
-    "v": ["base.diffusion.mean_type=v", "base.diffusion.var_type=fixed_small", "base.diffusion.loss=simple"],
-    "v-min-snr": ["base.diffusion.mean_type=v", "base.diffusion.var_type=fixed_small",
-                  "base.diffusion.loss=simple", "base.diffusion.loss_weighting=min_snr"],
+    "eps hybrid, mean-pooled encoder": ["base.diffusion.mean_type=eps", "base.diffusion.var_type=learned_range",
+                                        "base.diffusion.loss=hybrid", *_MEAN],
+    "eps hybrid": ["base.diffusion.mean_type=eps", "base.diffusion.var_type=learned_range",
+                   "base.diffusion.loss=hybrid", *_FLAT],
+    "eps min-SNR": ["base.diffusion.mean_type=eps", *_SIMPLE, "base.diffusion.loss_weighting=min_snr", *_FLAT],
+    "x0": ["base.diffusion.mean_type=x0", *_SIMPLE, *_FLAT],
+    "x0, mean-pooled encoder": ["base.diffusion.mean_type=x0", *_SIMPLE, *_MEAN],
+    "x0 min-SNR": ["base.diffusion.mean_type=x0", *_SIMPLE, "base.diffusion.loss_weighting=min_snr", *_FLAT],
+    "v": ["base.diffusion.mean_type=v", *_SIMPLE, *_FLAT],
+    "v min-SNR": ["base.diffusion.mean_type=v", *_SIMPLE, "base.diffusion.loss_weighting=min_snr", *_FLAT],
 }
-"""Named settings: overrides of the preset's base stage."""
+"""Named settings: overrides of the preset's base stage and encoder (each names every key it compares)."""
 Z_GAIN_STEPS = (100, 300, 500, 700)
 """Timesteps at which the x̂0 error with the own and a wrong z are compared."""
 
@@ -92,10 +100,12 @@ def batches(corpus: Corpus, batch_size: int, seed: int):
         yield collate_samples([corpus.samples[index] for index in picked])
 
 
-def train(cfg: RodinConfig, corpus: Corpus, stats, budget_s: float, max_steps: int | None) -> tuple[BaseStage, int, float]:
-    """A base stage trained for ``budget_s`` seconds (or ``max_steps``); returns it, the steps and the mean loss
-    of the last 20 steps."""
+def train(cfg: RodinConfig, corpus: Corpus, stats, budget_s: float, max_steps: int | None
+          ) -> tuple[BaseStage, int, float, float]:
+    """A base stage trained for ``budget_s`` seconds (or ``max_steps``); returns it, the steps, the mean loss
+    of the last 20 steps and the z cosine of the freshly initialised encoder."""
     stage = BaseStage(cfg, stats)
+    initial_cosine = mean_cosine(latents(stage, corpus))
     start, step, losses = time.perf_counter(), 0, []
     stream = batches(corpus, cfg.base.train.batch_size, cfg.base.train.seed)
     while time.perf_counter() - start < budget_s and (max_steps is None or step < max_steps):
@@ -104,7 +114,7 @@ def train(cfg: RodinConfig, corpus: Corpus, stats, budget_s: float, max_steps: i
         if step % 50 == 0:
             print(f"  step {step}, loss {statistics.mean(losses[-50:]):.4f}, {time.perf_counter() - start:.0f} s",
                   flush=True)
-    return stage, step, statistics.mean(losses[-20:])
+    return stage, step, statistics.mean(losses[-20:]), initial_cosine
 
 
 @torch.no_grad()
@@ -164,7 +174,7 @@ def render_views(planes: Tensor, decoder: TriplaneDecoder, cfg: RodinConfig, vie
 
 
 def evaluate(stage: BaseStage, corpus: Corpus, cfg: RodinConfig, views: list[int],
-             fitted_renders: list[list[Tensor]]) -> dict[str, float]:
+             fitted_renders: list[list[Tensor]], initial_cosine: float) -> dict[str, float]:
     """The measurements of the module docstring for a trained base stage."""
     z = latents(stage, corpus)  # (N, D)
     raw = torch.stack([sample.planes for sample in corpus.samples])  # (N, 3, C, H, W)
@@ -182,6 +192,7 @@ def evaluate(stage: BaseStage, corpus: Corpus, cfg: RodinConfig, views: list[int
                                                                                   strict=True)))
     return {"psnr": statistics.median(scores), "psnr_min": min(scores), "nn": int(own.sum()),
             "mse": float(distances.diagonal().mean()), "std": float(rolled.std()), "cos": mean_cosine(z),
+            "cos0": initial_cosine,
             "z_gain": z_gain(stage, x0, z)}
 
 
@@ -197,6 +208,9 @@ def main() -> None:
     parser.add_argument("--views", type=int, nargs="*", default=[0, 16, 40], help="rig views rendered")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the rows as JSON to this path")
+    parser.add_argument("--committed", action="store_true",
+                        help="first measure the base checkpoint committed under --out (trained by the flows with the "
+                             "config it saved) as a row of its own")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     base_cfg = apply_overrides(preset_config(args.preset), args.extra)
@@ -205,22 +219,31 @@ def main() -> None:
     print(f"{len(corpus.samples)} training subjects {corpus.ids}; rendering their fitted tri-planes", flush=True)
     fitted_renders = [render_views(sample.planes, corpus.decoder, base_cfg, args.views) for sample in corpus.samples]
     rows = []
+    if args.committed:
+        checkpoint, _ = read_stage_checkpoint(args.out, "base")
+        cfg = RodinConfig.from_dict(checkpoint.config["rodin"])
+        stage = BaseStage(cfg, stats)
+        checkpoint.restore(stage.modules, stage.optimizers, strict=True)
+        row = {"setting": f"committed checkpoint (step {checkpoint.step})", "steps": checkpoint.step, "train_s": 0.0,
+               "loss": float("nan"), **evaluate(stage, corpus, cfg, args.views, fitted_renders, float("nan"))}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     for name in args.settings:
         cfg = apply_overrides(preset_config(args.preset), [*args.extra, *SETTINGS[name]])
         print(f"{name}: {' '.join(SETTINGS[name]) or '(preset)'}", flush=True)
         start = time.perf_counter()
-        stage, steps, loss = train(cfg, corpus, stats, args.budget_s, args.steps)
+        stage, steps, loss, initial_cosine = train(cfg, corpus, stats, args.budget_s, args.steps)
         seconds = time.perf_counter() - start
         row = {"setting": name, "steps": steps, "train_s": round(seconds, 1), "loss": loss,
-               **evaluate(stage, corpus, cfg, args.views, fitted_renders)}
+               **evaluate(stage, corpus, cfg, args.views, fitted_renders, initial_cosine)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n| setting | steps | train s | final loss | render PSNR median (min) | own subject nearest | "
-          f"MSE | sample std | z cosine | z gain |\n|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| setting | steps | train s | final loss | render PSNR median (min) | own subject nearest | "
+          "MSE | sample std | z cosine (at init) | z gain |\n|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['setting']} | {row['steps']} | {row['train_s']:.0f} | {row['loss']:.4f} | {row['psnr']:.2f} "
               f"({row['psnr_min']:.2f}) | {row['nn']}/{len(corpus.samples)} | {row['mse']:.3f} | {row['std']:.2f} | "
-              f"{row['cos']:.3f} | {row['z_gain']:.2f} |")
+              f"{row['cos']:.3f} ({row['cos0']:.3f}) | {row['z_gain']:.2f} |")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)

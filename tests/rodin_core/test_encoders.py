@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from rodin_core.config import EncoderConfig
+from rodin_core.config_dict import ConfigError
 from rodin_core.encoders import (
     CLIP_SAFE_WEIGHTS,
     CLIPImageEncoder,
@@ -127,3 +128,46 @@ def test_missing_weights_raise_a_clear_error_without_network(tmp_path: Path) -> 
 def test_latent_dim_must_match_the_clip_embedding() -> None:
     with pytest.raises(ValueError, match="encoder.latent_dim=8"):
         CLIPImageEncoder("ViT-B-32", pretrained=None, latent_dim=8, model_overrides=TINY)
+
+
+def _portraits(count: int) -> torch.Tensor:
+    """Synthetic frontal views (count, 4, 64, 64): a white background (alpha 0) around a head-sized disc whose
+    colour, size and height differ per subject, as the corpus's frontals differ mostly in a central region."""
+    generator = torch.Generator().manual_seed(3)
+    rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    images = torch.zeros(count, 4, 64, 64)
+    for index in range(count):
+        colour = torch.rand(3, generator=generator)
+        centre = 24.0 + 16.0 * torch.rand(1, generator=generator).item()
+        radius = 10.0 + 8.0 * torch.rand(1, generator=generator).item()
+        inside = ((rows - centre) ** 2 + (cols - 32.0) ** 2 < radius**2).float()
+        images[index, :3] = colour[:, None, None]
+        images[index, 3] = inside
+    return images
+
+
+def _mean_cosine(z: torch.Tensor) -> float:
+    unit = torch.nn.functional.normalize(z, dim=1)
+    cosine = unit @ unit.T
+    return float((cosine.sum() - cosine.diagonal().sum()) / (z.shape[0] * (z.shape[0] - 1)))
+
+
+def test_a_fresh_flattening_encoder_tells_subjects_apart_where_average_pooling_does_not() -> None:
+    """Average-pooled features of images that share most of their pixels give nearly parallel z; keeping the
+    spatial layout gives a fresh encoder distinguishable embeddings to start training from."""
+    images = _portraits(8)
+    cosines = {}
+    for pooling in ("mean", "flatten"):
+        torch.manual_seed(0)
+        encoder = LearnedImageEncoder(EncoderConfig(kind="learned", image_size=64, learned_channels=16,
+                                                    learned_pooling=pooling))
+        with torch.no_grad():
+            z = encoder(images)  # (8, 512)
+        assert z.shape == (8, 512)
+        cosines[pooling] = _mean_cosine(z)
+    assert cosines["mean"] > 0.9 and cosines["flatten"] < 0.7, cosines
+
+
+def test_an_unknown_pooling_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"encoder.learned_pooling='max' is not a pooling; choose one of"):
+        EncoderConfig(kind="learned", learned_pooling="max").validate()

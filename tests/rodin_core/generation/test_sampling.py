@@ -10,6 +10,7 @@ import torch
 from rodin_core.diffusion import DiffusionConfig
 from rodin_core.generation.sampling import run_sampler, sample_base, sample_prior, sample_upsampler
 from rodin_core.training.registry import build_stage
+from rodin_core.triplane.rescale import upsample_planes
 from rodin_core.triplane.rollout import roll_in
 
 from ...stage_data import clustered_latents, decoder_for, plane_stats, small_config
@@ -106,3 +107,16 @@ def test_clip_bound_must_be_finite_and_not_negative():
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="diffusion.clip_x0"):
             DiffusionConfig(clip_x0=bad).validate()
+
+
+def test_a_residual_upsampler_that_predicts_nothing_returns_the_bilinear_upsample():
+    """With ``upsampler.residual`` a network whose x̂0 is 0 adds no detail: the sample is exactly the bilinear
+    up-sample of its condition (the ancestral sampler's last step returns x̂0 without noise)."""
+    cfg = small_config("upsampler.residual=true", "upsampler.residual_scale=3.0")
+    stats = plane_stats(cfg)
+    model = build_stage("upsampler", cfg, stats, decoder=decoder_for(cfg)).modules["ema"]  # zero output layer
+    low = torch.randn(2, 3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    sample = sample_upsampler(model, cfg, stats, low, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sample, stats.denormalize(upsample_planes(stats.normalize(low), 16)))
+    direct = sample_upsampler(model, small_config(), stats, low, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(direct, stats.denormalize(torch.zeros_like(sample)))
