@@ -13,6 +13,7 @@
     rodin interpolate a.safetensors b.safetensors --out data/tiny --frames 5 --dest interp/   # Fig. 6
     rodin mesh avatar.safetensors --out data/tiny --dest avatar.glb             # marching cubes (Fig. 5)
     rodin render-avatar avatar.safetensors --out data/tiny --x0 --dest views/   # turntable, x̂0 strip (Fig. 15)
+    rodin evaluate --out data/tiny --n 16                         # evaluate flow: sample quality (§4.3, Table 4, C.4)
     rodin demo --out data/tiny                                    # the main job: every stage, outputs in data/tiny/demo
 
 The command sits on top of every layer. Each command imports the flow or library code it runs when
@@ -33,6 +34,8 @@ from rodin_core.config import PRESETS, ConfigError, load_config
 SAMPLER_CHOICES = ("ancestral", "ddim")
 """``--sampler`` values: :data:`rodin_core.generation.SAMPLERS` (not imported here, to keep the generation stack out
 of start-up)."""
+FEATURE_CHOICES = ("vgg", "clip")
+"""``rodin evaluate --features`` values: :data:`rodin_core.evaluation.quality_job.FEATURES`."""
 TRAIN_FLOWS = {"base": "train_base", "upsampler": "train_upsampler", "prior": "train_latent_prior",
                "all": "train_all"}
 """``rodin train`` stage -> flow function of ``workflows.train_flows``."""
@@ -108,8 +111,26 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--tile", type=int, default=None, help="shrink tiles to this many pixels")
     sheet.add_argument("--no-labels", action="store_true", help="leave out the subject-id labels")
     _add_generation_parsers(sub)
+    _add_evaluate_parser(sub)
     _add_demo_parser(sub)
     return parser
+
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    evaluate = sub.add_parser("evaluate", help="sample quality: reconstruction of training and held-out subjects, "
+                                               "samples against the training set (evaluate flow)")
+    _add_sampling_args(evaluate)
+    evaluate.add_argument("--renders", default=None, help="dataset root URI of the renders (default: --out)")
+    evaluate.add_argument("--n", type=int, default=16,
+                          help="samples; sample i uses seed + i, as in rodin sample (default 16)")
+    evaluate.add_argument("--features", choices=FEATURE_CHOICES, default=None,
+                          help="image features of the Fréchet distance: vgg (the VGG16 of stlpips; the default) or "
+                               "clip (CLIP-FID; the default when --clip-model or --clip-pretrained is given)")
+    evaluate.add_argument("--clip-model", default=None, help="open_clip model of the CLIP features (default ViT-B-32)")
+    evaluate.add_argument("--clip-pretrained", default=None, metavar="TAG_OR_PATH",
+                          help="their weights: an open_clip tag cached locally or a .safetensors file (default openai)")
+    evaluate.add_argument("--subjects", type=int, nargs="+", metavar="ID",
+                          help="reconstruct these subject ids (default: every held-out subject and 8 training ones)")
 
 
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
@@ -225,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _contact_sheet(args)
         if args.command in GENERATION_COMMANDS:
             return _generation(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "demo":
             return _demo(args)
     except ConfigError as err:
@@ -339,6 +362,36 @@ def _sample(args: argparse.Namespace) -> int:
     if args.dest:
         files = data.export_generated(outputs, summary["shard_id"], args.dest)
         print(f"copied {len(files)} files to {args.dest} (contact sheet: {files[0]})")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Check the inputs, run the evaluate flow, print its tables and where its files are; bad input is one line."""
+    from rodin_core.evaluation import quality_job as job
+    from rodin_core.generation import SampleOptions
+
+    clip = {"clip_model": args.clip_model or "ViT-B-32", "clip_pretrained": args.clip_pretrained}
+    if args.features == "vgg" and (args.clip_model or args.clip_pretrained):
+        print("rodin: --clip-model and --clip-pretrained choose CLIP features; drop them, or pass --features clip",
+              file=sys.stderr)
+        return 2
+    features = args.features or ("clip" if args.clip_model or args.clip_pretrained else "vgg")
+    options = {"guidance_scale": args.guidance_scale, "sampler": args.sampler, "steps": args.steps}
+    try:
+        SampleOptions(**options)
+        job.check_quality_inputs(args.out, args.renders, n=args.n, preset=args.preset)  # before starting Prefect
+        job.check_features(features, **clip)
+        from workflows.evaluate import evaluate
+
+        summary = evaluate(out=args.out, renders=args.renders, n=args.n, seed=args.seed, features=features, **clip,
+                           subjects=args.subjects, **options, preset=args.preset, device=args.device)
+    except job.EVALUATION_ERRORS as err:
+        print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(summary["table"])
+    print(f"\nevaluation of {args.out} written to:")
+    for uri in summary["files"].values():
+        print(f"  {uri}")
     return 0
 
 

@@ -11,6 +11,7 @@ manifest (:mod:`rodin_core.storage`). docs/data-contracts.md describes what each
     latents/      shard "latents": z of every training subject (the latent prior's data)
     checkpoints/  one shard per diffusion stage (base, upsampler, prior): the latest checkpoint
     generated/    one shard per generation request: avatars, turntables, contact sheet
+    evaluation/   plain files, rewritten by each evaluation: report.json, report.md, samples.png, neighbours.png
 """
 
 from __future__ import annotations
@@ -78,3 +79,15 @@ CONTACT_SHEET_FILE = "contact-sheet.png"
 """Generated: one turntable frame per avatar."""
 GENERATION_JSON = "generation.json"
 """Generated: the request and the checkpoints it was made with."""
+
+EVALUATION_FOLDER = "evaluation"
+"""Sample-quality evaluation (paper §4.3, §4.5, appendix C.4): plain files for people, not shards; each run
+rewrites them."""
+EVALUATION_JSON = "report.json"
+"""Evaluation: every number of the report (non-finite ones as null)."""
+EVALUATION_MARKDOWN = "report.md"
+"""Evaluation: the report's tables."""
+EVALUATION_SAMPLES = "samples.png"
+"""Evaluation: the unconditional samples at the evaluation views, one row per sample."""
+EVALUATION_NEIGHBOURS = "neighbours.png"
+"""Evaluation: each sample beside its nearest training subject (appendix C.4)."""

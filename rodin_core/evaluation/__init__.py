@@ -7,6 +7,10 @@
 - :mod:`.frechet`: the Fréchet distance between two feature sets (Heusel et al. 2017; CLIP-FID on
   CLIP features, §4.3) and its floor, a set against its own halves.
 - :mod:`.neighbours`: nearest training subjects of generated samples (appendix C.4) and their sheet.
+- :mod:`.sample_quality`: unconditional samples against the training subjects: spread of their
+  normalised planes, nearest subjects with the training set's own baseline, the Fréchet distance.
+- :mod:`.quality_report` and :mod:`.quality_job`: the sample-quality report of a dataset root
+  (reconstruction of training and held-out subjects, samples) and the host-side job that measures it.
 
 The names below are imported on first use (PEP 562): importing this package loads no torch.
 """

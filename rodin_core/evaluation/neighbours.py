@@ -190,14 +190,16 @@ def _score_label(metric: str, index: int, score: float) -> str:
 
 
 def neighbour_sheet(queries: ArrayLike | torch.Tensor, references: ArrayLike | torch.Tensor, result: Neighbours,
-                    k: int | None = None, query_labels: Sequence[str] | None = None) -> np.ndarray:
+                    k: int | None = None, query_labels: Sequence[str] | None = None,
+                    reference_ids: Sequence[int] | None = None) -> np.ndarray:
     """Rows [query | its ``k`` nearest references] as one uint8 image (H_s, W_s, 3), for the caller to save.
 
     ``queries`` (Q, 3, H, W) and ``references`` (R, 3, H, W) in [0, 1] are the images shown (for
     feature metrics, the images the features came from); ``result`` comes from
     :func:`nearest_neighbours` or :func:`leave_one_out_neighbours` on them. Under each neighbour:
     its reference index and score; under each query, ``query_labels`` (default ``query <i>``).
-    ``k``: neighbours shown (default all of ``result``'s).
+    ``k``: neighbours shown (default all of ``result``'s). ``reference_ids``: the number shown for
+    each reference instead of its index (e.g. its subject id).
     """
     k = result.indices.shape[1] if k is None else k
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= result.indices.shape[1]:
@@ -208,11 +210,15 @@ def neighbour_sheet(queries: ArrayLike | torch.Tensor, references: ArrayLike | t
     labels = list(query_labels) if query_labels is not None else [f"query {i}" for i in range(len(query_tiles))]
     if len(labels) != len(query_tiles):
         raise ValueError(f"got {len(labels)} query labels for {len(query_tiles)} queries; give one per query or None")
+    ids = list(reference_ids) if reference_ids is not None else list(range(len(reference_tiles)))
+    if len(ids) != len(reference_tiles):
+        raise ValueError(f"got {len(ids)} reference ids for {len(reference_tiles)} references; give one per reference "
+                         "or None")
     tiles, captions = [], []
     for q, (indices, scores) in enumerate(zip(result.indices, result.scores, strict=True)):
         tiles.append(query_tiles[q])
         captions.append(labels[q])
         for index, score in zip(indices[:k], scores[:k], strict=True):
             tiles.append(reference_tiles[int(index)])
-            captions.append(_score_label(result.metric, int(index), float(score)))
+            captions.append(_score_label(result.metric, int(ids[int(index)]), float(score)))
     return contact_sheet(tiles, columns=k + 1, labels=captions)

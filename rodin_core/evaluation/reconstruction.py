@@ -22,6 +22,10 @@ at three groups of the subject's views (:func:`evaluation_views`):
   novel for the inverted avatar;
 - ``input``: view 0, the image that was inverted.
 
+Besides the scores against the ground truth, each view's inverted render is compared with the
+fitted tri-plane's render of the same view (PSNR "vs fitted render"): the fitted tri-plane is what
+diffusion learned to generate, so this measures the generation alone, without the fitting error.
+
 Ground truth is the RGBA renders composited on ``fit.background``, as fitting and the renderer see
 them. A group's metrics are the means over its views; :func:`aggregate` averages the subjects'
 group means, each subject counting once. PSNR is infinite for identical images; the JSON form
@@ -33,7 +37,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -106,12 +110,23 @@ class SubjectReconstruction:
     """The inverted avatar (tri-plane, z and how it was made)."""
     seconds: float
     """Wall time of the inversion, the renders and the metrics."""
+    vs_fitted: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    """view group -> PSNR (dB) of each inverted render against the fitted tri-plane's render of the same view,
+    aligned with the group's views; empty without fitted planes."""
+
+    def psnr_vs_fitted(self, group: str) -> float:
+        """Mean over ``group``'s views of the inverted renders' PSNR against the fitted renders (NaN without them)."""
+        values = self.vs_fitted.get(group)
+        return float(np.mean(values)) if values else math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form of the scores (renders and avatar left out)."""
         return {"subject_id": self.subject_id, "seconds": round(self.seconds, 3),
                 "scores": {source: {group: scores.to_dict() for group, scores in groups.items()}
-                           for source, groups in self.scores.items()}}
+                           for source, groups in self.scores.items()},
+                "psnr_vs_fitted": {group: {"mean": _finite_or_none(self.psnr_vs_fitted(group)),
+                                           "per_view": [_finite_or_none(v) for v in values]}
+                                   for group, values in self.vs_fitted.items()}}
 
 
 @dataclass(frozen=True)
@@ -170,7 +185,8 @@ def measure_subject(
     options: SampleOptions | None = None,
     views: Mapping[str, Sequence[int]] | None = None,
 ) -> SubjectReconstruction:
-    """Invert view 0 of ``subject`` and score the inverted avatar and the ``fitted`` planes (Table 4).
+    """Invert view 0 of ``subject`` and score the inverted avatar and the ``fitted`` planes (Table 4), and the
+    inverted renders against the fitted ones (``vs_fitted``).
 
     ``fitted``: the subject's fitted raw planes (3, C, H, W) (None: only the inverted avatar is
     scored). ``seed`` and ``options`` (default: the trained settings) drive the generation
@@ -204,7 +220,11 @@ def measure_subject(
             per_view = score_images(images.astype(np.float32) / 255.0, truth[ids], lpips)
             scores[source][group] = GroupScores(tuple(ids), tuple(per_view))
             renders[source][group] = images
-    return SubjectReconstruction(subject.subject_id, scores, renders, avatar, time.perf_counter() - start)
+    vs_fitted = {group: tuple(psnr(a, b) for a, b in zip(renders["inverted"][group].astype(np.float32) / 255.0,
+                                                         renders["fitted"][group].astype(np.float32) / 255.0,
+                                                         strict=True))
+                 for group in groups if "fitted" in renders}
+    return SubjectReconstruction(subject.subject_id, scores, renders, avatar, time.perf_counter() - start, vs_fitted)
 
 
 def aggregate(results: Sequence[SubjectReconstruction]) -> dict[str, dict[str, GroupSummary]]:

@@ -23,7 +23,12 @@ from typing import Any
 import torch
 
 from rodin_core.datasets.checkpoints import committed_config, committed_step
-from rodin_core.datasets.layout import CHECKPOINTS_STAGE, PLANES_FILE, RENDERS_STAGE, TRIPLANES_STAGE
+from rodin_core.datasets.layout import (
+    CHECKPOINTS_STAGE,
+    PLANES_FILE,
+    RENDERS_STAGE,
+    TRIPLANES_STAGE,
+)
 from rodin_core.datasets.renders import iter_subjects, renders_index
 from rodin_core.datasets.triplane_records import planes_from_safetensors
 from rodin_core.datasets.triplanes import committed_triplane_shards
@@ -37,7 +42,7 @@ from rodin_core.evaluation.reconstruction import (
     held_out_subjects,
     measure_subject,
 )
-from rodin_core.generation import SampleOptions
+from rodin_core.generation import GenerationPipeline, SampleOptions
 from rodin_core.generation.job import load_pipeline
 from rodin_core.metrics import LPIPS
 from rodin_core.storage import open_store
@@ -128,13 +133,15 @@ def measure_reconstruction(
     device: torch.device | str = "cpu",
     storage_options: dict | None = None,
     on_subject: Callable[[SubjectReconstruction, SubjectViews], None] | None = None,
+    pipeline: GenerationPipeline | None = None,
 ) -> ReconstructionReport:
     """Invert view 0 of each held-out subject of ``out`` and score it against its views (Table 4).
 
     ``subjects``: measure these ids instead of the held-out ones (the report says which of them
     training saw). ``seed`` and ``options`` drive every inversion; ``lpips`` picks the LPIPS network
     (:data:`rodin_core.metrics.LPIPS_NETWORKS`); ``other_views`` sizes the ``other`` view group.
-    ``on_subject(result, views)`` is called after each subject (progress, pictures).
+    ``on_subject(result, views)`` is called after each subject (progress, pictures). ``pipeline``: the
+    pipeline of ``out``'s checkpoints when the caller has loaded it already (default: loaded here).
     """
     start = time.perf_counter()
     renders = renders or out
@@ -161,7 +168,7 @@ def measure_reconstruction(
         seen = [s for s in ids if s not in set(held_out)]
         if seen:
             log.warning("subjects %s were seen in training: their metrics are not those of unseen subjects", seen)
-    pipeline = load_pipeline(out, storage_options, device=device, require_prior=False)
+    pipeline = pipeline or load_pipeline(out, storage_options, device=device, require_prior=False)
     metric = LPIPS(lpips)
     fitted = fitted_planes(out, ids, storage_options)
     for subject_id in ids:

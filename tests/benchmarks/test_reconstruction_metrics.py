@@ -12,8 +12,8 @@ import pytest
 from rodin_core.fitting.shard_job import torch_threads
 from rodin_core.imaging import LABEL_HEIGHT, decode_png
 
+from ..evaluation_data import HOLDOUT, SIZE, make_reconstruction_root
 from ..generation_data import generation_config
-from ..rodin_core.evaluation.test_reconstruction_job import HOLDOUT, SIZE, make_reconstruction_root
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "reconstruction_metrics.py"
 

@@ -144,3 +144,9 @@ def test_sheet_rows_are_a_query_and_its_neighbours(references: torch.Tensor) -> 
         neighbour_sheet(queries, references, result, k=4)
     with pytest.raises(ValueError, match="got 2 query images for a result of 3 queries"):
         neighbour_sheet(queries[:2], references, result)
+    ids = list(range(100, 100 + len(references)))
+    labelled = neighbour_sheet(queries, references, result, k=1, reference_ids=ids)
+    plain = neighbour_sheet(queries, references, result, k=1)
+    assert np.array_equal(labelled[:, :16], plain[:, :16]) and not np.array_equal(labelled, plain)  # the labels differ
+    with pytest.raises(ValueError, match="got 2 reference ids for 23 references"):
+        neighbour_sheet(queries, references, result, reference_ids=[1, 2])

@@ -1,8 +1,7 @@
 """Table 4 metrics of a dataset root (rodin_core.evaluation.reconstruction_job; paper §4.5, appendix C.5).
 
-The root holds what the stages commit: renders of 4 subjects (8 views of a coloured disc, 24 px, the
-render rig's cameras), their fitted tri-planes (subject 3's fit failed) and the tiny random
-checkpoints and decoder of :mod:`tests.generation_data`, trained with ``corpus.subjects=4`` and
+The root is :func:`tests.evaluation_data.make_reconstruction_root`: renders of 4 subjects, their fitted
+tri-planes (subject 3's fit failed) and tiny random checkpoints trained with ``corpus.subjects=4`` and
 ``corpus.holdout_subjects=2``: subjects 2 and 3 are the held-out ones.
 """
 
@@ -13,71 +12,20 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
-import torch
 
-from rodin_core.cameras import make_rig
-from rodin_core.config import RodinConfig
-from rodin_core.datasets.layout import PLANES_FILE, RECORDS_FILE, VIEWS_TABLE
-from rodin_core.datasets.renders import VIEWS_SCHEMA
-from rodin_core.datasets.triplane_records import FitResult, planes_to_safetensors, records_table
 from rodin_core.evaluation.reconstruction_job import (
     ReconstructionInputError,
     fitted_planes,
     measure_reconstruction,
 )
 from rodin_core.fitting.shard_job import torch_threads
-from rodin_core.imaging import encode_png
-from rodin_core.storage import open_store, shard_id_for
+from rodin_core.metrics import psnr
 
-from ...generation_data import generation_config, make_generation_root
+from ...evaluation_data import HOLDOUT, SIZE, make_reconstruction_root
+from ...generation_data import generation_config
 
-SIZE = 24
-SHARDS = [[0, 1], [2, 3]]
-FAILED = 3
-HOLDOUT = ("corpus.subjects=4", "corpus.holdout_subjects=2", "render.views=8", "fit.holdout_views=2")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def subject_rows(subject_id: int, cfg: RodinConfig) -> list[dict]:
-    """``views.parquet`` rows of one subject: a disc whose colour depends on the subject and the view."""
-    render = cfg.render
-    rig = make_rig(render.views, SIZE, render.fov_deg, render.camera_radius, render.elevation_min_deg,
-                   render.elevation_max_deg)
-    y, x = np.mgrid[0:SIZE, 0:SIZE] - (SIZE - 1) / 2
-    inside = x**2 + y**2 < (SIZE / 3) ** 2  # (H, W)
-    rows = []
-    for view in range(render.views):
-        rgba = np.zeros((SIZE, SIZE, 4), np.uint8)  # (H, W, 4)
-        rgba[inside] = (40 + 25 * view, 60 * subject_id, 200 - 20 * view, 255)
-        rows.append({"subject_id": subject_id, "view_index": view, "png": encode_png(rgba),
-                     "c2w": rig.c2w[view].ravel().tolist(), "intrinsics": rig.intrinsics.ravel().tolist(),
-                     "width": SIZE, "height": SIZE})
-    return rows
-
-
-def fitted_of(subject_id: int, cfg: RodinConfig) -> torch.Tensor:
-    size, channels = cfg.triplane.resolution, cfg.triplane.channels
-    return 0.5 * torch.randn(3, channels, size, size, generator=torch.Generator().manual_seed(subject_id))
-
-
-def make_reconstruction_root(root: Path, cfg: RodinConfig) -> str:
-    """Checkpoints and decoder of ``cfg``, plus committed renders and tri-planes of subjects 0..3."""
-    out = make_generation_root(root, cfg, stages=("base", "upsampler"))
-    store = open_store(out)
-    for index, ids in enumerate(SHARDS):
-        writer = store.stage("renders").begin(shard_id_for(index))
-        rows = [row for s in ids for row in subject_rows(s, cfg)]
-        writer.write_table(VIEWS_TABLE, pa.Table.from_pylist(rows, schema=VIEWS_SCHEMA))
-        writer.commit(ids, "renders-config", extra={"views": cfg.render.views})
-        results = [FitResult(s, fitted_of(s, cfg), 25.0, 26.0, 10, 1.0, error="diverged" if s == FAILED else None)
-                   for s in ids]
-        writer = store.stage("triplanes").begin(shard_id_for(index))
-        writer.write_bytes(PLANES_FILE, planes_to_safetensors(results))
-        writer.write_table(RECORDS_FILE, records_table(results))
-        writer.commit(ids, f"planes-{index}")
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +44,14 @@ def test_the_held_out_subjects_are_measured_against_their_views(root: str, caplo
     views = {"held_out": (2, 6), "other": (3, 5), "input": (0,)}  # split_views(8, 2) and 2 of the rest
     assert {g: s.views for g, s in with_fit.scores["fitted"].items()} == views
     assert with_fit.renders["inverted"]["held_out"].shape == (2, SIZE, SIZE, 3)
+    seen = {source: with_fit.renders[source]["held_out"].astype(np.float32) / 255.0 for source in ("inverted", "fitted")}
+    assert with_fit.vs_fitted["held_out"] == tuple(psnr(a, b) for a, b in zip(*seen.values(), strict=True))
+    assert with_fit.psnr_vs_fitted("held_out") == pytest.approx(np.mean(with_fit.vs_fitted["held_out"]))
+    assert set(with_fit.vs_fitted) == set(views) and without.vs_fitted == {}  # no fitted planes: nothing to compare
     assert report.summary["inverted"]["held_out"].subjects == 2 and report.summary["fitted"]["held_out"].subjects == 1
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert [(s["subject_id"], s["held_out"]) for s in data["subjects"]] == [(2, True), (3, True)]
+    assert data["subjects"][0]["psnr_vs_fitted"]["input"]["per_view"] == [with_fit.vs_fitted["input"][0]]
     assert data["lpips"]["network"] == "stlpips-vgg" and data["checkpoint_steps"] == {"base": 0, "upsampler": 0}
     assert data["options"] == {"guidance_scale": 3.0, "sampler": "ancestral", "steps": None} and data["seed"] == 1
     inverted = data["mean"]["inverted"]["held_out"]
