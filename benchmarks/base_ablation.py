@@ -102,13 +102,13 @@ def batches(corpus: Corpus, batch_size: int, seed: int):
 
 def train(cfg: RodinConfig, corpus: Corpus, stats, budget_s: float, max_steps: int | None
           ) -> tuple[BaseStage, int, float, float]:
-    """A base stage trained for ``budget_s`` seconds (or ``max_steps``); returns it, the steps, the mean loss
+    """A base stage trained for ``max_steps`` steps, or ``budget_s`` seconds when None; returns it, the steps, the mean loss
     of the last 20 steps and the z cosine of the freshly initialised encoder."""
     stage = BaseStage(cfg, stats)
     initial_cosine = mean_cosine(latents(stage, corpus))
     start, step, losses = time.perf_counter(), 0, []
     stream = batches(corpus, cfg.base.train.batch_size, cfg.base.train.seed)
-    while time.perf_counter() - start < budget_s and (max_steps is None or step < max_steps):
+    while step < max_steps if max_steps is not None else time.perf_counter() - start < budget_s:
         losses.append(stage.train_step(next(stream), step)["loss"])
         step += 1
         if step % 50 == 0:
@@ -203,7 +203,8 @@ def main() -> None:
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS), help=f"named settings ({list(SETTINGS)})")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="an override applied to every setting (repeatable)")
-    parser.add_argument("--budget-s", type=float, default=300.0, help="training wall-clock seconds per setting")
+    parser.add_argument("--budget-s", type=float, default=300.0,
+                        help="training wall-clock seconds per setting (ignored when --steps is given)")
     parser.add_argument("--steps", type=int, default=None, help="stop a setting after this many steps instead")
     parser.add_argument("--views", type=int, nargs="*", default=[0, 16, 40], help="rig views rendered")
     parser.add_argument("--threads", type=int, default=2)

@@ -30,7 +30,7 @@ from rodin_core.triplane.rescale import downsample_planes, upsample_planes
 SETTINGS: dict[str, list[str]] = {
     "direct x0 (paper)": [],
     "residual s=1": ["upsampler.residual=true", "upsampler.residual_scale=1.0"],
-    "residual s=4": ["upsampler.residual=true", "upsampler.residual_scale=4.0"],
+    "residual s=3.5": ["upsampler.residual=true", "upsampler.residual_scale=3.5"],
 }
 """Named settings: overrides of the preset's upsampler stage."""
 

@@ -37,7 +37,7 @@ from rodin_core.config import RodinConfig
 from rodin_core.datasets.decoder import committed_decoder
 from rodin_core.datasets.layout import DECODER_STAGE, DECODER_WEIGHTS, RENDERS_STAGE, TRIPLANES_STAGE
 from rodin_core.datasets.renders import RenderSource, renders_index
-from rodin_core.fitting import shard_job as fit_data
+from rodin_core.fitting import shard_job
 from rodin_core.fitting.shard_job import FitPlan, FitShardJob, FitShardReport
 from rodin_core.imaging import encode_png
 from rodin_core.storage import open_store, shard_id_for
@@ -71,7 +71,7 @@ RETRIES = 2
 RETRY_DELAY_S = 5
 PARAMETER_FIELDS = {"shared_subjects": "fit.shared_subjects", "steps": "fit.steps", "target_psnr": "fit.target_psnr"}
 """Flow parameters that override one config field each."""
-LOGGER = fit_data.__name__
+LOGGER = shard_job.__name__
 """The logger whose records (progress lines) the tasks relay into their run logs."""
 FAILURE_WORDING = FailureWording(
     kind="tri-plane", stage=TRIPLANES_STAGE, retries=RETRIES,
@@ -100,17 +100,17 @@ def plan_fitting(cfg: RodinConfig, renders: str, out: str, storage_options: dict
                  only_failed: bool) -> FitSetup:
     """Plan the fitting shards over the committed renders and check whether the decoder is committed."""
     sources = renders_index(open_store(renders, storage_options).stage(RENDERS_STAGE))
-    plan = fit_data.fitting_plan(list(sources), cfg.fit.shared_subjects, cfg.fit.shard_size)
+    plan = shard_job.fitting_plan(list(sources), cfg.fit.shared_subjects, cfg.fit.shard_size)
     bad = [i for i in shards or [] if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(plan.shards)]
     if bad:
         raise ValueError(f"shards {bad} are not fitting shards: {len(sources)} rendered subjects in shards of "
                          f"fit.shard_size={cfg.fit.shard_size} give indices 0..{len(plan.shards) - 1}")
     store = open_store(out, storage_options)
-    digest = fit_data.decoder_hash(cfg, plan.shared_ids, sources)
+    digest = shard_job.decoder_hash(cfg, plan.shared_ids, sources)
     manifest = committed_decoder(store.stage(DECODER_STAGE), digest)
     selected = sorted(set(shards)) if shards is not None else None
     if only_failed:
-        failed = fit_data.failed_shards(store.stage(TRIPLANES_STAGE), len(plan.shards))
+        failed = shard_job.failed_shards(store.stage(TRIPLANES_STAGE), len(plan.shards))
         selected = [i for i in failed if selected is None or i in selected]
     sha = manifest.file(DECODER_WEIGHTS).sha256 if manifest is not None else None
     return FitSetup(plan, sources, digest, sha, selected)
@@ -122,16 +122,16 @@ def fit_shared_decoder_task(cfg: RodinConfig, renders: str, out: str, plan: FitP
                             sources: dict[int, RenderSource], threads: int,
                             storage_options: dict | None) -> str:
     """Phase A with ``threads`` torch threads: fit and commit the decoder (with phase A's planes)."""
-    with relay_logs(LOGGER), fit_data.torch_threads(threads):
-        return fit_data.fit_shared_to_store(cfg, renders, out, plan, digest, sources, storage_options)
+    with relay_logs(LOGGER), shard_job.torch_threads(threads):
+        return shard_job.fit_shared_to_store(cfg, renders, out, plan, digest, sources, storage_options)
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, cache_policy=NO_CACHE, tags=["rodin", "fit"],
       task_run_name="fit-shard-{job.shard_index}")
 def fit_shard(cfg: RodinConfig, renders: str, out: str, job: FitShardJob, storage_options: dict | None) -> FitShardReport:
     """Phase B of one shard on one torch thread; every failure but a subject's own is one attempt."""
-    with relay_logs(LOGGER), fit_data.torch_threads(1):
-        return fit_data.fit_shard_to_store(cfg, renders, out, job, storage_options)
+    with relay_logs(LOGGER), shard_job.torch_threads(1):
+        return shard_job.fit_shard_to_store(cfg, renders, out, job, storage_options)
 
 
 @task(cache_policy=NO_CACHE, tags=["rodin", "fit"])
@@ -142,8 +142,8 @@ def find_pending_fit_shards(cfg: RodinConfig, out: str, setup: FitSetup, decoder
     pending, skipped, not_run = [], [], []
     for index, ids in enumerate(setup.plan.shards):
         shard_id = shard_id_for(index)
-        digest = fit_data.planes_hash(cfg, decoder_sha256, ids, setup.sources)
-        attempt = fit_data.committed_planes(stage, shard_id, ids, digest)
+        digest = shard_job.planes_hash(cfg, decoder_sha256, ids, setup.sources)
+        attempt = shard_job.committed_planes(stage, shard_id, ids, digest)
         wanted = attempt is None if setup.selected is None else index in setup.selected
         if wanted:
             pending.append(FitShardJob(index, ids, digest, decoder_sha256, {s: setup.sources[s] for s in ids}))
@@ -197,7 +197,7 @@ def make_comparison(cfg: RodinConfig, renders: str, out: str, shard_id: str, sub
                     storage_options: dict | None) -> tuple[bytes, str] | None:
     """Ground truth vs fitted held-out views of one committed shard, as a PNG under ``reports/``."""
     store = open_store(out, storage_options)
-    sheet = fit_data.comparison_sheet(cfg, open_store(renders, storage_options).stage(RENDERS_STAGE), store,
+    sheet = shard_job.comparison_sheet(cfg, open_store(renders, storage_options).stage(RENDERS_STAGE), store,
                                       shard_id, subject_ids, sources, decoder_sha256)
     if sheet is None:
         return None
@@ -261,7 +261,7 @@ def publish_reports(cfg: RodinConfig, renders: str, out: str, storage_options: d
     stage = store.stage(TRIPLANES_STAGE)
     ids_of = {shard_id_for(i): ids for i, ids in enumerate(setup.plan.shards)}
     current = sorted(r.shard_id for r in [*fitted, *skipped])
-    records = fit_data.records_of(stage, current)
+    records = shard_job.records_of(stage, current)
     rows = [shard_row(r, "skipped" if r.skipped else "fitted", setup.sources, records.get(r.shard_id, []))
             for r in [*fitted, *skipped]]
     rows += failed_rows(stage, failed, {shard_id: len(ids) for shard_id, ids in ids_of.items()})

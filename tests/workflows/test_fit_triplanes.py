@@ -34,7 +34,7 @@ from rodin_core.datasets.errors import FitDataError
 from rodin_core.datasets.layout import PLANES_FILE, RECORDS_FILE
 from rodin_core.datasets.renders import renders_index
 from rodin_core.datasets.triplane_records import planes_from_safetensors
-from rodin_core.fitting import shard_job as fit_data
+from rodin_core.fitting import shard_job
 from rodin_core.imaging import decode_png
 from rodin_core.storage import open_store
 from workflows.cli import main
@@ -90,7 +90,7 @@ def attempts(out: Path) -> dict[str, str]:
 
 def inject_shard_failures(monkeypatch: pytest.MonkeyPatch, subject_id: int, failures: int) -> list[int]:
     """Make the first ``failures`` reads of renders for the shard holding ``subject_id`` raise."""
-    real = fit_data.iter_subjects
+    real = shard_job.iter_subjects
     calls: list[int] = []
     lock = threading.Lock()
 
@@ -103,40 +103,40 @@ def inject_shard_failures(monkeypatch: pytest.MonkeyPatch, subject_id: int, fail
                 raise OSError(f"injected read error {attempt} of subject {subject_id}")
         return real(stage, subject_ids, sources)
 
-    monkeypatch.setattr(fit_data, "iter_subjects", flaky)
+    monkeypatch.setattr(shard_job, "iter_subjects", flaky)
     return calls
 
 
 def test_plan_and_hashes() -> None:
-    plan = fit_data.fitting_plan([5, 0, 3, 1, 2, 4, 6], shared_subjects=3, shard_size=2)
+    plan = shard_job.fitting_plan([5, 0, 3, 1, 2, 4, 6], shared_subjects=3, shard_size=2)
     assert (plan.shared_ids, plan.shards, plan.shared_shards) == ([0, 1, 2], [[0, 1], [2], [3, 4], [5, 6]], 2)
-    assert fit_data.fitting_plan([0, 1], 4, 2).shards == [[0, 1]]
-    sources = {s: fit_data.RenderSource("shard-000000", "r0", 6) for s in range(4)}
+    assert shard_job.fitting_plan([0, 1], 4, 2).shards == [[0, 1]]
+    sources = {s: shard_job.RenderSource("shard-000000", "r0", 6) for s in range(4)}
     base = load_config("tiny", None, FIT)
     other_steps = load_config("tiny", None, [*FIT, "fit.steps=7", "fit.target_psnr=20", "fit.shard_size=3"])
     other_shared = load_config("tiny", None, [*FIT, "fit.shared_steps=7"])
-    assert fit_data.decoder_hash(base, [0, 1], sources) == fit_data.decoder_hash(other_steps, [0, 1], sources)
-    assert fit_data.decoder_hash(base, [0, 1], sources) != fit_data.decoder_hash(other_shared, [0, 1], sources)
-    assert fit_data.decoder_hash(base, [0, 1], sources) != fit_data.decoder_hash(base, [0, 2], sources)
-    planes = fit_data.planes_hash(base, "sha-a", [2, 3], sources)
-    assert planes != fit_data.planes_hash(base, "sha-b", [2, 3], sources)
-    assert planes != fit_data.planes_hash(other_steps, "sha-a", [2, 3], sources)
+    assert shard_job.decoder_hash(base, [0, 1], sources) == shard_job.decoder_hash(other_steps, [0, 1], sources)
+    assert shard_job.decoder_hash(base, [0, 1], sources) != shard_job.decoder_hash(other_shared, [0, 1], sources)
+    assert shard_job.decoder_hash(base, [0, 1], sources) != shard_job.decoder_hash(base, [0, 2], sources)
+    planes = shard_job.planes_hash(base, "sha-a", [2, 3], sources)
+    assert planes != shard_job.planes_hash(base, "sha-b", [2, 3], sources)
+    assert planes != shard_job.planes_hash(other_steps, "sha-a", [2, 3], sources)
     shard_size_only = load_config("tiny", None, [*FIT, "fit.shard_size=5"])
-    assert planes == fit_data.planes_hash(shard_size_only, "sha-a", [2, 3], sources)
+    assert planes == shard_job.planes_hash(shard_size_only, "sha-a", [2, 3], sources)
 
 
 def test_renders_become_subject_views(renders_root: Path) -> None:
     stage = open_store(str(renders_root)).stage("renders")
     sources = renders_index(stage)
     assert sorted(sources) == list(range(6)) and sources[4].shard_id == "shard-000001" and sources[4].views == 6
-    subjects = list(fit_data.iter_subjects(stage, [1, 4], sources))
+    subjects = list(shard_job.iter_subjects(stage, [1, 4], sources))
     assert [s.subject_id for s in subjects] == [1, 4]
     assert subjects[0].images.shape == (6, 32, 32, 4) and subjects[0].images.dtype == torch.float32
     assert 0.0 <= float(subjects[0].images.min()) and float(subjects[0].images.max()) <= 1.0
     assert float(subjects[0].alpha()[0].max()) == 1.0  # the frontal view shows the avatar
     assert subjects[0].c2w.shape == (6, 4, 4) and subjects[0].intrinsics.shape == (6, 3, 3)
     with pytest.raises(FitDataError, match="subject 9 is in no committed renders shard"):
-        list(fit_data.iter_subjects(stage, [9], sources))
+        list(shard_job.iter_subjects(stage, [9], sources))
     with pytest.raises(FitDataError, match="no committed renders shard"):
         renders_index(open_store(str(renders_root / "empty")).stage("renders"))
 
@@ -202,7 +202,7 @@ def test_rerun_skips_and_shards_refits_only_those(renders_root: Path, store_copy
 def test_subject_error_is_recorded_and_only_failed_refits_it(renders_root: Path, store_copy: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A subject whose optimisation diverges is recorded; ``only_failed`` re-fits its shard only."""
-    real = fit_data.fit_subject
+    real = shard_job.fit_subject
 
     @functools.wraps(real)
     def diverging(subject, decoder, tri_cfg, fit_cfg, progress=None, init=None):
@@ -210,7 +210,7 @@ def test_subject_error_is_recorded_and_only_failed_refits_it(renders_root: Path,
             fit_cfg = dataclasses.replace(fit_cfg, lr_planes=float("inf"))
         return real(subject, decoder, tri_cfg, fit_cfg, progress, init)
 
-    monkeypatch.setattr(fit_data, "fit_subject", diverging)
+    monkeypatch.setattr(shard_job, "fit_subject", diverging)
     committed = attempts(store_copy)
     summary = fit_triplanes(renders=str(renders_root), out=str(store_copy), overrides=FIT, shards=[2],
                             task_runner="threads")
@@ -219,9 +219,9 @@ def test_subject_error_is_recorded_and_only_failed_refits_it(renders_root: Path,
     records = {r["subject_id"]: r for r in stage.read_table("shard-000002", RECORDS_FILE).to_pylist()}
     assert records[4]["error"] is None and "subject 5" in records[5]["error"]
     assert sorted(planes_from_safetensors(stage.read_bytes("shard-000002", PLANES_FILE))) == [4]
-    assert fit_data.failed_shards(stage, 3) == [2]
+    assert shard_job.failed_shards(stage, 3) == [2]
 
-    monkeypatch.setattr(fit_data, "fit_subject", real)
+    monkeypatch.setattr(shard_job, "fit_subject", real)
     stage.delete_manifest("shard-000001")
     stage.record_failure("shard-000001", "20260101T000000Z-forged00", OSError("forged failure"))
     again = fit_triplanes(renders=str(renders_root), out=str(store_copy), overrides=FIT, only_failed=True,
@@ -230,7 +230,7 @@ def test_subject_error_is_recorded_and_only_failed_refits_it(renders_root: Path,
     after = attempts(store_copy)
     assert after["shard-000000"] == committed["shard-000000"]
     assert sorted(planes_from_safetensors(stage.read_bytes("shard-000002", PLANES_FILE))) == [4, 5]
-    assert fit_data.failed_shards(stage, 3) == []
+    assert shard_job.failed_shards(stage, 3) == []
 
 
 def test_shard_that_fails_once_is_retried(renders_root: Path, store_copy: Path, fast_retries: None,
