@@ -21,7 +21,10 @@ fitted tri-planes:
   with the torch threads one Ray worker gets;
 - the Ray Train path: a local Ray (:func:`workflows.ray_runner.ray_session`, shut down at the end)
   and :func:`workflows.train_ray.run_training` of the base stage with ``--workers`` workers for
-  ``--steps`` steps, as ``rodin train base`` runs it (checkpoint committed at the end).
+  ``--steps`` steps, as ``rodin train base`` runs it (checkpoint committed at the end). Ray starts
+  its workers at nice 15 (``RAY_worker_niceness``); the script starts them at its own niceness, so
+  that on a busy machine both paths get the same share of the CPUs (a ``RAY_worker_niceness`` in the
+  environment is kept; the niceness of each path is printed).
 
 Rates: the wall time of each path including its start-up (Ray start, trainer and workers, stage
 build, the final checkpoint) and the steady-state rate, taken from the steps/s each worker logs
@@ -38,18 +41,20 @@ holds the speed-up of data parallelism. It measures and prints; it asserts no ti
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import ray
 import torch
 from aware_conv_overhead import context_form
 
@@ -79,6 +84,8 @@ from workflows.train_worker import TrainJob, stage_batches
 
 RUN_NAME = "train-speed"
 """Ray Train run name (in the temporary store)."""
+WORKER_NICENESS = "RAY_worker_niceness"
+"""The Ray setting of its workers' nice value (default 15), read from the environment when Ray starts."""
 
 
 def benchmark_config(args: argparse.Namespace) -> RodinConfig:
@@ -222,9 +229,34 @@ def plain_loop(cfg: RodinConfig, stats: PlaneStats, out: str, threads: int, step
             seconds.append(time.perf_counter() - before)
         wall = time.perf_counter() - began
     spans = [(len(seconds[i:i + log_every]), sum(seconds[i:i + log_every])) for i in range(0, steps, log_every)]
-    return {"threads": threads, "samples_per_step": cfg.base.train.batch_size, "build_s": built, "wall_s": wall,
+    return {"threads": threads, "niceness": os.nice(0), "samples_per_step": cfg.base.train.batch_size,
+            "build_s": built, "wall_s": wall,
             "step_s_median": statistics.median(seconds), "steps_per_s_all": rate(spans),
             "steps_per_s_steady": rate(spans[1:]), "windows": spans}
+
+
+@contextlib.contextmanager
+def workers_at_this_niceness(address: str | None) -> Iterator[None]:
+    """While inside, a local Ray started here runs its workers at this process's niceness (not Ray's 15),
+    unless ``RAY_worker_niceness`` is set already or Ray runs elsewhere (``address``)."""
+    if address is not None or WORKER_NICENESS in os.environ:
+        yield
+        return
+    os.environ[WORKER_NICENESS] = str(os.nice(0))
+    try:
+        yield
+    finally:
+        os.environ.pop(WORKER_NICENESS, None)
+
+
+@ray.remote(num_cpus=0)
+def _niceness() -> int:
+    return os.nice(0)
+
+
+def ray_worker_niceness() -> int:
+    """The nice value of a worker of the connected Ray (one task)."""
+    return ray.get(_niceness.remote())
 
 
 def ray_train(cfg: RodinConfig, out: str, threads: int, address: str | None,
@@ -232,19 +264,20 @@ def ray_train(cfg: RodinConfig, out: str, threads: int, address: str | None,
     """The base stage trained by :func:`run_training` on a Ray started (and shut down) here; timings."""
     train = cfg.base.train
     began = time.perf_counter()
-    with ray_session(address):
+    with workers_at_this_niceness(address), ray_session(address):
         ray_up = time.perf_counter() - began
         before = time.perf_counter()
         summary = run_training("base", cfg, out, run_name=RUN_NAME, resume=False, cpus_per_worker=threads,
                                on_progress=on_progress)
         trained = time.perf_counter() - before
+        niceness = ray_worker_niceness()  # after training: its worker start-up is not timed
         shutdown_from = time.perf_counter()
-    wall = time.perf_counter() - began
+    shutdown = time.perf_counter() - shutdown_from
     spans = windows(summary["history"], summary["start_step"])
-    return {"workers": summary["workers"], "threads_per_worker": threads,
+    return {"workers": summary["workers"], "threads_per_worker": threads, "worker_niceness": niceness,
             "samples_per_step": train.batch_size // summary["workers"] * summary["workers"],
-            "ray_start_s": ray_up, "run_training_s": trained, "ray_shutdown_s": time.perf_counter() - shutdown_from,
-            "wall_s": wall, "worker_s": summary["seconds"], "logged_steps_s": sum(s for _, s in spans),
+            "ray_start_s": ray_up, "run_training_s": trained, "ray_shutdown_s": shutdown,
+            "wall_s": ray_up + trained + shutdown, "worker_s": summary["seconds"], "logged_steps_s": sum(s for _, s in spans),
             "steps_per_s_all": rate(spans), "steps_per_s_steady": rate(spans[1:]), "windows": spans,
             "loss_first": (summary["first"] or {}).get("loss"), "loss_last": (summary["last"] or {}).get("loss")}
 
@@ -278,12 +311,13 @@ def print_speed(steps: int, plain: dict[str, Any], ray: dict[str, Any] | None) -
         print(f"{name:34} {row['samples_per_step']:>12} {row['wall_s']:>8.1f} {row['steps_per_s_all']:>12.3f} "
               f"{row['steps_per_s_steady']:>15.3f} {row['steps_per_s_steady'] * row['samples_per_step']:>17.2f}")
     print(f"plain loop: stage built and data stream opened in {plain['build_s']:.2f} s; median step "
-          f"{plain['step_s_median']:.3f} s")
+          f"{plain['step_s_median']:.3f} s; nice {plain['niceness']}")
     if ray is None:
         return {}
     print(f"Ray Train: Ray started in {ray['ray_start_s']:.1f} s, run_training {ray['run_training_s']:.1f} s (worker "
           f"{ray['worker_s']:.1f} s from stage build to return, of which {ray['logged_steps_s']:.1f} s logged steps), "
-          f"Ray shut down in {ray['ray_shutdown_s']:.1f} s; loss {_fmt(ray['loss_first'])} -> {_fmt(ray['loss_last'])}")
+          f"Ray shut down in {ray['ray_shutdown_s']:.1f} s; loss {_fmt(ray['loss_first'])} -> {_fmt(ray['loss_last'])}; "
+          f"workers at nice {ray['worker_niceness']}")
     ratios = {"steady": plain["steps_per_s_steady"] / ray["steps_per_s_steady"],
               "end_to_end": ray["wall_s"] / plain["wall_s"]}
     print(f"overhead, Ray Train s/step over plain s/step: steady state {ratios['steady']:.2f}x, end to end "

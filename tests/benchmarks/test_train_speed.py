@@ -45,6 +45,7 @@ def test_script_counts_flops_and_times_both_paths_on_a_synthetic_store(
 
     monkeypatch.setattr(script, "ray_session", lambda address: contextlib.nullcontext())
     monkeypatch.setattr(script, "run_training", run_training)
+    monkeypatch.setattr(script, "ray_worker_niceness", lambda: 7)
     report = tmp_path / "speed.json"
     overrides = [arg for item in TINY for arg in ("--set", item)]
     with torch_threads(1):  # the script sets torch's process-wide thread count; restored after
@@ -60,6 +61,7 @@ def test_script_counts_flops_and_times_both_paths_on_a_synthetic_store(
     assert ray["windows"] == [[2, 2.0], [2, 1.0]] and ray["logged_steps_s"] == 3.0
     assert (ray["steps_per_s_all"], ray["steps_per_s_steady"]) == (4 / 3, 2.0)
     assert result["overhead"]["steady"] == result["plain"]["steps_per_s_steady"] / 2.0
+    assert ray["worker_niceness"] == 7 and "workers at nice 7" in printed
     assert "Ray Train, 1 worker(s) x 1 thr." in printed and "overhead, Ray Train s/step over plain s/step" in printed
     assert "store: synthetic, 6 subjects, 4 training subjects (2 held out)" in printed
     assert "old (3D-aware conv in context form)" in printed and "plain loop, 1 thread(s)" in printed
