@@ -310,6 +310,9 @@ def print_speed(steps: int, plain: dict[str, Any], ray: dict[str, Any] | None) -
     for name, row in rows:
         print(f"{name:34} {row['samples_per_step']:>12} {row['wall_s']:>8.1f} {row['steps_per_s_all']:>12.3f} "
               f"{row['steps_per_s_steady']:>15.3f} {row['steps_per_s_steady'] * row['samples_per_step']:>17.2f}")
+    for name, row in rows:
+        print(f"{name.split(',')[0]} steps/s per logged window: "
+              f"{', '.join(f'{n / seconds:.3f}' for n, seconds in row['windows'])}")
     print(f"plain loop: stage built and data stream opened in {plain['build_s']:.2f} s; median step "
           f"{plain['step_s_median']:.3f} s; nice {plain['niceness']}")
     if ray is None:
