@@ -173,6 +173,31 @@ def render_views(planes: Tensor, decoder: TriplaneDecoder, cfg: RodinConfig, vie
     return images
 
 
+def subject_psnrs(planes: Tensor, decoder: TriplaneDecoder, cfg: RodinConfig, views: list[int],
+                  fitted_renders: list[list[Tensor]]) -> list[float]:
+    """Per subject, the mean PSNR of raw planes (N, 3, C, H, W) rendered from ``views`` against its fitted renders."""
+    scores = []
+    for index in range(planes.shape[0]):
+        rendered = render_views(planes[index], decoder, cfg, views)
+        scores.append(statistics.mean(psnr(a.numpy(), b.numpy()) for a, b in zip(rendered, fitted_renders[index],
+                                                                                  strict=True)))
+    return scores
+
+
+def ablation_parser(description: str, settings: dict[str, list[str]]) -> argparse.ArgumentParser:
+    """The options the ablation scripts share: the store, the preset, the settings, overrides, views, threads, JSON."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default="data/tiny", help="dataset root with committed triplanes, frontals, stats")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--settings", nargs="*", default=list(settings), help=f"named settings ({list(settings)})")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override applied to every setting (repeatable)")
+    parser.add_argument("--views", type=int, nargs="*", default=[0, 16, 40], help="rig views rendered")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the rows as JSON to this path")
+    return parser
+
+
 def evaluate(stage: BaseStage, corpus: Corpus, cfg: RodinConfig, views: list[int],
              fitted_renders: list[list[Tensor]], initial_cosine: float) -> dict[str, float]:
     """The measurements of the module docstring for a trained base stage."""
@@ -185,11 +210,7 @@ def evaluate(stage: BaseStage, corpus: Corpus, cfg: RodinConfig, views: list[int
     distances = ((rolled[:, None] - x0[None]) ** 2).mean(dim=(2, 3, 4))  # (N, N)
     own = distances.argmin(dim=1) == torch.arange(len(corpus.samples))
     full = upsample_planes(samples, cfg.triplane.resolution)  # (N, 3, C, H, H)
-    scores = []
-    for index in range(len(corpus.samples)):
-        rendered = render_views(full[index], corpus.decoder, cfg, views)
-        scores.append(statistics.mean(psnr(a.numpy(), b.numpy()) for a, b in zip(rendered, fitted_renders[index],
-                                                                                  strict=True)))
+    scores = subject_psnrs(full, corpus.decoder, cfg, views, fitted_renders)
     return {"psnr": statistics.median(scores), "psnr_min": min(scores), "nn": int(own.sum()),
             "mse": float(distances.diagonal().mean()), "std": float(rolled.std()), "cos": mean_cosine(z),
             "cos0": initial_cosine,
@@ -197,18 +218,10 @@ def evaluate(stage: BaseStage, corpus: Corpus, cfg: RodinConfig, views: list[int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="data/tiny", help="dataset root with committed triplanes, frontals, stats")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--settings", nargs="*", default=list(SETTINGS), help=f"named settings ({list(SETTINGS)})")
-    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
-                        help="an override applied to every setting (repeatable)")
+    parser = ablation_parser(__doc__.splitlines()[0], SETTINGS)
     parser.add_argument("--budget-s", type=float, default=300.0,
                         help="training wall-clock seconds per setting (ignored when --steps is given)")
     parser.add_argument("--steps", type=int, default=None, help="stop a setting after this many steps instead")
-    parser.add_argument("--views", type=int, nargs="*", default=[0, 16, 40], help="rig views rendered")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default=None, help="also write the rows as JSON to this path")
     parser.add_argument("--committed", action="store_true",
                         help="first measure the base checkpoint committed under --out (trained by the flows with the "
                              "config it saved) as a row of its own")

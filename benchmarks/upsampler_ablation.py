@@ -12,18 +12,22 @@ Run: ``.venv/bin/python benchmarks/upsampler_ablation.py --out data/tiny``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 
 import torch
-from base_ablation import batches, load_corpus, render_views
+from base_ablation import (
+    ablation_parser,
+    batches,
+    load_corpus,
+    render_views,
+    subject_psnrs,
+)
 
 from rodin_core.config import apply_overrides, preset_config
 from rodin_core.datasets.plane_stats import read_plane_stats
 from rodin_core.generation.sampling import sample_upsampler
-from rodin_core.metrics import psnr
 from rodin_core.training.upsampler import UpsamplerStage
 from rodin_core.triplane.rescale import downsample_planes, upsample_planes
 
@@ -36,16 +40,8 @@ SETTINGS: dict[str, list[str]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="data/tiny", help="dataset root with committed triplanes, frontals, stats")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--settings", nargs="*", default=list(SETTINGS), help=f"named settings ({list(SETTINGS)})")
-    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
-                        help="an override applied to every setting (repeatable)")
+    parser = ablation_parser(__doc__.splitlines()[0], SETTINGS)
     parser.add_argument("--steps", type=int, default=200, help="training steps per setting")
-    parser.add_argument("--views", type=int, nargs="*", default=[0, 16, 40], help="rig views rendered")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default=None, help="also write the rows as JSON to this path")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     base_cfg = apply_overrides(preset_config(args.preset), args.extra)
@@ -61,12 +57,7 @@ def main() -> None:
     bilinear_planes = stats.denormalize(upsample_planes(stats.normalize(low), base_cfg.triplane.resolution))
 
     def score(planes: torch.Tensor) -> float:
-        values = []
-        for index in range(planes.shape[0]):
-            rendered = render_views(planes[index], corpus.decoder, base_cfg, args.views)
-            values.append(statistics.mean(psnr(a.numpy(), b.numpy()) for a, b in zip(rendered, fitted[index],
-                                                                                      strict=True)))
-        return statistics.median(values)
+        return statistics.median(subject_psnrs(planes, corpus.decoder, base_cfg, args.views, fitted))
 
     bilinear = score(bilinear_planes)
     print(f"bilinear up-sample of the fitted {base_cfg.triplane.rescale_min}^2 planes: {bilinear:.2f} dB", flush=True)
