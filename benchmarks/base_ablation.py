@@ -14,7 +14,9 @@ the stage's CFG scale and sampler; then:
 - ``cos``: mean cosine similarity of the z of different subjects after training (1: z carries no identity),
   ``cos0`` the same for the freshly initialised encoder;
 - ``z gain``: x̂0 MSE with a wrong subject's z over x̂0 MSE with the subject's own z, averaged over
-  t = 100 ... 700 (1: the model ignores z).
+  t = 100 ... 700 (1: the model ignores z);
+- ``trajectory``: along the reverse process of those samples, the MSE of the step's x̂0 to the subject's own
+  planes at the first, middle and last step (it should shrink as t falls).
 
 A setting is a list of config overrides on the preset (``--set``-style ``key=value``); ``--settings`` picks
 named ones from :data:`SETTINGS`. Run: ``.venv/bin/python benchmarks/base_ablation.py --out data/tiny``.
@@ -205,7 +207,13 @@ def evaluate(stage: BaseStage, corpus: Corpus, cfg: RodinConfig, views: list[int
     raw = torch.stack([sample.planes for sample in corpus.samples])  # (N, 3, C, H, W)
     x0 = stage.targets(raw)  # (N, C, h, 3h) normalised
     generator = torch.Generator().manual_seed(0)
-    samples = sample_base(stage.modules["ema"], cfg, stage.stats, z, generator=generator)  # (N, 3, C, h, h) raw
+    trajectory: list[float] = []  # per reverse step, the MSE of x̂0 to the subjects' own x_0 (normalised units)
+
+    def record(step: int, x0_hat: Tensor) -> None:
+        trajectory.append(float(((roll_out(stage.stats.normalize(x0_hat)) - x0) ** 2).mean()))
+
+    samples = sample_base(stage.modules["ema"], cfg, stage.stats, z, generator=generator,
+                          on_x0=record)  # (N, 3, C, h, h) raw
     rolled = roll_out(stage.stats.normalize(samples))  # (N, C, h, 3h)
     distances = ((rolled[:, None] - x0[None]) ** 2).mean(dim=(2, 3, 4))  # (N, N)
     own = distances.argmin(dim=1) == torch.arange(len(corpus.samples))
@@ -214,7 +222,8 @@ def evaluate(stage: BaseStage, corpus: Corpus, cfg: RodinConfig, views: list[int
     return {"psnr": statistics.median(scores), "psnr_min": min(scores), "nn": int(own.sum()),
             "mse": float(distances.diagonal().mean()), "std": float(rolled.std()), "cos": mean_cosine(z),
             "cos0": initial_cosine,
-            "z_gain": z_gain(stage, x0, z)}
+            "z_gain": z_gain(stage, x0, z), "trajectory": [trajectory[0], trajectory[len(trajectory) // 2],
+                                                           trajectory[-1]]}
 
 
 def main() -> None:
@@ -253,11 +262,13 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     print("\n| setting | steps | train s | final loss | render PSNR median (min) | own subject nearest | "
-          "MSE | sample std | z cosine (at init) | z gain |\n|---|---|---|---|---|---|---|---|---|---|")
+          "MSE | sample std | z cosine (at init) | z gain | x̂0 MSE first/middle/last step |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['setting']} | {row['steps']} | {row['train_s']:.0f} | {row['loss']:.4f} | {row['psnr']:.2f} "
               f"({row['psnr_min']:.2f}) | {row['nn']}/{len(corpus.samples)} | {row['mse']:.3f} | {row['std']:.2f} | "
-              f"{row['cos']:.3f} ({row['cos0']:.3f}) | {row['z_gain']:.2f} |")
+              f"{row['cos']:.3f} ({row['cos0']:.3f}) | {row['z_gain']:.2f} | "
+              f"{' / '.join(f'{value:.3f}' for value in row['trajectory'])} |")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=1)

@@ -21,6 +21,10 @@ SMALL_OVERRIDES = (
 )
 
 
+PAPER_OBJECTIVE = ("base.diffusion.mean_type=eps", "base.diffusion.var_type=learned_range", "base.diffusion.loss=hybrid")
+"""The paper's base objective (§3.2: ε with the hybrid loss and a learned variance), which ``tiny`` replaces with x0."""
+
+
 def small_config(*overrides: str) -> RodinConfig:
     """The tiny preset shrunk further (C=4, 16^2 planes, base 8^2) so that a step takes milliseconds."""
     return load_config("tiny", overrides=SMALL_OVERRIDES + overrides)

@@ -46,13 +46,13 @@ TINY: dict[str, Any] = {
             "holdout_views": 4, "rays_per_step": 2048, "coarse_samples": 16, "fine_samples": 16, "lr_planes": 0.1,
             "lr_decoder": 0.003, "rescale_prob": 0.6, "eval_every": 50, "patience": 3, "shard_size": 4,
             "occupancy_resolution": 32, "occupancy_opacity": 0.03},
-    "encoder": {"kind": "learned", "image_size": 64, "learned_channels": 16},
+    "encoder": {"kind": "learned", "image_size": 64, "learned_channels": 16, "learned_pooling": "flatten"},
     "base": {
         "unet": {"model_channels": 32, "channel_mult": (1, 2), "num_res_blocks": 1, "attention_resolutions": (16,),
                  "aware_resolutions": (32,), "num_head_channels": 32, "dropout": 0.0},
-        "diffusion": {"sampling_steps": "50"},
-        "train": {"steps": 400, "batch_size": 8, "lr": 2e-4, "ema_decay": 0.99, "checkpoint_every": 200,
-                  "log_every": 20},
+        "diffusion": {"mean_type": "x0", "var_type": "fixed_small", "loss": "simple", "sampling_steps": "50"},
+        "train": {"steps": 800, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "ema_decay": 0.99,
+                  "checkpoint_every": 200, "log_every": 20},
     },
     "upsampler": {
         "unet": {"model_channels": 16, "channel_mult": (1, 2), "num_res_blocks": 1, "attention_resolutions": (),
@@ -60,7 +60,7 @@ TINY: dict[str, Any] = {
         "diffusion": {"sampling_steps": "20"},
         "train": {"steps": 400, "batch_size": 4, "lr": 2e-4, "ema_decay": 0.99, "checkpoint_every": 200,
                   "log_every": 20},
-        "patch_size": 28,
+        "patch_size": 28, "residual": True, "residual_scale": 3.5,
     },
     "prior": {
         "mlp": {"depth": 4, "width": 256},

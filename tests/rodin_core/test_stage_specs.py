@@ -16,13 +16,16 @@ from ..stage_data import plane_stats, small_config, synthetic_batch
 
 
 def test_network_and_diffusion_configs_follow_the_paper():
-    cfg = load_config("tiny")
+    paper = load_config("paper")
+    assert network_config("base", paper).learn_sigma is True
+    assert (stage_section("base", paper).diffusion.mean_type, stage_section("base", paper).diffusion.loss,
+            stage_section("base", paper).diffusion.var_type) == ("eps", "hybrid", "learned_range")
+    cfg = load_config("tiny")  # x0 with a fixed variance for the base model: nothing to learn in the variance
     base, up = network_config("base", cfg), network_config("upsampler", cfg)
-    assert (base.image_size, base.latent_dim, base.cond_channels, base.learn_sigma) == (32, 512, 0, True)
+    assert (base.image_size, base.latent_dim, base.cond_channels, base.learn_sigma) == (32, 512, 0, False)
     assert (up.image_size, up.latent_dim, up.cond_channels, up.learn_sigma) == (64, 0, 8, False)
     assert (stage_section("base", cfg).diffusion.mean_type, stage_section("base", cfg).diffusion.loss) == (
-        "eps", "hybrid")
-    assert stage_section("base", cfg).diffusion.var_type == "learned_range"
+        "x0", "simple")
     assert (stage_section("upsampler", cfg).diffusion.mean_type, stage_section("upsampler", cfg).diffusion.loss) == (
         "x0", "simple")
     assert (stage_section("prior", cfg).diffusion.mean_type, stage_section("prior", cfg).diffusion.loss) == (

@@ -78,13 +78,14 @@ def test_derived_fields_follow_their_source():
                                          "triplane.resolution=32", "upsampler.unet.aware_resolutions=[32]",
                                          "base.unet.aware_resolutions=[16]", "base.unet.attention_resolutions=[8]"])
     assert (cfg.base.unet.in_channels, cfg.base.unet.out_channels, cfg.base.unet.latent_dim) == (4, 4, 32)
-    assert (cfg.base.unet.cond_channels, cfg.base.unet.image_size, cfg.base.unet.learn_sigma) == (0, 16, True)
+    assert (cfg.base.unet.cond_channels, cfg.base.unet.image_size, cfg.base.unet.learn_sigma) == (0, 16, False)
     up = cfg.upsampler.unet
     assert (up.in_channels, up.out_channels, up.latent_dim, up.cond_channels, up.image_size) == (4, 4, 0, 4, 32)
     assert (cfg.prior.mlp.latent_dim, cfg.triplane.decoder.channels) == (32, 4)
-    fixed = load_config("tiny", overrides=["base.diffusion.var_type=fixed_small", "base.diffusion.loss=simple",
-                                           "prior.diffusion.var_type=learned_range", "prior.diffusion.loss=hybrid"])
-    assert fixed.base.unet.learn_sigma is False and fixed.prior.mlp.learn_sigma is True
+    swapped = load_config("tiny", overrides=["base.diffusion.mean_type=eps", "base.diffusion.var_type=learned_range",
+                                             "base.diffusion.loss=hybrid", "prior.diffusion.var_type=learned_range",
+                                             "prior.diffusion.loss=hybrid"])
+    assert swapped.base.unet.learn_sigma is True and swapped.prior.mlp.learn_sigma is True
 
 
 def test_a_network_its_derived_fields_make_invalid_names_their_sources():
@@ -109,8 +110,8 @@ def test_a_derived_field_may_be_set_to_its_value_in_any_order():
         ("upsampler.unet.image_size=32", r"upsampler.unet.image_size=32 conflicts with triplane.resolution=64"),
         ("prior.mlp.latent_dim=16", r"prior.mlp.latent_dim=16 conflicts with encoder.latent_dim=512"),
         ("triplane.decoder.channels=4", r"triplane.decoder.channels=4 conflicts with triplane.channels=8"),
-        ("base.unet.learn_sigma=false", (r"base.unet.learn_sigma=False conflicts with "
-                                         r"base.diffusion.var_type='learned_range'.*set base.diffusion.var_type")),
+        ("base.unet.learn_sigma=true", (r"base.unet.learn_sigma=True conflicts with "
+                                        r"base.diffusion.var_type='fixed_small'.*set base.diffusion.var_type")),
         ("upsampler.unet.latent_dim=512", (r"upsampler.unet.latent_dim=512 is fixed by its stage \(.*: always 0\); "
                                            r"leave upsampler.unet.latent_dim out")),
     ],

@@ -20,14 +20,16 @@ def perceptual() -> PerceptualLoss:
     return PerceptualLoss(backend="stlpips")
 
 
-def test_loss_decreases_on_a_fixed_batch():
-    cfg = small_config("upsampler.perceptual_weight=0", "upsampler.train.lr=3e-3")
+@pytest.mark.parametrize("residual", [False, True])
+def test_loss_decreases_on_a_fixed_batch(residual):
+    cfg = small_config("upsampler.perceptual_weight=0", "upsampler.train.lr=3e-3", f"upsampler.residual={residual}",
+                       "upsampler.aug_blur_sigma=0", "upsampler.aug_noise_std=0")
     stage = build_stage("upsampler", cfg, plane_stats(cfg))
     batch = synthetic_batch(cfg, 4)
-    x0 = roll_out(stage.stats.normalize(batch.planes))  # (B, C, H, 3H)
+    low_res = stage.condition(batch.planes, None)
+    x0 = stage.target(low_res).encode(roll_out(stage.stats.normalize(batch.planes)))  # (B, C, H, 3H)
     t = torch.linspace(0, stage.diffusion.num_timesteps - 1, 4).long()
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
-    low_res = stage.condition(batch.planes, None)
 
     def fixed_loss() -> float:
         with torch.no_grad():
@@ -39,7 +41,9 @@ def test_loss_decreases_on_a_fixed_batch():
     for step in range(25):
         metrics = stage.train_step(batch, step)
     after = fixed_loss()
-    assert after < 0.5 * before, f"fixed-batch loss went from {before:.4f} to {after:.4f}"
+    # The residual form starts from the bilinear up-sample (a zero prediction is already its mean), so there is
+    # less to gain in 25 steps than for the direct form, which starts from nothing.
+    assert after < (0.8 if residual else 0.5) * before, f"fixed-batch loss went from {before:.4f} to {after:.4f}"
     assert set(metrics) == {"loss", "mse", "lr", "grad_norm"}
 
 
