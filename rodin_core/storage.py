@@ -516,7 +516,7 @@ class StageStore:
             if shard not in manifests:
                 try:
                     manifests[shard] = self.read_manifest(shard) if shard in committed else None
-                except (ShardCorruptError, StorageError):
+                except StorageError:
                     manifests[shard] = None
             if not is_recovered(record, manifests[shard]):
                 open_records.append(record)

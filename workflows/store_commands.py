@@ -97,17 +97,16 @@ def status(out: str, stage_name: str, verify: bool = False) -> int:
     shards = stage.committed_shards()
     manifests = {shard_id: stage.read_manifest(shard_id) for shard_id in shards}
     subjects = sum(len(m.subject_ids) for m in manifests.values())
-    records = stage.failures()
-    recovered = [r for r in records if is_recovered(r, manifests.get(str(r.get("shard_id"))))]
+    records = [(r, manifests.get(str(r.get("shard_id")))) for r in stage.failures()]
+    recovered = sum(is_recovered(r, m) for r, m in records)
     summary = f"{stage.uri}: {len(shards)} committed shards, {subjects} subjects"
     if records:
-        summary += f"; {len(records)} failure records ({len(recovered)} recovered by a later commit)"
+        summary += f"; {len(records)} failure records ({recovered} recovered by a later commit)"
     print(summary)
-    for record in records:
+    for record, manifest in records:
         shard, attempt, error = record.get("shard_id"), record.get("attempt_id"), record.get("error")
-        if record in recovered:
-            committed = manifests[str(shard)].attempt_id
-            print(f"  recovered attempt {shard}/{attempt} (committed since by attempt {committed}): {error}")
+        if is_recovered(record, manifest):
+            print(f"  recovered attempt {shard}/{attempt} (committed since by attempt {manifest.attempt_id}): {error}")
         else:
             print(f"  failed attempt {shard}/{attempt}: {error}")
     if not verify:

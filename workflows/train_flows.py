@@ -78,9 +78,9 @@ class TrainingStagesFailedError(RuntimeError):
 
 TRAINING_ERRORS = (StageInputError, TrainingError, TrainingStagesFailedError, ResumeMismatchError,
                    CheckpointError, DecoderLoadError, StorageError)
+"""Failures whose message says what to run next (``rodin train`` prints them without a traceback)."""
 TRAINING_INPUTS = (TRIPLANES_STAGE, FRONTALS_STAGE, STATS_STAGE, LATENTS_STAGE, CHECKPOINTS_STAGE)
 """The stages whose committed files :func:`verify_training_inputs` hashes before training."""
-"""Failures whose message says what to run next (``rodin train`` prints them without a traceback)."""
 
 
 def training_config(preset: str, config_file: str | None, overrides: list[str] | None, stages: tuple[str, ...],
