@@ -39,12 +39,17 @@ from rodin_core.config import RodinConfig
 from rodin_core.datasets.decoder import committed_decoder
 from rodin_core.datasets.errors import FitDataError
 from rodin_core.datasets.integrity import id_ranges
-from rodin_core.datasets.layout import DECODER_STAGE, DECODER_WEIGHTS, RENDERS_STAGE, TRIPLANES_STAGE
+from rodin_core.datasets.layout import (
+    DECODER_STAGE,
+    DECODER_WEIGHTS,
+    RENDERS_STAGE,
+    TRIPLANES_STAGE,
+)
 from rodin_core.datasets.renders import RenderSource, renders_index
 from rodin_core.fitting import shard_job
 from rodin_core.fitting.shard_job import FitPlan, FitShardJob, FitShardReport
 from rodin_core.imaging import encode_png
-from rodin_core.storage import open_store, shard_id_for
+from rodin_core.storage import StageStore, open_store, shard_id_for
 from workflows.artifacts import (
     ShardRow,
     image_markdown,
@@ -152,6 +157,7 @@ def find_pending_fit_shards(cfg: RodinConfig, renders: str, out: str, setup: Fit
     """(jobs to fit, reports of current committed shards left alone, ids of stale shards not selected,
     ``{shard id: why}`` of the shards to fit that wait for renders: they are never fitted)."""
     stage = open_store(out, storage_options).stage(TRIPLANES_STAGE)
+    warn_outside_plan(stage, setup.plan)
     pending, skipped, not_run, waiting = [], [], [], {}
     for index, ids in enumerate(setup.plan.shards):
         shard_id = shard_id_for(index)
@@ -172,6 +178,19 @@ def find_pending_fit_shards(cfg: RodinConfig, renders: str, out: str, setup: Fit
         else:
             not_run.append(shard_id)
     return pending, skipped, not_run, waiting
+
+
+def warn_outside_plan(stage: StageStore, plan: FitPlan) -> None:
+    """Log the committed shards beyond ``plan`` that hold subjects of it (left by another ``fit.shard_size``):
+    training refuses subjects that two shards hold."""
+    planned = {s for ids in plan.shards for s in ids}
+    beyond = [shard for shard in stage.committed_shards()
+              if shard not in {shard_id_for(i) for i in range(len(plan.shards))}
+              and planned & set(stage.read_manifest(shard).subject_ids)]
+    if beyond:
+        get_run_logger().warning("tri-plane shards %s are beyond this fitting plan (%d shards) but hold subjects of it, "
+                                 "so training will refuse them: delete their manifests (%s)", ", ".join(beyond),
+                                 len(plan.shards), ", ".join(f"{stage.uri}/manifests/{s}.json" for s in beyond))
 
 
 def waiting_message(missing: list[int], renders: str) -> str:

@@ -155,12 +155,16 @@ def test_damaged_tri_planes_stop_training_before_it_starts_and_the_named_refit_r
     assert after["shard-000003"] != committed["shard-000003"] and planned_subjects(store) == SUBJECTS
 
 
-def test_training_refuses_subjects_of_two_tri_plane_shards(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_training_refuses_subjects_of_two_tri_plane_shards(store: Path, capsys: pytest.CaptureFixture[str],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
     stage = open_store(str(store)).stage("triplanes")
-    writer = stage.begin("shard-000004")  # what positional re-planning used to leave: subjects 6, 7 twice
+    writer = stage.begin("shard-000004")  # as another fit.shard_size leaves it: subjects 6, 7 twice
     for name in (PLANES_FILE, RECORDS_FILE):
         writer.write_bytes(name, stage.read_bytes("shard-000003", name), rows=2 if name == RECORDS_FILE else None)
     writer.commit([6, 7], stage.read_manifest("shard-000003").config_hash)
+    with caplog.at_level("WARNING"):
+        assert fit_triplanes(renders=str(store), overrides=FIT, task_runner="threads")["shards_skipped"] == 4
+    assert "tri-plane shards shard-000004 are beyond this fitting plan (4 shards) but hold subjects of it" in caplog.text
     assert main(["train", "base", "--out", str(store), *SETS]) == 1
     error = last_line(capsys.readouterr().err)
     assert error.startswith("rodin: tri-plane shards shard-000003, shard-000004 of ")
