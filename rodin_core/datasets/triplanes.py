@@ -33,8 +33,19 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from rodin_core.config import CorpusConfig
 from rodin_core.datasets.errors import DatasetError, TrainDataError
-from rodin_core.datasets.integrity import corrupt_inputs, id_ranges, missing_subjects, shared_subjects
-from rodin_core.datasets.layout import FRONTALS_FILE, FRONTALS_STAGE, PLANES_FILE, RECORDS_FILE, TRIPLANES_STAGE
+from rodin_core.datasets.integrity import (
+    corrupt_inputs,
+    id_ranges,
+    missing_subjects,
+    shared_subjects,
+)
+from rodin_core.datasets.layout import (
+    FRONTALS_FILE,
+    FRONTALS_STAGE,
+    PLANES_FILE,
+    RECORDS_FILE,
+    TRIPLANES_STAGE,
+)
 from rodin_core.datasets.triplane_records import planes_from_safetensors
 from rodin_core.imaging import decode_png
 from rodin_core.storage import StageStore, open_store

@@ -31,7 +31,11 @@ import safetensors.torch
 import torch
 
 from rodin_core.config import RodinConfig
-from rodin_core.datasets.decoder import load_shared_planes, load_warm_start, read_decoder
+from rodin_core.datasets.decoder import (
+    load_shared_planes,
+    load_warm_start,
+    read_decoder,
+)
 from rodin_core.datasets.integrity import corrupt_inputs
 from rodin_core.datasets.layout import (
     DECODER_CONFIG,

@@ -109,8 +109,8 @@ def test_status_marks_recovered_failures_and_verifies_the_stage(tmp_path, capsys
     assert lines[0].endswith("renders: 1 committed shards, 2 subjects; 2 failure records (1 recovered by a later commit)")
     attempt = stage.read_manifest("shard-000000").attempt_id
     assert lines[1:] == [
-        f"  recovered attempt shard-000000/20260101T000000Z-aaaaaaaa (committed since by attempt {attempt}): "
-        "blender crashed",
+        (f"  recovered attempt shard-000000/20260101T000000Z-aaaaaaaa (committed since by attempt {attempt}): "
+         "blender crashed"),
         "  failed attempt shard-000002/20260101T000000Z-bbbbbbbb: blender hung"]
 
     assert main(["status", "--out", root, "--verify"]) == 0
@@ -177,8 +177,8 @@ def test_gc_removes_only_what_no_manifest_references(tmp_path, capsys):
     assert main(["gc", "--out", root, "--dry-run"]) == 0  # written just now: it may still be being written
     assert capsys.readouterr().out.splitlines() == [
         f"{root}: would remove 0 unreferenced attempt folders and 0 files (0 B)",
-        "kept 1 more written in the last 60 minutes (a stage may still be writing them); `--min-age 0` removes "
-        "them too"]
+        ("kept 1 more written in the last 60 minutes (a stage may still be writing them); `--min-age 0` removes "
+         "them too")]
     assert main(["gc", "--out", root, "--dry-run", "--min-age", "0"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"would remove {folder} (16 B)"
     assert stage.find_garbage() != []
