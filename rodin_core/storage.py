@@ -15,7 +15,9 @@ written in two steps:
 The manifest is the commit point: readers only follow manifests and verify sizes and hashes; a
 shard without a manifest does not exist; an attempt folder no manifest references is garbage
 (:meth:`StageStore.collect_garbage`). Failed attempts leave a record under
-``{root}/{stage}/failures/{shard_id}/{attempt_id}.json``.
+``{root}/{stage}/failures/{shard_id}/{attempt_id}.json``; a later commit of the shard recovers it
+(:func:`is_recovered`). :meth:`StageStore.verify_shard` checks a committed shard's files against
+their manifest without raising.
 
 Listing the committed shards lists only ``manifests/`` (one object per shard), never the data
 tree, so it stays cheap at 100K subjects. Committing a shard that already has a manifest is
@@ -49,6 +51,10 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFESTS, DATA, FAILURES = "manifests", "data", "failures"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_CHUNK = 1 << 20
+"""Bytes read at a time when a file is hashed in full."""
+_ATTEMPT_TIME = re.compile(r"\d{8}T\d{6}Z")
+"""The UTC start time that begins an attempt id."""
 _REDO = "delete the manifest (StageStore.delete_manifest) and re-run the stage to re-create the shard"
 
 
@@ -61,7 +67,19 @@ class ShardNotFoundError(StorageError):
 
 
 class ShardCorruptError(StorageError):
-    """A committed shard cannot be trusted: bad manifest, missing file, size/hash/parquet error."""
+    """A committed shard cannot be trusted: bad manifest, missing file, size/hash/parquet error.
+
+    ``problem`` says what is wrong and where; ``stage``, ``shard_id``, ``file`` (None for the
+    manifest) and ``root`` (the dataset root's URI) let callers name the command that repairs it.
+    """
+
+    def __init__(self, problem: str, stage: str, shard_id: str, file: str | None = None,
+                 root: str | None = None) -> None:
+        super().__init__(f"{problem}; {_REDO}")
+        self.problem, self.stage, self.shard_id, self.file, self.root = problem, stage, shard_id, file, root
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.problem, self.stage, self.shard_id, self.file, self.root)
 
 
 class FileNotInManifestError(StorageError, KeyError):
@@ -166,8 +184,8 @@ class Manifest:
         """Parse and validate every field; raise :class:`ShardCorruptError` naming the shard."""
 
         def bad(what: str) -> ShardCorruptError:
-            where = f"stage {stage!r} shard {shard_id!r}"
-            return ShardCorruptError(f"{where}: manifest is invalid: {what}; {_REDO}")
+            return ShardCorruptError(f"stage {stage!r} shard {shard_id!r}: manifest is invalid: {what}", stage,
+                                     shard_id)
 
         try:
             body = json.loads(text)
@@ -213,6 +231,24 @@ class Manifest:
         raise FileNotInManifestError(
             f"stage {self.stage!r} shard {self.shard_id!r} has no file {name!r}; "
             f"its manifest lists {[f.name for f in self.files]}")
+
+
+@dataclass(frozen=True)
+class ShardCheck:
+    """What :meth:`StageStore.verify_shard` found in one committed shard."""
+
+    stage: str
+    shard_id: str
+    files: int
+    """Files its manifest lists (0 when the manifest itself is unreadable)."""
+    size: int
+    """Bytes read."""
+    problems: tuple[ShardCorruptError, ...]
+    """One error per damaged file (or the manifest's); empty when every file matches its manifest."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
 
 
 def _is_int(value: Any) -> bool:
@@ -329,24 +365,64 @@ class StageStore:
                 f"{MANIFESTS}/{shard_id}.json); run the stage for it, or pick one of committed_shards()"
             ) from None
         try:
-            text = raw.decode("utf-8")
+            return Manifest.from_json(raw.decode("utf-8"), stage=self.name, shard_id=shard_id)
         except UnicodeDecodeError as exc:
-            raise ShardCorruptError(
-                f"stage {self.name!r} shard {shard_id!r}: manifest is not UTF-8 ({exc}); {_REDO}") from exc
-        return Manifest.from_json(text, stage=self.name, shard_id=shard_id)
+            raise self._corrupt(shard_id, f"manifest is not UTF-8 ({exc})") from exc
+        except ShardCorruptError as exc:
+            exc.root = self.store.uri
+            raise
+
+    def _corrupt(self, shard_id: str, problem: str, entry: ManifestFile | None = None) -> ShardCorruptError:
+        """A :class:`ShardCorruptError` of shard ``shard_id`` (of data file ``entry`` when given)."""
+        where = f"stage {self.name!r} shard {shard_id!r}"
+        where += f": data file {self.uri}/{entry.path}" if entry is not None else ""
+        return ShardCorruptError(f"{where} {problem}" if entry is not None else f"{where}: {problem}", self.name,
+                                 shard_id, entry.name if entry is not None else None, self.store.uri)
+
+    @staticmethod
+    def _mismatch(entry: ManifestFile, size: int, digest: str) -> str | None:
+        """What differs between a file's size and sha256 and its manifest entry, or None."""
+        if size != entry.size:
+            return f"has {size} bytes, the manifest says {entry.size}"
+        if digest != entry.sha256:
+            return f"has sha256 {digest}, the manifest says {entry.sha256}"
+        return None
 
     def _read_verified(self, manifest: Manifest, entry: ManifestFile) -> bytes:
-        where = f"stage {self.name!r} shard {manifest.shard_id!r}: data file {self.uri}/{entry.path}"
         try:
             data = self.fs.cat_file(f"{self.root}/{entry.path}")
         except FileNotFoundError:
-            raise ShardCorruptError(f"{where} listed in the manifest is missing; {_REDO}") from None
-        if len(data) != entry.size:
-            raise ShardCorruptError(f"{where} has {len(data)} bytes, the manifest says {entry.size}; {_REDO}")
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != entry.sha256:
-            raise ShardCorruptError(f"{where} has sha256 {digest}, the manifest says {entry.sha256}; {_REDO}")
+            raise self._corrupt(manifest.shard_id, "listed in the manifest is missing", entry) from None
+        problem = self._mismatch(entry, len(data), hashlib.sha256(data).hexdigest())
+        if problem is not None:
+            raise self._corrupt(manifest.shard_id, problem, entry)
         return data
+
+    def verify_shard(self, shard_id: str) -> ShardCheck:
+        """Check every file of a committed shard against its manifest (size, sha256), streaming each file.
+
+        Never raises for a damaged shard: the :class:`ShardCheck` lists its problems.
+        """
+        try:
+            manifest = self.read_manifest(shard_id)
+        except ShardCorruptError as exc:
+            return ShardCheck(self.name, shard_id, 0, 0, (exc,))
+        problems, size = [], 0
+        for entry in manifest.files:
+            digest, length = hashlib.sha256(), 0
+            try:
+                with self.fs.open(f"{self.root}/{entry.path}", "rb") as handle:
+                    while chunk := handle.read(_CHUNK):
+                        digest.update(chunk)
+                        length += len(chunk)
+            except FileNotFoundError:
+                problems.append(self._corrupt(shard_id, "listed in the manifest is missing", entry))
+                continue
+            size += length
+            problem = self._mismatch(entry, length, digest.hexdigest())
+            if problem is not None:
+                problems.append(self._corrupt(shard_id, problem, entry))
+        return ShardCheck(self.name, shard_id, len(manifest.files), size, tuple(problems))
 
     def read_bytes(self, shard_id: str, name: str) -> bytes:
         """The bytes of file ``name`` of a committed shard, after checking size and sha256."""
@@ -358,22 +434,21 @@ class StageStore:
         manifest = self.read_manifest(shard_id)
         entry = manifest.file(name)
         data = self._read_verified(manifest, entry)
-        where = f"stage {self.name!r} shard {shard_id!r}: data file {self.uri}/{entry.path}"
         try:
             parquet = pq.ParquetFile(pa.BufferReader(data))
             available = parquet.schema_arrow.names
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise ShardCorruptError(f"{where} is not readable parquet ({exc}); {_REDO}") from exc
+            raise self._corrupt(shard_id, f"is not readable parquet ({exc})", entry) from exc
         missing = [c for c in columns or [] if c not in available]
         if missing:
+            where = f"stage {self.name!r} shard {shard_id!r}: data file {self.uri}/{entry.path}"
             raise StorageError(f"{where} has no columns {missing}; it has {available}")
         try:
             table = parquet.read(columns=columns)
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise ShardCorruptError(f"{where} is not readable parquet ({exc}); {_REDO}") from exc
+            raise self._corrupt(shard_id, f"is not readable parquet ({exc})", entry) from exc
         if entry.rows is not None and table.num_rows != entry.rows:
-            rows = table.num_rows
-            raise ShardCorruptError(f"{where} has {rows} rows, the manifest says {entry.rows}; {_REDO}")
+            raise self._corrupt(shard_id, f"has {table.num_rows} rows, the manifest says {entry.rows}", entry)
         return table
 
     def iter_tables(self, name: str, shard_ids: Iterable[str] | None = None,
@@ -431,41 +506,143 @@ class StageStore:
             records.append({**record, "uri": f"{self.uri}/{rel}"})
         return sorted(records, key=lambda r: (str(r.get("time")), r["uri"]))
 
-    def garbage_attempts(self) -> list[str]:
-        """URIs of attempt folders no manifest references (walks ``data/``: a maintenance op).
+    def unrecovered_failures(self, shard_id: str | None = None) -> list[dict]:
+        """Failure records (as :meth:`failures`) that no later commit of their shard recovered."""
+        committed = set(self.committed_shards())
+        manifests: dict[str, Manifest | None] = {}
+        open_records = []
+        for record in self.failures(shard_id):
+            shard = str(record.get("shard_id"))
+            if shard not in manifests:
+                try:
+                    manifests[shard] = self.read_manifest(shard) if shard in committed else None
+                except StorageError:
+                    manifests[shard] = None
+            if not is_recovered(record, manifests[shard]):
+                open_records.append(record)
+        return open_records
 
-        Attempts still being written have no manifest either: run this only while no writer of
-        this stage is active. Shards whose manifest is unreadable are left alone.
+    def find_garbage(self, min_age_s: float = 0.0) -> list[Garbage]:
+        """What no manifest references (walks ``data/`` and ``manifests/``: a maintenance op), sorted by URI.
+
+        Attempt folders of no manifest (failed attempts, replaced commits), files of a committed
+        attempt that its manifest does not list, stray files under ``data/`` and left-over temporary
+        manifests. Anything written less than ``min_age_s`` seconds ago is left out: an attempt
+        still being written has no manifest either. Shards whose manifest is unreadable are left alone.
         """
-        referenced: set[str] = set()
+        listed: dict[str, set[str]] = {}
         skipped: set[str] = set()
         for shard_id in self.committed_shards():
             try:
-                referenced.update(f.path.rsplit("/", 1)[0] for f in self.read_manifest(shard_id).files)
+                for entry in self.read_manifest(shard_id).files:
+                    listed.setdefault(entry.path.rsplit("/", 1)[0], set()).add(entry.name)
             except ShardCorruptError as exc:
                 log.warning("not collecting garbage of shard %s: %s", shard_id, exc)
                 skipped.add(shard_id)
-        garbage = []
-        for shard_id, shard_path in self._children(f"{self.root}/{DATA}").items():
-            if shard_id in skipped:
-                continue
-            for attempt_id in self._children(shard_path):
-                if f"{DATA}/{shard_id}/{attempt_id}" not in referenced:
-                    garbage.append(f"{self.uri}/{DATA}/{shard_id}/{attempt_id}")
-        return sorted(garbage)
+        found: list[tuple[str, bool]] = []
+        for shard_id, is_folder in self._entries(DATA).items():
+            if not is_folder:
+                found.append((f"{DATA}/{shard_id}", False))
+            elif shard_id not in skipped:
+                for attempt_id, attempt_is_folder in self._entries(f"{DATA}/{shard_id}").items():
+                    rel = f"{DATA}/{shard_id}/{attempt_id}"
+                    if rel not in listed:
+                        found.append((rel, attempt_is_folder))
+                    elif attempt_is_folder:
+                        found += [(f"{rel}/{name}", False) for name in self._entries(rel) if name not in listed[rel]]
+        found += [(f"{MANIFESTS}/{name}", False) for name, is_folder in self._entries(MANIFESTS).items()
+                  if not is_folder and not name.endswith(".json")]
+        garbage = [Garbage(f"{self.uri}/{rel}", rel, is_folder, self._size(rel, is_folder),
+                           self._newest_write(rel) if min_age_s > 0 else None) for rel, is_folder in found]
+        return sorted((g for g in garbage if g.older_than(min_age_s)), key=lambda g: g.uri)
 
-    def collect_garbage(self) -> list[str]:
-        """Delete the folders :meth:`garbage_attempts` finds and return their URIs."""
-        garbage = self.garbage_attempts()
-        for uri in garbage:
-            path = f"{self.root}/{uri[len(self.uri) + 1:]}"
-            self.fs.rm(path, recursive=True)
-            if _protocols(self.fs) & _OBJECT_STORES:  # stores with real folders (SeaweedFS) keep a marker
+    def _entries(self, rel: str) -> dict[str, bool]:
+        """Name -> whether it is a folder, of the entries right under ``{stage root}/{rel}`` (empty when missing)."""
+        path = f"{self.root}/{rel}"
+        self.fs.invalidate_cache(path)
+        try:
+            listed = self.fs.ls(path, detail=True)
+        except FileNotFoundError:
+            return {}
+        entries = {}
+        for info in listed:
+            name = info["name"].rstrip("/")
+            if name != path.rstrip("/") and name.rsplit("/", 1)[-1]:
+                entries[name.rsplit("/", 1)[-1]] = info.get("type") == "directory"
+        return entries
+
+    def _newest_write(self, rel: str) -> float | None:
+        """POSIX time of the newest write under ``rel`` (a file or folder), None when it cannot be told."""
+        path = f"{self.root}/{rel}"
+        try:
+            files = [path] if self.fs.isfile(path) else list(self.fs.find(path))
+            times = [self.fs.modified(f).timestamp() for f in files]
+        except (FileNotFoundError, NotImplementedError, OSError):
+            return None
+        if times:
+            return max(times)
+        match = _ATTEMPT_TIME.match(rel.rsplit("/", 1)[-1])  # an empty attempt folder: when it began
+        return datetime.strptime(match.group(0), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp() if match else None
+
+    def _size(self, rel: str, is_folder: bool) -> int:
+        try:
+            return int(self.fs.du(f"{self.root}/{rel}", total=True) if is_folder else self.fs.size(f"{self.root}/{rel}"))
+        except (FileNotFoundError, OSError):
+            return 0
+
+    def garbage_attempts(self) -> list[str]:
+        """URIs of the attempt folders no manifest references (see :meth:`find_garbage`)."""
+        return [g.uri for g in self.find_garbage() if g.folder and g.path.count("/") == 2]
+
+    def remove_garbage(self, garbage: Sequence[Garbage]) -> None:
+        """Delete what :meth:`find_garbage` found."""
+        for item in garbage:
+            path = f"{self.root}/{item.path}"
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(path, recursive=item.folder)
+            if item.folder and _protocols(self.fs) & _OBJECT_STORES:  # stores with real folders keep a marker
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm_file(f"{path}/")
         self.fs.invalidate_cache(f"{self.root}/{DATA}")
-        log.info("deleted %d unreferenced attempt folders of stage %s", len(garbage), self.name)
-        return garbage
+        self.fs.invalidate_cache(f"{self.root}/{MANIFESTS}")
+        log.info("deleted %d unreferenced attempt folders and files of stage %s", len(garbage), self.name)
+
+    def collect_garbage(self, min_age_s: float = 0.0) -> list[str]:
+        """Delete what :meth:`find_garbage` finds and return its URIs."""
+        garbage = self.find_garbage(min_age_s)
+        self.remove_garbage(garbage)
+        return [g.uri for g in garbage]
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """An attempt folder or file of a stage that no manifest references."""
+
+    uri: str
+    path: str
+    """Relative to the stage root, e.g. ``data/shard-000001/20261123T215501Z-3f9a1c2b``."""
+    folder: bool
+    size: int
+    """Bytes."""
+    written: float | None = None
+    """POSIX time of its newest write (None when unknown or not asked for)."""
+
+    def older_than(self, seconds: float) -> bool:
+        """Whether its newest write is at least ``seconds`` old (unknown times count as new)."""
+        if seconds <= 0:
+            return True
+        return self.written is not None and datetime.now(UTC).timestamp() - self.written >= seconds
+
+
+def is_recovered(record: Mapping[str, Any], manifest: Manifest | None) -> bool:
+    """Whether the failure ``record`` of a shard was followed by a commit of it (``manifest``, the shard's own)."""
+    if manifest is None or manifest.attempt_id == record.get("attempt_id"):
+        return False
+    try:
+        failed = datetime.fromisoformat(str(record.get("time")))
+    except ValueError:
+        return False
+    return datetime.fromisoformat(manifest.created_at) >= failed
 
 
 class _HashingSink(io.RawIOBase):

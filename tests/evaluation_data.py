@@ -46,7 +46,7 @@ def subject_rows(subject_id: int, cfg: RodinConfig) -> list[dict]:
     rows = []
     for view in range(render.views):
         rgba = np.zeros((SIZE, SIZE, 4), np.uint8)  # (H, W, 4)
-        rgba[inside] = (40 + 25 * view, 60 * subject_id, 200 - 20 * view, 255)
+        rgba[inside] = (40 + 25 * view, (60 * subject_id) % 256, 200 - 20 * view, 255)
         rows.append({"subject_id": subject_id, "view_index": view, "png": encode_png(rgba),
                      "c2w": rig.c2w[view].ravel().tolist(), "intrinsics": rig.intrinsics.ravel().tolist(),
                      "width": SIZE, "height": SIZE})

@@ -7,6 +7,8 @@
     rodin train all --preset tiny --out data/tiny                 # base + upsampler, then the latent prior
     rodin config --preset small --set render.views=50            # print the resolved config
     rodin status --out data/tiny                                  # committed shards and failures
+    rodin verify --out data/tiny                                  # every committed file against its sha256
+    rodin gc --out data/tiny --dry-run                            # attempt folders no manifest references
     rodin contact-sheet --out data/tiny --dest sheet.png          # frontal views of the corpus
     rodin sample --out data/tiny --n 4 --dest samples/            # generate flow: avatars + turntables (§4.2)
     rodin invert portrait.png --out data/tiny --dest inverted/    # portrait inversion (§4.5)
@@ -103,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="list committed shards and recorded failures of a dataset")
     status.add_argument("--out", required=True, help="dataset root URI")
     status.add_argument("--stage", default="renders", help="stage folder (default: renders)")
+    status.add_argument("--verify", action="store_true",
+                        help="also hash the stage's committed files against their manifests (exit code 1 on damage)")
+    verify = sub.add_parser("verify", help="hash every committed file of a dataset against its manifest")
+    verify.add_argument("--out", required=True, help="dataset root URI")
+    verify.add_argument("--stage", nargs="+", metavar="STAGE", help="only these stages (default: every stage there)")
+    gc = sub.add_parser("gc", help="remove attempt folders and files that no manifest references")
+    gc.add_argument("--out", required=True, help="dataset root URI")
+    gc.add_argument("--stage", nargs="+", metavar="STAGE", help="only these stages (default: every stage there)")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    gc.add_argument("--min-age", type=float, default=60, metavar="MINUTES",
+                    help="leave alone what was written in the last MINUTES, as a stage may still be writing it "
+                         "(default 60; 0 removes everything unreferenced: only while no stage runs on the root)")
     sheet = sub.add_parser("contact-sheet", help="tile the frontal views (view 0) of a rendered corpus into a PNG")
     sheet.add_argument("--out", required=True, help="dataset root URI")
     sheet.add_argument("--dest", required=True, help="PNG file to write")
@@ -234,8 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = load_config(args.preset, args.config_file, args.overrides)
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
-        if args.command == "status":
-            return _status(args.out, args.stage)
+        if args.command in ("status", "verify", "gc"):
+            from workflows import store_commands
+
+            stages = [args.stage] if isinstance(args.stage, str) else args.stage
+            return store_commands.run(args.command, args.out, stages, verify=getattr(args, "verify", False),
+                                      dry_run=getattr(args, "dry_run", False),
+                                      min_age_minutes=getattr(args, "min_age", store_commands.GC_MIN_AGE_MINUTES))
         if args.command == "render":
             return _render(args)
         if args.command == "fit":
@@ -257,9 +276,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_flow(args: argparse.Namespace, flow: Callable[..., dict[str, Any]], **parameters: object) -> int:
-    """Run a stage's flow on the embedded default with the shared config/Ray options; print its summary."""
-    summary = flow(preset=args.preset, config_file=args.config_file, overrides=args.overrides,
-                   ray_address=args.ray_address, task_runner=args.runner, **parameters)
+    """Run a stage's flow on the embedded default with the shared config/Ray options; print its summary.
+
+    Failed shards and missing or damaged inputs are printed as one line, with exit code 1.
+    """
+    from rodin_core.datasets.errors import StageInputError
+    from rodin_core.storage import StorageError
+    from workflows.shards import ShardsFailedError
+
+    try:
+        summary = flow(preset=args.preset, config_file=args.config_file, overrides=args.overrides,
+                       ray_address=args.ray_address, task_runner=args.runner, **parameters)
+    except (ShardsFailedError, StageInputError, StorageError) as err:
+        print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -416,20 +446,6 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"rodin: {err}", file=sys.stderr)
         return 1
     print(flows.format_summary(summary))
-    return 0
-
-
-def _status(out: str, stage_name: str) -> int:
-    from rodin_core.storage import open_store
-
-    stage = open_store(out).stage(stage_name)
-    shards = stage.committed_shards()
-    subjects = 0
-    for shard_id in shards:
-        subjects += len(stage.read_manifest(shard_id).subject_ids)
-    print(f"{stage.uri}: {len(shards)} committed shards, {subjects} subjects")
-    for failure in stage.failures():
-        print(f"  failed attempt {failure.get('shard_id')}/{failure.get('attempt_id')}: {failure.get('error')}")
     return 0
 
 

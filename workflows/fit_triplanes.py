@@ -11,8 +11,10 @@ held-out views as artifacts, also written under ``{out}/reports/``.
 
 A re-run fits only what is not committed for the current config; ``shards=[i, ...]`` re-fits
 those shards even when committed (the newest commit wins); ``only_failed`` re-fits the shards
-whose records hold a failed subject or that failed without a commit. A shard that still fails
-after its retries does not stop the others: the flow reports, then fails naming it (the shard
+whose records hold a failed subject or whose last attempt failed. Fitting shards are keyed by
+subject id: one whose ids are not all rendered (a renders manifest was deleted) waits, its
+committed tri-planes untouched. A shard that still fails after its retries (a damaged input is not
+retried) or that waits does not stop the others: the flow reports, then fails naming it (the shard
 machinery it shares with ``render-avatars`` is in :mod:`workflows.shards`).
 """
 
@@ -35,12 +37,19 @@ from prefect_ray.context import remote_options
 
 from rodin_core.config import RodinConfig
 from rodin_core.datasets.decoder import committed_decoder
-from rodin_core.datasets.layout import DECODER_STAGE, DECODER_WEIGHTS, RENDERS_STAGE, TRIPLANES_STAGE
+from rodin_core.datasets.errors import FitDataError
+from rodin_core.datasets.integrity import id_ranges
+from rodin_core.datasets.layout import (
+    DECODER_STAGE,
+    DECODER_WEIGHTS,
+    RENDERS_STAGE,
+    TRIPLANES_STAGE,
+)
 from rodin_core.datasets.renders import RenderSource, renders_index
 from rodin_core.fitting import shard_job
 from rodin_core.fitting.shard_job import FitPlan, FitShardJob, FitShardReport
 from rodin_core.imaging import encode_png
-from rodin_core.storage import open_store, shard_id_for
+from rodin_core.storage import StageStore, open_store, shard_id_for
 from workflows.artifacts import (
     ShardRow,
     image_markdown,
@@ -57,6 +66,7 @@ from workflows.shards import (
     build_config,
     failed_rows,
     open_runner,
+    retry_unless_data_error,
     shard_counts,
     submit_shards,
 )
@@ -101,6 +111,12 @@ def plan_fitting(cfg: RodinConfig, renders: str, out: str, storage_options: dict
     """Plan the fitting shards over the committed renders and check whether the decoder is committed."""
     sources = renders_index(open_store(renders, storage_options).stage(RENDERS_STAGE))
     plan = shard_job.fitting_plan(list(sources), cfg.fit.shared_subjects, cfg.fit.shard_size)
+    unrendered = [s for i, ids in plan.missing.items() if i < plan.shared_shards for s in ids]
+    if unrendered:
+        raise FitDataError(f"phase A fits the decoder on subjects 0..{len(plan.shared_ids) + len(unrendered) - 1} "
+                           f"(fit.shared_subjects), but no committed renders shard of {renders}/{RENDERS_STAGE} holds "
+                           f"subjects {id_ranges(unrendered)}; re-render them with the options the corpus was "
+                           f"rendered with (`rodin render --out {renders}`), then fit again")
     bad = [i for i in shards or [] if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(plan.shards)]
     if bad:
         raise ValueError(f"shards {bad} are not fitting shards: {len(sources)} rendered subjects in shards of "
@@ -116,8 +132,8 @@ def plan_fitting(cfg: RodinConfig, renders: str, out: str, storage_options: dict
     return FitSetup(plan, sources, digest, sha, selected)
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, cache_policy=NO_CACHE, tags=["rodin", "fit"],
-      task_run_name="fit-shared-decoder")
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=retry_unless_data_error,
+      cache_policy=NO_CACHE, tags=["rodin", "fit"], task_run_name="fit-shared-decoder")
 def fit_shared_decoder_task(cfg: RodinConfig, renders: str, out: str, plan: FitPlan, digest: str,
                             sources: dict[int, RenderSource], threads: int,
                             storage_options: dict | None) -> str:
@@ -126,8 +142,8 @@ def fit_shared_decoder_task(cfg: RodinConfig, renders: str, out: str, plan: FitP
         return shard_job.fit_shared_to_store(cfg, renders, out, plan, digest, sources, storage_options)
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, cache_policy=NO_CACHE, tags=["rodin", "fit"],
-      task_run_name="fit-shard-{job.shard_index}")
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=retry_unless_data_error,
+      cache_policy=NO_CACHE, tags=["rodin", "fit"], task_run_name="fit-shard-{job.shard_index}")
 def fit_shard(cfg: RodinConfig, renders: str, out: str, job: FitShardJob, storage_options: dict | None) -> FitShardReport:
     """Phase B of one shard on one torch thread; every failure but a subject's own is one attempt."""
     with relay_logs(LOGGER), shard_job.torch_threads(1):
@@ -135,13 +151,23 @@ def fit_shard(cfg: RodinConfig, renders: str, out: str, job: FitShardJob, storag
 
 
 @task(cache_policy=NO_CACHE, tags=["rodin", "fit"])
-def find_pending_fit_shards(cfg: RodinConfig, out: str, setup: FitSetup, decoder_sha256: str,
-                            storage_options: dict | None) -> tuple[list[FitShardJob], list[FitShardReport], list[str]]:
-    """(jobs to fit, reports of current committed shards left alone, ids of stale shards not selected)."""
+def find_pending_fit_shards(cfg: RodinConfig, renders: str, out: str, setup: FitSetup, decoder_sha256: str,
+                            storage_options: dict | None
+                            ) -> tuple[list[FitShardJob], list[FitShardReport], list[str], dict[str, str]]:
+    """(jobs to fit, reports of current committed shards left alone, ids of stale shards not selected,
+    ``{shard id: why}`` of the shards to fit that wait for renders: they are never fitted)."""
     stage = open_store(out, storage_options).stage(TRIPLANES_STAGE)
-    pending, skipped, not_run = [], [], []
+    warn_outside_plan(stage, setup.plan)
+    pending, skipped, not_run, waiting = [], [], [], {}
     for index, ids in enumerate(setup.plan.shards):
         shard_id = shard_id_for(index)
+        if index in setup.plan.missing:
+            if setup.selected is None or index in setup.selected:
+                waiting[shard_id] = waiting_message(setup.plan.missing[index], renders)
+                get_run_logger().warning("%s waits for renders: %s", shard_id, waiting[shard_id])
+            else:
+                not_run.append(shard_id)
+            continue
         digest = shard_job.planes_hash(cfg, decoder_sha256, ids, setup.sources)
         attempt = shard_job.committed_planes(stage, shard_id, ids, digest)
         wanted = attempt is None if setup.selected is None else index in setup.selected
@@ -151,7 +177,28 @@ def find_pending_fit_shards(cfg: RodinConfig, out: str, setup: FitSetup, decoder
             skipped.append(FitShardReport(shard_id, attempt, ids, 0.0, True))
         else:
             not_run.append(shard_id)
-    return pending, skipped, not_run
+    return pending, skipped, not_run, waiting
+
+
+def warn_outside_plan(stage: StageStore, plan: FitPlan) -> None:
+    """Log the committed shards beyond ``plan`` that hold subjects of it (left by another ``fit.shard_size``):
+    training refuses subjects that two shards hold."""
+    planned = {s for ids in plan.shards for s in ids}
+    beyond = [shard for shard in stage.committed_shards()
+              if shard not in {shard_id_for(i) for i in range(len(plan.shards))}
+              and planned & set(stage.read_manifest(shard).subject_ids)]
+    if beyond:
+        get_run_logger().warning("tri-plane shards %s are beyond this fitting plan (%d shards) but hold subjects of it, "
+                                 "so training will refuse them: delete their manifests (%s)", ", ".join(beyond),
+                                 len(plan.shards), ", ".join(f"{stage.uri}/manifests/{s}.json" for s in beyond))
+
+
+def waiting_message(missing: list[int], renders: str) -> str:
+    """Why a fitting shard whose ids are not all rendered is not fitted, and what to do."""
+    return (f"FitDataError: no committed renders shard of {renders}/{RENDERS_STAGE} holds subjects "
+            f"{id_ranges(missing)} of this fitting shard, so it was not fitted (its committed tri-planes are left as "
+            f"they are); re-render them with the options the corpus was rendered with (`rodin render --out "
+            f"{renders}`), then fit again")
 
 
 def ensure_decoder(cfg: RodinConfig, renders: str, out: str, setup: FitSetup, storage_options: dict | None,
@@ -239,10 +286,12 @@ def fit_triplanes(
                           len(setup.plan.shards), setup.plan.shared_shards)
     with open_runner(runner, __name__, MODULE):
         decoder_sha = ensure_decoder(cfg, renders, out, setup, storage_options, runner)
-        pending, skipped, not_run = find_pending_fit_shards(cfg, out, setup, decoder_sha, storage_options)
-        get_run_logger().info("phase B: %d shards to fit, %d current, %d not selected", len(pending), len(skipped),
-                              len(not_run))
+        pending, skipped, not_run, waiting = find_pending_fit_shards(cfg, renders, out, setup, decoder_sha,
+                                                                     storage_options)
+        get_run_logger().info("phase B: %d shards to fit, %d current, %d not selected, %d waiting for renders",
+                              len(pending), len(skipped), len(not_run), len(waiting))
         fitted, failed = fit_pending_shards(cfg, renders, out, pending, storage_options, runner)
+        failed = {**failed, **waiting}
     summary = publish_reports(cfg, renders, out, storage_options, setup, decoder_sha, fitted, skipped, failed,
                               not_run, time.perf_counter() - start)
     if failed:

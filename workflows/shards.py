@@ -3,10 +3,10 @@
 A sharded flow (``render-avatars``, ``fit-triplanes``) builds its config from its parameters
 (:func:`build_config`), plans its shards, enters its task runner (:func:`open_runner`: Ray or a
 thread pool, with Ray workers able to unpickle the flow's tasks), submits one task per pending
-shard and waits for all of them (:func:`submit_shards`). A shard that fails after its retries does
-not stop the others: it becomes ``{shard id: "ErrorType: message"}``, a ``failed`` row of the
-shard table (:func:`failed_rows`) and, once the reports are published, one
-:class:`ShardsFailedError` naming every failed shard.
+shard and waits for all of them (:func:`submit_shards`). A shard that fails after its retries (a
+data error is not retried: :func:`retry_unless_data_error`) does not stop the others: it becomes
+``{shard id: "ErrorType: message"}``, a ``failed`` row of the shard table (:func:`failed_rows`)
+and, once the reports are published, one :class:`ShardsFailedError` naming every failed shard.
 
 Every such flow's summary starts with the same counts (:func:`shard_counts`): ``shards_total``,
 ``shards_<done>`` (``shards_rendered``, ``shards_fitted``), ``shards_skipped``, ``shards_failed``
@@ -25,12 +25,14 @@ from typing import Any, Protocol, TypeVar
 
 from prefect import Task, get_run_logger
 from prefect.futures import PrefectFuture
+from prefect.states import State
 from prefect.task_runners import TaskRunner
 from prefect_ray.context import remote_options
 from ray import cloudpickle as ray_cloudpickle
 
 from rodin_core.config import RodinConfig, load_config
-from rodin_core.storage import StageStore
+from rodin_core.datasets.errors import StageInputError
+from rodin_core.storage import ShardCorruptError, StageStore
 from workflows.artifacts import ShardRow
 from workflows.ray_runner import dashboard_message
 
@@ -124,6 +126,21 @@ def open_runner(runner: TaskRunner, module_name: str, import_name: str) -> Itera
             get_run_logger().info(message)
         make_importable_by_ray_workers(module_name, import_name)
         yield runner
+
+
+DATA_ERRORS = (StageInputError, ShardCorruptError)
+"""Failures of the data a task reads (missing, damaged): the same input fails the same way again."""
+
+
+def retry_unless_data_error(task: Any, task_run: Any, state: State) -> bool:
+    """Retry a failed task (``retry_condition_fn``), but not a data error: a retry would fail the same way."""
+    try:
+        state.result()
+    except DATA_ERRORS:
+        return False
+    except Exception:  # noqa: BLE001 - any other failure may be transient
+        return True
+    return True
 
 
 def submit_shards(runner: TaskRunner, shard_task: Task[..., R], parameters: Mapping[str, dict[str, Any]],

@@ -1,10 +1,12 @@
 """The training stage as Prefect flows (paper §3.2, §3.3, appendix B.1, B.4).
 
-``train-base``, ``train-upsampler`` and ``train-latent-prior`` each prepare what training reads
-besides the tri-planes (the frontal views and the normalisation statistics, once:
-:mod:`rodin_core.datasets.frontals`, :mod:`rodin_core.datasets.plane_stats`), train their stage as a Ray Train job (:mod:`workflows.train_ray`;
-launched again, the run resumes from its last checkpoint) and publish the loss curve and a sheet
-of sampled renders as artifacts, also written under ``{out}/reports/``.
+``train-base``, ``train-upsampler`` and ``train-latent-prior`` each check what training reads
+(every subject in one tri-plane shard, every committed file matching its manifest's sha256, before
+any Ray Train worker starts) and prepare what it reads besides the tri-planes (the frontal views
+and the normalisation statistics, once: :mod:`rodin_core.datasets.frontals`,
+:mod:`rodin_core.datasets.plane_stats`), train their stage as a Ray Train job
+(:mod:`workflows.train_ray`; launched again, the run resumes from its last checkpoint) and publish
+the loss curve and a sheet of sampled renders as artifacts, also written under ``{out}/reports/``.
 
 ``train-all`` is the DAG after fitting: the base model and the upsampler train side by side (the
 upsampler learns from fitted tri-planes, not from base samples, §3.3), then the latent prior on
@@ -29,16 +31,24 @@ from rodin_core.datasets import frontals
 from rodin_core.datasets.checkpoints import committed_config, committed_step
 from rodin_core.datasets.errors import StageInputError
 from rodin_core.datasets.frontals import FrontalsJob, extract_frontals_shard
-from rodin_core.datasets.layout import CHECKPOINTS_STAGE
+from rodin_core.datasets.integrity import check_inputs
+from rodin_core.datasets.layout import (
+    CHECKPOINTS_STAGE,
+    FRONTALS_STAGE,
+    LATENTS_STAGE,
+    STATS_STAGE,
+    TRIPLANES_STAGE,
+)
 from rodin_core.datasets.plane_stats import ensure_stats
 from rodin_core.imaging import encode_png
 from rodin_core.stage_specs import STAGE_NAMES, train_config_for
-from rodin_core.storage import open_store
+from rodin_core.storage import StorageError, open_store
 from rodin_core.training import report as train_report
 from rodin_core.triplane.decoder_io import DecoderLoadError
 from workflows.artifacts import publish_image, write_report
 from workflows.logs import relay_logs
 from workflows.ray_runner import ray_session
+from workflows.shards import DATA_ERRORS, retry_unless_data_error
 from workflows.train_ray import TrainingError, run_training
 from workflows.train_worker import ResumeMismatchError, check_compatible
 
@@ -67,8 +77,10 @@ class TrainingStagesFailedError(RuntimeError):
 
 
 TRAINING_ERRORS = (StageInputError, TrainingError, TrainingStagesFailedError, ResumeMismatchError,
-                   CheckpointError, DecoderLoadError)
+                   CheckpointError, DecoderLoadError, StorageError)
 """Failures whose message says what to run next (``rodin train`` prints them without a traceback)."""
+TRAINING_INPUTS = (TRIPLANES_STAGE, FRONTALS_STAGE, STATS_STAGE, LATENTS_STAGE, CHECKPOINTS_STAGE)
+"""The stages whose committed files :func:`verify_training_inputs` hashes before training."""
 
 
 def training_config(preset: str, config_file: str | None, overrides: list[str] | None, stages: tuple[str, ...],
@@ -85,8 +97,18 @@ def plan_frontals(renders: str, out: str, storage_options: dict | None) -> tuple
     return frontals.plan_frontals(renders, out, storage_options)
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, cache_policy=NO_CACHE, tags=TAGS,
-      task_run_name="extract-frontals-{job.shard_id}")
+@task(cache_policy=NO_CACHE, tags=TAGS)
+def verify_training_inputs(renders: str, out: str, storage_options: dict | None) -> int:
+    """Hash every committed file training reads against its manifest; returns the shards checked.
+
+    A damaged file raises :class:`~rodin_core.datasets.errors.CorruptInputError` (naming it, its
+    shard and the command that re-creates it) before any Ray Train worker starts.
+    """
+    return check_inputs(out, TRAINING_INPUTS, storage_options, renders)
+
+
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=retry_unless_data_error,
+      cache_policy=NO_CACHE, tags=TAGS, task_run_name="extract-frontals-{job.shard_id}")
 def extract_frontals(renders: str, out: str, job: FrontalsJob, storage_options: dict | None) -> int:
     """Commit the frontal views of one tri-plane shard's subjects."""
     return extract_frontals_shard(renders, out, job, storage_options)
@@ -101,10 +123,10 @@ def compute_stats(out: str, storage_options: dict | None, corpus: CorpusConfig) 
 
 
 def retry_unless_a_setup_error(task: Any, task_run: Any, state: State) -> bool:
-    """Retry a failed training run (it resumes), but not a missing input or an incompatible checkpoint."""
+    """Retry a failed training run (it resumes), but not a missing or damaged input or an incompatible checkpoint."""
     try:
         state.result()
-    except (StageInputError, ResumeMismatchError):
+    except (*DATA_ERRORS, ResumeMismatchError):
         return False
     except Exception:  # noqa: BLE001 - any other failure may be transient
         return True
@@ -131,11 +153,13 @@ def make_sample_sheet(stage_name: str, out: str, storage_options: dict | None) -
 
 
 def prepare_training_data(renders: str, out: str, storage_options: dict | None, cfg: RodinConfig) -> dict[str, Any]:
-    """Extract the missing frontal views, then compute the plane statistics when missing.
+    """Check what training reads (unique, complete subjects; every file's hash), extract the missing
+    frontal views, then compute the plane statistics when missing.
 
     The held-out subjects of ``cfg.corpus`` (§4.5, appendix C.5) are left out of the statistics.
     """
     pending, current = plan_frontals(renders, out, storage_options)
+    verify_training_inputs(renders, out, storage_options)
     extracted = extract_frontals.map(unmapped(renders), unmapped(out), pending, unmapped(storage_options)).result()
     stats = compute_stats(out, storage_options, cfg.corpus)
     get_run_logger().info("frontal views: %d shards extracted (%d subjects), %d current; plane statistics of %d "

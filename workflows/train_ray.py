@@ -51,11 +51,13 @@ from ray.train.torch import TorchTrainer
 
 from rodin_core.config import RodinConfig, TrainConfig
 from rodin_core.datasets.checkpoints import committed_config, committed_step
+from rodin_core.datasets.errors import StageInputError
 from rodin_core.datasets.layout import CHECKPOINTS_STAGE, RUNS_FOLDER
 from rodin_core.stage_specs import STAGE_NAMES, train_config_for
 from rodin_core.storage import Store, absolute_uri, open_store
 from rodin_core.training.latents import ensure_latents
 from workflows.ray_runner import ray_session
+from workflows.shards import DATA_ERRORS
 from workflows.train_worker import TrainJob, check_compatible, train_worker
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,10 @@ CHECKPOINTS_KEPT = 2
 
 class TrainingError(RuntimeError):
     """A training run failed after its retries; the message says how to resume it."""
+
+
+class TrainingDataError(TrainingError, StageInputError):
+    """A training run stopped on a missing or damaged input; the message names it and the command that repairs it."""
 
 
 def run_training(
@@ -94,7 +100,8 @@ def run_training(
     divided by the workers. The summary: ``{stage, run_name, workers, start_step, steps, steps_run,
     resumed, first, last, steps_per_s, seconds, history, checkpoint}``
     (see :func:`workflows.train_worker.train_worker`).
-    Raises :class:`TrainingError` when the run fails after ``train.max_failures`` retries.
+    Raises :class:`TrainingError` when the run fails after ``train.max_failures`` retries
+    (:class:`TrainingDataError`, which is not resumed, when a worker failed on its input data).
     """
     if stage_name not in STAGE_NAMES:
         raise ValueError(f"unknown training stage {stage_name!r}; choose one of {STAGE_NAMES}")
@@ -131,7 +138,8 @@ def run_training(
         try:
             result = fit_with_progress(trainer, relay, on_progress or log.info)
         except ray.train.TrainingFailedError as exc:
-            raise TrainingError(failure_message(stage_name, out, storage_options, train, exc)) from exc
+            raise (input_data_error(stage_name, exc)
+                   or TrainingError(failure_message(stage_name, out, storage_options, train, exc))) from exc
         finally:
             ray.kill(relay)
     return result.return_value
@@ -209,6 +217,16 @@ def ensure_latents_on_ray(job: TrainJob) -> None:
 
     count, computed = ray.get(encode.remote(job.config, job.out, job.storage_options, job.threads))
     log.info("prior latents of %d subjects %s", count, "encoded and committed" if computed else "already current")
+
+
+def input_data_error(stage_name: str, error: Exception) -> TrainingDataError | None:
+    """The :class:`TrainingDataError` of a run whose workers failed on their input data (a relaunch would
+    fail the same way, so it names the repair, not a resume), or None."""
+    failures = (getattr(error, "worker_failures", None) or {}).values()
+    data = [failure for failure in failures if isinstance(failure, DATA_ERRORS)]
+    if not data:
+        return None
+    return TrainingDataError(f"training {stage_name} stopped on its input data: {' '.join(str(data[0]).split())}")
 
 
 def failure_message(stage_name: str, out: str, storage_options: dict | None, train: TrainConfig,

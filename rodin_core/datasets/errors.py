@@ -18,6 +18,10 @@ class TrainDataError(StageInputError):
     """An input of the training stages is missing; the message names the URI and the command to run."""
 
 
+class CorruptInputError(StageInputError):
+    """A committed file a stage reads differs from its manifest (size, sha256); the message names the file,
+    its shard and the command that re-creates it."""
+
 
 class DatasetError(TrainDataError, ValueError):
     """The training data (tri-planes, frontals) is missing or inconsistent; the message names the URI and what to run."""

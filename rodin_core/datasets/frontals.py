@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rodin_core.datasets.errors import TrainDataError
+from rodin_core.datasets.integrity import corrupt_inputs
 from rodin_core.datasets.layout import (
     FRONTALS_FILE,
     FRONTALS_STAGE,
@@ -66,8 +67,9 @@ def plan_frontals(renders: str, out: str, storage_options: dict | None = None) -
 def extract_frontals_shard(renders: str, out: str, job: FrontalsJob, storage_options: dict | None = None) -> int:
     """Copy view 0 of ``job``'s subjects from the renders into ``frontals/{job.shard_id}``; returns the count.
 
-    Reads only the id, view index and PNG columns of each renders shard involved. A failure is
-    recorded under ``frontals/failures/`` and raised again.
+    Reads only the id, view index and PNG columns of each renders shard involved (a damaged one
+    raises :class:`~rodin_core.datasets.errors.CorruptInputError`). A failure is recorded under
+    ``frontals/failures/`` and raised again.
     """
     renders_stage = open_store(renders, storage_options).stage(RENDERS_STAGE)
     stage = open_store(out, storage_options).stage(FRONTALS_STAGE)
@@ -78,7 +80,9 @@ def extract_frontals_shard(renders: str, out: str, job: FrontalsJob, storage_opt
             by_shard.setdefault(job.sources[subject_id].shard_id, []).append(subject_id)
         pngs: dict[int, bytes] = {}
         for renders_shard, ids in sorted(by_shard.items()):
-            table = renders_stage.read_table(renders_shard, VIEWS_TABLE, columns=["subject_id", "view_index", "png"])
+            with corrupt_inputs():
+                table = renders_stage.read_table(renders_shard, VIEWS_TABLE,
+                                                 columns=["subject_id", "view_index", "png"])
             wanted = pc.and_(pc.equal(table["view_index"], 0), pc.is_in(table["subject_id"], pa.array(ids, pa.int64())))
             rows = table.filter(wanted).to_pydict()
             pngs.update(zip(rows["subject_id"], rows["png"], strict=True))

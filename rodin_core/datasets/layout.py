@@ -80,6 +80,10 @@ CONTACT_SHEET_FILE = "contact-sheet.png"
 GENERATION_JSON = "generation.json"
 """Generated: the request and the checkpoints it was made with."""
 
+STAGES = (RENDERS_STAGE, DECODER_STAGE, TRIPLANES_STAGE, FRONTALS_STAGE, STATS_STAGE, LATENTS_STAGE, CHECKPOINTS_STAGE,
+          GENERATED_STAGE)
+"""Every stage folder of a dataset root, in pipeline order (what ``rodin status``, ``verify`` and ``gc`` accept)."""
+
 EVALUATION_FOLDER = "evaluation"
 """Sample-quality evaluation (paper §4.3, §4.5, appendix C.4): plain files for people, not shards; each run
 rewrites them."""

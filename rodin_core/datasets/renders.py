@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rodin_core.datasets.errors import FitDataError
+from rodin_core.datasets.integrity import corrupt_inputs, id_ranges, shared_subjects
 from rodin_core.datasets.layout import SUBJECTS_TABLE, VIEWS_TABLE
 from rodin_core.imaging import contact_sheet, decode_png, thumbnail
 from rodin_core.storage import StageStore
@@ -132,22 +133,35 @@ class RenderSource:
 
 
 def renders_index(stage: StageStore) -> dict[int, RenderSource]:
-    """Subject id -> :class:`RenderSource` of every committed renders shard (reads manifests only)."""
+    """Subject id -> :class:`RenderSource` of every committed renders shard (reads manifests only).
+
+    Raises :class:`FitDataError` when there is none, or when two shards hold one subject.
+    """
     index: dict[int, RenderSource] = {}
+    subjects: dict[str, tuple[int, ...]] = {}
     for shard_id in stage.committed_shards():
         manifest = stage.read_manifest(shard_id)
         views = manifest.extra.get("views", 0)
+        subjects[shard_id] = manifest.subject_ids
         index.update((s, RenderSource(shard_id, manifest.config_hash, views)) for s in manifest.subject_ids)
     if not index:
         raise FitDataError(f"no committed renders shard under {stage.uri}; render the corpus first "
                            f"(`rodin render --out {stage.store.uri}`) or point `renders` at a rendered dataset root")
+    twice = shared_subjects(subjects)
+    if twice:
+        shards = sorted({shard for owners in twice.values() for shard in owners})
+        raise FitDataError(f"subjects {id_ranges(twice)} are in more than one committed renders shard of {stage.uri} "
+                           f"({', '.join(shards)}): shards of another corpus.shard_size or --subjects were left "
+                           f"there; delete the manifests of those that do not belong to the corpus "
+                           f"({stage.uri}/manifests/) and run `rodin render --out {stage.store.uri}` again")
     return dict(sorted(index.items()))
 
 
 def iter_subjects(stage: StageStore, subject_ids: list[int], sources: dict[int, RenderSource]) -> Iterator[SubjectViews]:
     """Views of ``subject_ids`` as :class:`SubjectViews`, one subject decoded at a time.
 
-    Each renders shard is read (and verified) once, then its subjects' PNGs are decoded one
+    Each renders shard is read (and verified: a damaged one raises
+    :class:`~rodin_core.datasets.errors.CorruptInputError`) once, then its subjects' PNGs are decoded one
     subject after the other, so at most one renders shard and one subject's images are in memory.
     """
     by_shard: dict[str, list[int]] = {}
@@ -157,7 +171,8 @@ def iter_subjects(stage: StageStore, subject_ids: list[int], sources: dict[int, 
                                "re-render its shard or re-plan the fitting (run the flow without `shards`)")
         by_shard.setdefault(sources[subject_id].shard_id, []).append(subject_id)
     for shard_id, ids in by_shard.items():
-        table = stage.read_table(shard_id, VIEWS_TABLE)
+        with corrupt_inputs():
+            table = stage.read_table(shard_id, VIEWS_TABLE)
         for subject_id in ids:
             rows = table.filter(pc.equal(table["subject_id"], subject_id)).to_pylist()
             views = sorted((decode_view_row(row) for row in rows), key=lambda v: v.view_index)

@@ -33,7 +33,19 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from rodin_core.config import CorpusConfig
 from rodin_core.datasets.errors import DatasetError, TrainDataError
-from rodin_core.datasets.layout import FRONTALS_FILE, FRONTALS_STAGE, PLANES_FILE, RECORDS_FILE, TRIPLANES_STAGE
+from rodin_core.datasets.integrity import (
+    corrupt_inputs,
+    id_ranges,
+    missing_subjects,
+    shared_subjects,
+)
+from rodin_core.datasets.layout import (
+    FRONTALS_FILE,
+    FRONTALS_STAGE,
+    PLANES_FILE,
+    RECORDS_FILE,
+    TRIPLANES_STAGE,
+)
 from rodin_core.datasets.triplane_records import planes_from_safetensors
 from rodin_core.imaging import decode_png
 from rodin_core.storage import StageStore, open_store
@@ -129,10 +141,9 @@ def iter_planes(out_uri: str, storage_options: dict | None = None, shard_ids: Se
     """
     stage, shards = committed_triplane_shards(out_uri, storage_options)
     for shard in shards if shard_ids is None else shard_ids:
-        good = set(_good_subjects(stage, shard, held_out_from))
-        if not good:
-            continue
-        planes = planes_from_safetensors(stage.read_bytes(shard, PLANES_FILE))
+        with corrupt_inputs():
+            good = set(_good_subjects(stage, shard, held_out_from))
+            planes = planes_from_safetensors(stage.read_bytes(shard, PLANES_FILE)) if good else {}
         for subject, tensor in planes.items():
             if subject in good:
                 yield subject, tensor.float()
@@ -197,6 +208,10 @@ class TriplaneDataset(IterableDataset):
         return list(self.shard_ids), set(everyone[reader::readers])
 
     def _load_shard(self, shard_id: str, keep: set[int] | None) -> list[tuple[int, Tensor, bytes]]:
+        with corrupt_inputs():
+            return self._read_shard(shard_id, keep)
+
+    def _read_shard(self, shard_id: str, keep: set[int] | None) -> list[tuple[int, Tensor, bytes]]:
         store = open_store(self.out_uri, self.storage_options)
         planes_stage, frontals_stage = store.stage(TRIPLANES_STAGE), store.stage(FRONTALS_STAGE)
         good = set(_good_subjects(planes_stage, shard_id, self.held_out_from))
@@ -257,12 +272,30 @@ def _sample(item: tuple[int, Tensor, bytes]) -> TriplaneSample:
 
 
 def committed_triplane_shards(out: str, storage_options: dict | None = None) -> tuple[StageStore, list[str]]:
-    """The ``triplanes/`` stage of ``out`` and its committed shard ids; a clear error when there are none."""
+    """The ``triplanes/`` stage of ``out`` and its committed shard ids (reads every manifest).
+
+    Raises :class:`DatasetError` when there is none, when two shards hold one subject, or when no
+    shard holds some id below the largest fitted one (a corpus holds ids 0..N-1).
+    """
     stage = open_store(out, storage_options).stage(TRIPLANES_STAGE)
     shards = stage.committed_shards()
     if not shards:
         raise DatasetError(f"no committed tri-planes under {stage.uri}; fit them first: "
                            f"`rodin fit --renders <renders root> --out {out}`")
+    subjects = {shard: stage.read_manifest(shard).subject_ids for shard in shards}
+    twice = shared_subjects(subjects)
+    if twice:
+        holding = sorted({shard for owners in twice.values() for shard in owners})
+        raise DatasetError(f"tri-plane shards {', '.join(holding)} of {stage.uri} hold the same subjects "
+                           f"({id_ranges(twice)}), so training would see them twice: they were fitted by different "
+                           f"fitting plans; delete the manifests of those that do not belong ({stage.uri}/manifests/), "
+                           f"then re-fit what is missing: `rodin fit --renders <renders root> --out {out}`")
+    missing = missing_subjects(s for ids in subjects.values() for s in ids)
+    if missing:
+        raise DatasetError(f"no committed tri-plane shard of {stage.uri} holds subjects {id_ranges(missing)} (fitted "
+                           f"subjects reach id {max(max(ids, default=0) for ids in subjects.values())}); fit them "
+                           f"first: `rodin fit --renders <renders root> --out {out}` (`rodin status --out {out} "
+                           f"--stage triplanes` shows what failed)")
     return stage, shards
 
 

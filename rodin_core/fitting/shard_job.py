@@ -1,10 +1,11 @@
 """Host-side glue of the tri-plane fitting stage (paper appendix B.2): renders in, tri-plane shards out.
 
-The fitting stage has its own shards of ``fit.shard_size`` subjects over the committed renders
-subjects in id order. The first ``fit.shared_subjects`` subjects (phase A) fit the shared decoder
-and are cut into shards of their own; then every shard (phase B) is fitted with the frozen decoder,
-phase A's subjects starting from their phase A planes. Store layout under the dataset root ``out``
-(renders may live under another root)::
+The fitting stage has its own shards of ``fit.shard_size`` subject ids, keyed by id: shard ``i``
+covers the same ids whichever renders are committed (:func:`fitting_plan`). Subjects with ids below
+``fit.shared_subjects`` (phase A) fit the shared decoder and are cut into shards of their own;
+then every shard (phase B) is fitted with the frozen decoder, phase A's subjects starting from
+their phase A planes; a shard whose ids are not all rendered waits (it is never fitted). Store
+layout under the dataset root ``out`` (renders may live under another root)::
 
     decoder/    one committed shard "decoder": decoder.safetensors + decoder.json, phase B's starting
                 planes (warm_start.safetensors, shared_planes.safetensors)
@@ -30,7 +31,12 @@ import safetensors.torch
 import torch
 
 from rodin_core.config import RodinConfig
-from rodin_core.datasets.decoder import load_shared_planes, load_warm_start, read_decoder
+from rodin_core.datasets.decoder import (
+    load_shared_planes,
+    load_warm_start,
+    read_decoder,
+)
+from rodin_core.datasets.integrity import corrupt_inputs
 from rodin_core.datasets.layout import (
     DECODER_CONFIG,
     DECODER_SHARD,
@@ -56,6 +62,7 @@ from rodin_core.imaging import contact_sheet
 from rodin_core.rendering.renderer import RenderSettings
 from rodin_core.storage import (
     Manifest,
+    ShardCorruptError,
     ShardWriter,
     StageStore,
     Store,
@@ -78,14 +85,20 @@ COMPARISON_SUBJECTS, COMPARISON_VIEWS = 3, 3
 
 @dataclass(frozen=True)
 class FitPlan:
-    """The fitting shards of a corpus: ``shards[i]`` holds the subject ids of fitting shard ``i``."""
+    """The fitting shards of a corpus: ``shards[i]`` holds the rendered subject ids of fitting shard ``i``.
+
+    Shards are keyed by subject id, never by position: shard ``i`` always covers the same range of
+    ids, whichever renders are committed, so a shard is never re-planned onto other subjects.
+    """
 
     shared_ids: list[int]
-    """Phase A's subjects: the first ``fit.shared_subjects`` rendered subjects."""
+    """Phase A's subjects: ids below ``fit.shared_subjects``."""
     shards: list[list[int]]
     shared_shards: int
     """Shards ``0 .. shared_shards - 1`` hold exactly the phase A subjects (fitted in phase B like the
     others, from their phase A planes)."""
+    missing: dict[int, list[int]] = dataclasses.field(default_factory=dict)
+    """Shard index -> the ids of its range that no committed renders shard holds (such a shard waits)."""
 
 
 @dataclass(frozen=True)
@@ -119,17 +132,29 @@ class FitShardReport:
 
 
 def fitting_plan(subject_ids: list[int], shared_subjects: int, shard_size: int) -> FitPlan:
-    """Phase A's subjects (the first ``shared_subjects`` in id order) and the shards of both phases."""
+    """The shards of both phases over the corpus ids 0..N-1 (N: the largest rendered id + 1).
+
+    Phase A's shards cut ids ``0 .. min(shared_subjects, N) - 1`` into ``shard_size`` ids each, phase
+    B's the ids after them; each shard holds the rendered ids of its range, and ids of its range
+    without renders are listed in :attr:`FitPlan.missing`.
+    """
     if shard_size < 1 or shared_subjects < 1:
         raise ValueError(f"fit.shard_size={shard_size} and fit.shared_subjects={shared_subjects} must be >= 1")
-    ids = sorted(subject_ids)
-    shared, rest = ids[:shared_subjects], ids[shared_subjects:]
-    if len(shared) < shared_subjects:
+    rendered = set(subject_ids)
+    if any(s < 0 for s in rendered):
+        raise ValueError(f"subject ids must be >= 0, got {sorted(s for s in rendered if s < 0)[:10]}")
+    span = max(rendered, default=-1) + 1
+    shared_span = min(shared_subjects, span)
+    if shared_span < shared_subjects:
         log.warning("only %d rendered subjects for fit.shared_subjects=%d: phase A fits the decoder on all of them",
-                    len(shared), shared_subjects)
-    shared_shards = [shared[i:i + shard_size] for i in range(0, len(shared), shard_size)]
-    other_shards = [rest[i:i + shard_size] for i in range(0, len(rest), shard_size)]
-    return FitPlan(shared, shared_shards + other_shards, len(shared_shards))
+                    span, shared_subjects)
+    ranges = [range(a, min(a + shard_size, shared_span)) for a in range(0, shared_span, shard_size)]
+    shared_shards = len(ranges)
+    ranges += [range(a, min(a + shard_size, span)) for a in range(shared_span, span, shard_size)]
+    shards = [[s for s in ids if s in rendered] for ids in ranges]
+    missing = {i: [s for s in ids if s not in rendered] for i, ids in enumerate(ranges)}
+    return FitPlan([s for s in range(shared_span) if s in rendered], shards, shared_shards,
+                   {i: ids for i, ids in missing.items() if ids})
 
 
 def decoder_hash(cfg: RodinConfig, shared_ids: list[int], sources: dict[int, RenderSource]) -> str:
@@ -158,18 +183,24 @@ def committed_planes(stage: StageStore, shard_id: str, subject_ids: list[int], d
 
 
 def has_subject_errors(stage: StageStore, shard_id: str) -> bool:
-    """Whether the committed shard's records hold a subject whose fit failed."""
-    errors = stage.read_table(shard_id, RECORDS_FILE, columns=["error"]).column("error")
+    """Whether the committed shard's records hold a subject whose fit failed, or cannot be read."""
+    try:
+        errors = stage.read_table(shard_id, RECORDS_FILE, columns=["error"]).column("error")
+    except ShardCorruptError:
+        return True
     return errors.null_count < len(errors)
 
 
 def failed_shards(stage: StageStore, shard_count: int) -> list[int]:
-    """Indices (< ``shard_count``) of shards whose records hold an error, or that failed and have no manifest."""
+    """Indices (< ``shard_count``) of shards whose records hold an error, or whose last attempt failed.
+
+    A failure record counts until a later commit of its shard recovers it, so a shard whose
+    re-fit failed is picked although an older commit of it is still in place.
+    """
     committed = set(stage.committed_shards())
-    with_failures = {str(r.get("shard_id")) for r in stage.failures()}
+    failing = {str(r.get("shard_id")) for r in stage.unrecovered_failures()}
     return [i for i in range(shard_count)
-            if (has_subject_errors(stage, shard_id_for(i)) if shard_id_for(i) in committed
-                else shard_id_for(i) in with_failures)]
+            if shard_id_for(i) in failing or (shard_id_for(i) in committed and has_subject_errors(stage, shard_id_for(i)))]
 
 
 def write_planes(writer: ShardWriter, results: list[FitResult], digest: str, extra: dict) -> Manifest:
@@ -218,16 +249,18 @@ def fit_shard_to_store(cfg: RodinConfig, renders: str, out: str, job: FitShardJo
     """Phase B of one shard: fit each subject with the frozen decoder, commit planes + records.
 
     A subject whose fit fails is recorded with its error and the others go on. Any other failure
-    (renders, decoder, storage) is recorded with ``record_failure`` and raised again for a retry.
+    (renders, decoder, storage) is recorded with ``record_failure`` and raised again for a retry; a
+    damaged input is a :class:`~rodin_core.datasets.errors.CorruptInputError` naming its repair.
     """
     start = time.perf_counter()
     store = open_store(out, storage_options)
     stage = store.stage(TRIPLANES_STAGE)
     writer = stage.begin(job.shard_id)
     try:
-        decoder = read_decoder(store.stage(DECODER_STAGE), job.decoder_sha256)[0]
-        warm_start = load_warm_start(store.stage(DECODER_STAGE))
-        shared = load_shared_planes(store.stage(DECODER_STAGE))
+        with corrupt_inputs(renders):
+            decoder = read_decoder(store.stage(DECODER_STAGE), job.decoder_sha256)[0]
+            warm_start = load_warm_start(store.stage(DECODER_STAGE))
+            shared = load_shared_planes(store.stage(DECODER_STAGE))
         renders_stage = open_store(renders, storage_options).stage(RENDERS_STAGE)
         log.info("fitting %s: subjects %s, attempt %s", job.shard_id, job.subject_ids, writer.attempt_id)
         results = []

@@ -7,6 +7,7 @@ through a real SeaweedFS server on loopback (the ``s3_store_uri`` fixture).
 from __future__ import annotations
 
 import json
+import pickle
 import uuid
 from collections.abc import Iterator
 
@@ -25,6 +26,7 @@ from rodin_core.storage import (
     Store,
     absolute_uri,
     config_hash,
+    is_recovered,
     open_store,
     shard_id_for,
 )
@@ -340,3 +342,70 @@ def test_absolute_uri_anchors_relative_local_paths_only(tmp_path, monkeypatch) -
     assert absolute_uri("/srv/corpus") == "/srv/corpus"
     assert absolute_uri("s3://bucket/corpus") == "s3://bucket/corpus"
     assert absolute_uri("memory://corpus") == "memory://corpus"
+
+
+def test_verify_shard_reports_damage_without_raising(renders: StageStore) -> None:
+    commit_shard(renders, S1, [1])
+    commit_shard(renders, S2, [2])
+    good = renders.verify_shard(S1)
+    assert good.ok and good.files == 2 and good.size == sum(f.size for f in renders.read_manifest(S1).files)
+    flipped = data_path(renders, S1, "recipe.json")
+    data = bytearray(renders.fs.cat_file(flipped))
+    data[0] ^= 0x01
+    renders.fs.pipe_file(flipped, bytes(data))
+    truncated = data_path(renders, S2, "views.parquet")
+    renders.fs.pipe_file(truncated, renders.fs.cat_file(truncated)[:-5])
+    renders.fs.rm_file(data_path(renders, S2, "recipe.json"))
+
+    [problem] = renders.verify_shard(S1).problems
+    assert (problem.stage, problem.shard_id, problem.file, problem.root) == ("renders", S1, "recipe.json",
+                                                                           renders.store.uri)
+    assert "recipe.json has sha256" in problem.problem and "the manifest says" in problem.problem
+    damaged = renders.verify_shard(S2)
+    assert not damaged.ok and [p.file for p in damaged.problems] == ["views.parquet", "recipe.json"]
+    assert "bytes, the manifest says" in str(damaged.problems[0]) and "missing" in str(damaged.problems[1])
+    renders.fs.pipe_file(f"{renders.root}/manifests/{S1}.json", b"{broken")
+    [unreadable] = renders.verify_shard(S1).problems
+    assert unreadable.file is None and "not valid JSON" in unreadable.problem
+
+
+def test_corrupt_error_keeps_where_it_happened_across_pickling(renders: StageStore) -> None:
+    commit_shard(renders, S1, [1])
+    renders.fs.pipe_file(data_path(renders, S1, "recipe.json"), b"{}")
+    with pytest.raises(ShardCorruptError) as caught:
+        renders.read_bytes(S1, "recipe.json")
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert (again.stage, again.shard_id, again.file, again.root) == ("renders", S1, "recipe.json", renders.store.uri)
+    assert str(again) == str(caught.value) and "has 2 bytes, the manifest says" in again.problem
+
+
+def test_a_later_commit_recovers_a_failure(renders: StageStore) -> None:
+    renders.record_failure(S1, "20260101T000000Z-aaaaaaaa", OSError("first attempt died"))
+    assert [r["attempt_id"] for r in renders.unrecovered_failures()] == ["20260101T000000Z-aaaaaaaa"]
+    manifest = commit_shard(renders, S1, [1])
+    assert is_recovered(renders.failures(S1)[0], manifest)
+    assert renders.unrecovered_failures() == []
+    later = {"shard_id": S1, "attempt_id": "x", "time": "2999-01-01T00:00:00+00:00"}
+    assert not is_recovered(later, manifest) and not is_recovered(later, None)
+    assert not is_recovered({"shard_id": S1, "attempt_id": "x", "time": None}, manifest)
+
+
+def test_garbage_includes_stray_files_and_spares_recent_writes(renders: StageStore) -> None:
+    committed = commit_shard(renders, S1, [1])
+    folder = f"{renders.root}/data/{S1}/{committed.attempt_id}"
+    renders.fs.pipe_file(f"{folder}/unlisted.bin", b"left behind")
+    renders.fs.pipe_file(f"{renders.root}/manifests/{S1}.json.20260101T000000Z-aaaaaaaa.tmp", b"{}")
+    orphan = renders.begin(S2)
+    orphan.write_bytes("views.parquet", b"never committed")
+
+    found = renders.find_garbage()
+    assert [(g.path, g.folder) for g in found] == [
+        (f"data/{S1}/{committed.attempt_id}/unlisted.bin", False),
+        (f"data/{S2}/{orphan.attempt_id}", True),
+        (f"manifests/{S1}.json.20260101T000000Z-aaaaaaaa.tmp", False)]
+    assert [g.size for g in found] == [11, 15, 2]
+    assert renders.find_garbage(min_age_s=3600) == []  # all of it was written just now
+    assert renders.garbage_attempts() == [f"{renders.uri}/data/{S2}/{orphan.attempt_id}"]
+    assert renders.collect_garbage() == [g.uri for g in found]
+    assert renders.find_garbage() == []
+    assert renders.read_manifest(S1) == committed and renders.verify_shard(S1).ok

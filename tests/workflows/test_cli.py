@@ -75,6 +75,119 @@ def test_status_and_contact_sheet(tmp_path, capsys):
     assert tuple(sheet[12, 12, :3]) == (255, 255, 255)  # empty cell is background
 
 
+def _flip_byte(root: str, stage_name: str, shard: str, name: str) -> None:
+    stage = open_store(root).stage(stage_name)
+    path = f"{stage.root}/{stage.read_manifest(shard).file(name).path}"
+    data = bytearray(stage.fs.cat_file(path))
+    data[len(data) // 2] ^= 0x10
+    stage.fs.pipe_file(path, bytes(data))
+
+
+def test_status_refuses_an_unknown_stage_and_a_missing_root(tmp_path, capsys):
+    root = str(tmp_path / "data")
+    _commit_fake_renders(root, [0, 1], colour=200)
+    assert main(["status", "--out", root, "--stage", "tripanes"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "unknown stage 'tripanes'; the stages are renders, decoder, triplanes," in captured.err
+    assert main(["status", "--out", str(tmp_path / "nowhere")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == f"rodin: no dataset root at {tmp_path / 'nowhere'} (nothing is " \
+        "there); pass the --out of a render or fit run\n"
+    assert main(["verify", "--out", root, "--stage", "renders", "frontal"]) == 2
+    assert "unknown stage 'frontal'" in capsys.readouterr().err
+
+
+def test_status_marks_recovered_failures_and_verifies_the_stage(tmp_path, capsys):
+    root = str(tmp_path / "data")
+    stage = open_store(root).stage("renders")
+    stage.record_failure("shard-000000", "20260101T000000Z-aaaaaaaa", OSError("blender crashed"))
+    _commit_fake_renders(root, [0, 1], colour=200)  # the retry committed shard 0
+    stage.record_failure("shard-000002", "20260101T000000Z-bbbbbbbb", OSError("blender hung"))
+    assert main(["status", "--out", root]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("renders: 1 committed shards, 2 subjects; 2 failure records (1 recovered by a later commit)")
+    attempt = stage.read_manifest("shard-000000").attempt_id
+    assert lines[1:] == [
+        (f"  recovered attempt shard-000000/20260101T000000Z-aaaaaaaa (committed since by attempt {attempt}): "
+         "blender crashed"),
+        "  failed attempt shard-000002/20260101T000000Z-bbbbbbbb: blender hung"]
+
+    assert main(["status", "--out", root, "--verify"]) == 0
+    assert "  verified 1 shards (1 files, " in capsys.readouterr().out
+    _flip_byte(root, "renders", "shard-000000", VIEWS_TABLE)
+    assert main(["status", "--out", root, "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert "1 damaged" in out
+    damaged = [line for line in out.splitlines() if "damaged renders/shard-000000" in line]
+    assert len(damaged) == 1 and "views.parquet has sha256" in damaged[0]
+    assert damaged[0].endswith(f"re-render it with the options the corpus was rendered with: `rodin render --out {root}`")
+
+
+def test_store_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    from botocore.exceptions import EndpointConnectionError
+
+    from workflows import store_commands
+
+    root = str(tmp_path / "data")
+    _commit_fake_renders(root, [0, 1], colour=200)
+    (tmp_path / "data" / "renders" / "manifests" / "shard-000000.json").write_text("{not json")
+    assert main(["status", "--out", root]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "ShardCorruptError: stage 'renders' shard 'shard-000000'" in captured.err
+
+    def unreachable(uri):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+    monkeypatch.setattr(store_commands, "open_store", unreachable)
+    for command in ("status", "verify", "gc"):
+        assert main([command, "--out", "s3://bucket/corpus"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("rodin: cannot read the dataset root s3://bucket/corpus: "
+                                                        "EndpointConnectionError: Could not connect")
+
+
+def test_verify_prints_a_table_and_fails_on_a_damaged_file(tmp_path, capsys):
+    root = str(tmp_path / "data")
+    _commit_fake_renders(root, [0, 1], colour=200)
+    _commit_fake_renders(root, [2], colour=100)
+    assert main(["verify", "--out", root]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["stage", "shards", "files", "bytes", "damaged"]
+    assert lines[1].split()[:3] == ["renders", "2", "2"] and lines[1].split()[-1] == "0"
+    assert lines[-1].startswith(f"{root}: 2 committed shards in 1 stages verified (2 files, ")
+    assert lines[-1].endswith("2 ok, 0 damaged")
+    stage = open_store(root).stage("renders")
+    path = f"{stage.root}/{stage.read_manifest('shard-000002').file(VIEWS_TABLE).path}"
+    stage.fs.pipe_file(path, stage.fs.cat_file(path)[:-3])
+    assert main(["verify", "--out", root, "--stage", "renders"]) == 1
+    out = capsys.readouterr().out
+    assert "damaged renders/shard-000002: stage 'renders' shard 'shard-000002': data file " in out
+    assert "views.parquet has" in out and out.strip().endswith("1 ok, 1 damaged")
+
+
+def test_gc_removes_only_what_no_manifest_references(tmp_path, capsys):
+    root = str(tmp_path / "data")
+    _commit_fake_renders(root, [0, 1], colour=200)
+    stage = open_store(root).stage("renders")
+    stray = stage.begin("shard-000000")
+    stray.write_bytes(VIEWS_TABLE, b"a failed attempt")
+    folder = f"{stage.uri}/data/shard-000000/{stray.attempt_id}/"
+
+    assert main(["gc", "--out", root, "--dry-run"]) == 0  # written just now: it may still be being written
+    assert capsys.readouterr().out.splitlines() == [
+        f"{root}: would remove 0 unreferenced attempt folders and 0 files (0 B)",
+        ("kept 1 more written in the last 60 minutes (a stage may still be writing them); `--min-age 0` removes "
+         "them too")]
+    assert main(["gc", "--out", root, "--dry-run", "--min-age", "0"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"would remove {folder} (16 B)"
+    assert stage.find_garbage() != []
+    assert main(["gc", "--out", root, "--min-age", "0"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"removed {folder} (16 B)", f"{root}: removed 1 unreferenced attempt folders and 0 files (16 B)"]
+    assert stage.find_garbage() == [] and stage.verify_shard("shard-000000").ok
+
+
 def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit) as exc:
         main(["paint"])

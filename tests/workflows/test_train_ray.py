@@ -11,14 +11,23 @@ from pathlib import Path
 
 import pytest
 import torch
+from prefect.states import Failed
+from ray.train.v2.api.exceptions import WorkerGroupError
 
 from rodin_core.checkpoint import load_checkpoint
 from rodin_core.datasets.checkpoints import committed_step, read_stage_checkpoint
+from rodin_core.datasets.errors import CorruptInputError, StageInputError
 from rodin_core.datasets.frontals import extract_frontals_shard, plan_frontals
 from rodin_core.datasets.plane_stats import ensure_stats
 from rodin_core.stage_specs import stage_config
 from rodin_core.storage import open_store
-from workflows.train_ray import TrainingError, run_training
+from workflows.train_flows import retry_unless_a_setup_error
+from workflows.train_ray import (
+    TrainingDataError,
+    TrainingError,
+    input_data_error,
+    run_training,
+)
 from workflows.train_worker import (
     ResumeMismatchError,
     check_compatible,
@@ -63,6 +72,16 @@ def test_resuming_a_checkpoint_of_other_held_out_subjects_is_refused() -> None:
     del before["rodin"]["corpus"]["holdout_subjects"]  # saved before held-out subjects existed: trained on all
     with pytest.raises(ResumeMismatchError, match=r"checkpoint none, config ids from 7"):
         check_compatible("base", cfg, before, "test checkpoint")
+
+
+def test_a_worker_failing_on_its_data_names_the_repair_not_a_resume() -> None:
+    damaged = CorruptInputError("stage 'triplanes' shard 'shard-000001': data file x/planes.safetensors has 9 "
+                                "bytes, the manifest says 12; re-fit it: `rodin fit --renders x --out x --shards 1`")
+    error = input_data_error("base", WorkerGroupError("worker 1 failed", {0: RuntimeError("collective"), 1: damaged}))
+    assert isinstance(error, TrainingDataError) and isinstance(error, StageInputError)
+    assert str(error) == f"training base stopped on its input data: {damaged}"
+    assert input_data_error("base", WorkerGroupError("worker 0 died", {0: RuntimeError("segfault")})) is None
+    assert not retry_unless_a_setup_error(None, None, Failed(data=error))
 
 
 def test_memory_store_is_refused_before_ray_starts() -> None:

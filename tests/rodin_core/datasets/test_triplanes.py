@@ -8,8 +8,12 @@ import pyarrow as pa
 import pytest
 import torch
 
-from rodin_core.datasets.errors import DatasetError
-from rodin_core.datasets.triplane_records import FitResult, planes_to_safetensors, records_table
+from rodin_core.datasets.errors import CorruptInputError, DatasetError
+from rodin_core.datasets.triplane_records import (
+    FitResult,
+    planes_to_safetensors,
+    records_table,
+)
 from rodin_core.datasets.triplanes import (
     FRONTALS_SCHEMA,
     TriplaneDataset,
@@ -146,3 +150,39 @@ def test_shards_of_held_out_subjects_only_leave_the_plan(corpus: str) -> None:
     assert list(iter_planes(corpus, shard_ids=["shard-000001"], held_out_from=4)) == []
     with pytest.raises(DatasetError, match=r"only held-out subjects \(ids >= 0, corpus.holdout_subjects\)"):
         TriplaneDataset(corpus, held_out_from=0)
+
+
+def commit_planes(uri: str, shard: str, subjects: list[int]) -> None:
+    results = [FitResult(s, planes_of(s), 30.0, 31.0, 10, 0.1) for s in subjects]
+    writer = open_store(uri).stage("triplanes").begin(shard)
+    writer.write_bytes("planes.safetensors", planes_to_safetensors(results))
+    writer.write_table("records.parquet", records_table(results))
+    writer.commit(subjects, "test")
+
+
+def test_subjects_in_two_shards_are_refused_naming_the_shards(corpus: str) -> None:
+    commit_planes(corpus, "shard-000002", [5, 6])  # shard-000001 holds them too
+    message = r"tri-plane shards shard-000001, shard-000002 of .*triplanes hold the same subjects \(5..6\)"
+    for read in (lambda: TriplaneDataset(corpus), lambda: subject_ids(corpus), lambda: list(iter_planes(corpus))):
+        with pytest.raises(DatasetError, match=message) as caught:
+            read()
+        assert "\n" not in str(caught.value)
+
+
+def test_subjects_no_shard_holds_are_refused(corpus: str) -> None:
+    commit_planes(corpus, "shard-000002", [9, 10])  # no shard holds 7 and 8
+    with pytest.raises(DatasetError, match=r"no committed tri-plane shard of .* holds subjects 7..8 .*rodin fit"):
+        TriplaneDataset(corpus)
+
+
+def test_a_damaged_shard_names_the_file_and_the_refit(corpus: str) -> None:
+    stage = open_store(corpus).stage("triplanes")
+    entry = stage.read_manifest("shard-000001").file("planes.safetensors")
+    path = f"{stage.root}/{entry.path}"
+    stage.fs.pipe_file(path, stage.fs.cat_file(path)[:-7])
+    command = f"`rodin fit --renders {corpus} --out {corpus} --shards 1`"
+    with pytest.raises(CorruptInputError, match=r"shard 'shard-000001'.*planes.safetensors has \d+ bytes") as caught:
+        epoch_ids(TriplaneDataset(corpus, rank=1, world_size=2))
+    assert str(caught.value).endswith(command) and "\n" not in str(caught.value)
+    with pytest.raises(CorruptInputError, match="planes.safetensors"):
+        list(iter_planes(corpus))
