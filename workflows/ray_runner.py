@@ -1,7 +1,8 @@
 """Task runners for the Prefect flows: Ray (local or a cluster) or a thread pool (docs/architecture.md).
 
 Embedded default: a local Ray instance started with every core of the machine and its dashboard
-when ``ray[default]`` is installed. With ``address`` (``ray://head:10001`` or ``auto``) the flow
+when ``ray[default]`` is installed. It is always a new instance of its own (``address="local"``),
+never one another run on the machine started, and it listens on 127.0.0.1 only. With ``address`` (``ray://head:10001`` or ``auto``) the flow
 runs its tasks on that cluster instead. ``threads`` is the in-process alternative for tests and
 for machines without Ray.
 
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TASK_RUNNERS = ("ray", "threads")
+LOCAL_HOST = "127.0.0.1"
+"""The address a local Ray instance binds its GCS, raylet, workers and dashboard to."""
 WORKING_DIR_EXCLUDES = [".git", ".venv", "data", "**/__pycache__", "*.egg-info", ".pytest_cache"]
 """Paths left out of the project when it is shipped to a Ray cluster as ``working_dir``."""
 
@@ -60,6 +63,12 @@ class RodinRayTaskRunner(RayTaskRunner):
 def dashboard_available() -> bool:
     """Whether the Ray dashboard can start here (``ray[default]`` brings ``aiohttp`` and the dashboard)."""
     return all(importlib.util.find_spec(name) is not None for name in ("aiohttp", "ray.dashboard"))
+
+
+def local_ray_options(num_cpus: int, include_dashboard: bool) -> dict[str, Any]:
+    """``ray.init`` options of a local instance: new and private to this run, bound to the loopback address."""
+    return {"address": "local", "_node_ip_address": LOCAL_HOST, "dashboard_host": LOCAL_HOST,
+            "num_cpus": num_cpus, "include_dashboard": include_dashboard}
 
 
 def ray_runtime_env(address: str | None, runtime_env: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -97,7 +106,7 @@ def build_ray_task_runner(
         if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
             raise ValueError(f"num_cpus must be a positive integer, got {num_cpus!r}")
         dashboard = dashboard_available() if include_dashboard is None else include_dashboard
-        init_kwargs.update(num_cpus=cpus, include_dashboard=dashboard)
+        init_kwargs.update(local_ray_options(cpus, dashboard))
     return RodinRayTaskRunner(address=address, init_kwargs=init_kwargs)
 
 
@@ -129,7 +138,7 @@ def ray_session(address: str | None) -> Iterator[None]:
         return
     kwargs: dict[str, Any] = {"runtime_env": ray_runtime_env(address)}
     if address is None:
-        kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=dashboard_available())
+        kwargs.update(local_ray_options(os.cpu_count() or 1, dashboard_available()))
     else:
         kwargs["address"] = address
     context = ray.init(**kwargs)

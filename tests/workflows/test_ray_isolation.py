@@ -1,0 +1,53 @@
+"""A local Ray instance of a run is its own: new, on 127.0.0.1, and blind to other instances on the machine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import ray
+
+from tests.s3_server import die_with_parent
+from workflows.ray_runner import LOCAL_HOST, build_ray_task_runner, local_ray_options, ray_session
+
+OTHER_RUN = (
+    "import sys, ray\n"
+    "ray.init(address='local', _node_ip_address='127.0.0.1', num_cpus=1, include_dashboard=False)\n"
+    "print(ray.get_runtime_context().gcs_address, flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+@pytest.fixture
+def other_run() -> Iterator[str]:
+    """Another run's local Ray instance on this machine, alive for the test; yields its GCS address."""
+    process = subprocess.Popen([sys.executable, "-c", OTHER_RUN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, preexec_fn=die_with_parent)
+    try:
+        address = process.stdout.readline().strip()
+        assert address, f"the other run's Ray did not start (exit {process.poll()})"
+        yield address
+    finally:
+        process.stdin.close()  # ends it; ray.shutdown runs at its exit
+        process.wait(timeout=60)
+
+
+def test_local_options_start_a_new_loopback_instance() -> None:
+    options = local_ray_options(3, include_dashboard=True)
+    assert options["address"] == "local"  # never attach to another run's instance, nor to RAY_ADDRESS
+    assert options["_node_ip_address"] == options["dashboard_host"] == LOCAL_HOST
+    runner = build_ray_task_runner(num_cpus=2, include_dashboard=False)
+    assert runner.address is None and {k: runner.init_kwargs[k] for k in options} == local_ray_options(2, False)
+
+
+def test_ray_session_is_private_and_on_loopback(other_run: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not ray.is_initialized()
+    monkeypatch.setenv("RAY_ADDRESS", other_run)  # e.g. left in the shell by another run
+    with ray_session(None):
+        gcs = ray.get_runtime_context().gcs_address
+        nodes = [node for node in ray.nodes() if node["Alive"]]
+    assert not ray.is_initialized()
+    assert gcs != other_run and gcs.startswith(f"{LOCAL_HOST}:")
+    assert [node["NodeManagerAddress"] for node in nodes] == [LOCAL_HOST]
