@@ -10,7 +10,12 @@ import pytest
 import ray
 
 from tests.s3_server import die_with_parent
-from workflows.ray_runner import LOCAL_HOST, build_ray_task_runner, local_ray_options, ray_session
+from workflows.ray_runner import (
+    LOCAL_HOST,
+    build_ray_task_runner,
+    local_ray_options,
+    ray_session,
+)
 
 OTHER_RUN = (
     "import sys, ray\n"
@@ -24,7 +29,7 @@ OTHER_RUN = (
 def other_run() -> Iterator[str]:
     """Another run's local Ray instance on this machine, alive for the test; yields its GCS address."""
     process = subprocess.Popen([sys.executable, "-c", OTHER_RUN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               text=True, preexec_fn=die_with_parent)
+                               text=True, preexec_fn=die_with_parent)  # noqa: PLW1509 (no threads yet)
     try:
         address = process.stdout.readline().strip()
         assert address, f"the other run's Ray did not start (exit {process.poll()})"
