@@ -25,6 +25,7 @@ it runs, so that ``rodin config`` or a bad argument answers without starting Pre
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -272,7 +273,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"rodin: config error: {err}", file=sys.stderr)
         return 2
+    except _backend_error() as err:
+        print(f"rodin: {err}", file=sys.stderr)
+        return 1
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def prefect_backend() -> contextlib.AbstractContextManager[str]:
+    """The run's one Prefect backend (:mod:`workflows.prefect_backend`), imported only by commands that run flows."""
+    from workflows.prefect_backend import prefect_backend as backend
+
+    return backend()
+
+
+def _backend_error() -> type[Exception]:
+    from workflows.prefect_backend import PrefectBackendError
+
+    return PrefectBackendError
 
 
 def _run_flow(args: argparse.Namespace, flow: Callable[..., dict[str, Any]], **parameters: object) -> int:
@@ -285,8 +302,9 @@ def _run_flow(args: argparse.Namespace, flow: Callable[..., dict[str, Any]], **p
     from workflows.shards import ShardsFailedError
 
     try:
-        summary = flow(preset=args.preset, config_file=args.config_file, overrides=args.overrides,
-                       ray_address=args.ray_address, task_runner=args.runner, **parameters)
+        with prefect_backend():
+            summary = flow(preset=args.preset, config_file=args.config_file, overrides=args.overrides,
+                           ray_address=args.ray_address, task_runner=args.runner, **parameters)
     except (ShardsFailedError, StageInputError, StorageError) as err:
         print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
@@ -322,10 +340,12 @@ def _train(args: argparse.Namespace) -> int:
 
     parameters = {} if args.stage == "all" else {"run_name": args.run_name}
     try:
-        summary = getattr(flows, TRAIN_FLOWS[args.stage])(
-            out=args.out, renders=args.renders, preset=args.preset, config_file=args.config_file,
-            overrides=args.overrides, steps=args.steps, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
-            ray_address=args.ray_address, resume=not args.fresh, **parameters)
+        with prefect_backend():
+            summary = getattr(flows, TRAIN_FLOWS[args.stage])(
+                out=args.out, renders=args.renders, preset=args.preset, config_file=args.config_file,
+                overrides=args.overrides, steps=args.steps, workers=args.workers,
+                cpus_per_worker=args.cpus_per_worker, ray_address=args.ray_address, resume=not args.fresh,
+                **parameters)
     except flows.TRAINING_ERRORS as err:
         print(f"rodin: {err}", file=sys.stderr)
         return 1
@@ -382,9 +402,10 @@ def _sample(args: argparse.Namespace) -> int:
     request = data.GenerateRequest(n=args.n, guidance_scale=args.guidance_scale, sampler=args.sampler,
                                    steps=args.steps, seed=args.seed, views=args.views, resolution=args.resolution)
     data.plan_generation(args.out, outputs, request, args.preset)  # fail fast, before starting Prefect
-    summary = generate(checkpoints=args.out, n=args.n, guidance_scale=args.guidance_scale, sampler=args.sampler,
-                             steps=args.steps, seed=args.seed, outputs=outputs, turntable_views=args.views,
-                             resolution=args.resolution, preset=args.preset, device=args.device)
+    with prefect_backend():
+        summary = generate(checkpoints=args.out, n=args.n, guidance_scale=args.guidance_scale, sampler=args.sampler,
+                           steps=args.steps, seed=args.seed, outputs=outputs, turntable_views=args.views,
+                           resolution=args.resolution, preset=args.preset, device=args.device)
     print(json.dumps(summary, indent=2, default=str))
     state = "reused" if summary["reused"] else "committed"
     print(f"{len(summary['avatars'])} avatars {state} in {summary['stage']} shard {summary['shard_id']}; "
@@ -413,8 +434,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         job.check_features(features, **clip)
         from workflows.evaluate import evaluate
 
-        summary = evaluate(out=args.out, renders=args.renders, n=args.n, seed=args.seed, features=features, **clip,
-                           subjects=args.subjects, **options, preset=args.preset, device=args.device)
+        with prefect_backend():
+            summary = evaluate(out=args.out, renders=args.renders, n=args.n, seed=args.seed, features=features,
+                               **clip, subjects=args.subjects, **options, preset=args.preset, device=args.device)
     except job.EVALUATION_ERRORS as err:
         print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
@@ -439,9 +461,11 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"rodin: {err}", file=sys.stderr)
         return 2
     try:
-        summary = flows.demo(out=args.out, preset=args.preset, config_file=args.config_file, overrides=args.overrides,
-                             ray_address=args.ray_address, n=args.n, seed=args.seed, turntable_views=args.views,
-                             mesh_resolution=args.mesh_resolution, mesh_threshold=args.mesh_threshold, dest=args.dest)
+        with prefect_backend():
+            summary = flows.demo(out=args.out, preset=args.preset, config_file=args.config_file,
+                                 overrides=args.overrides, ray_address=args.ray_address, n=args.n, seed=args.seed,
+                                 turntable_views=args.views, mesh_resolution=args.mesh_resolution,
+                                 mesh_threshold=args.mesh_threshold, dest=args.dest)
     except flows.DemoStageError as err:
         print(f"rodin: {err}", file=sys.stderr)
         return 1

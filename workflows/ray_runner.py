@@ -23,10 +23,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import ray
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect_ray.task_runners import RayTaskRunner
+
+from workflows.prefect_backend import configured_api_url
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TASK_RUNNERS = ("ray", "threads")
 LOCAL_HOST = "127.0.0.1"
 """The address a local Ray instance binds its GCS, raylet, workers and dashboard to."""
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 WORKING_DIR_EXCLUDES = [".git", ".venv", "data", "**/__pycache__", "*.egg-info", ".pytest_cache"]
 """Paths left out of the project when it is shipped to a Ray cluster as ``working_dir``."""
 
@@ -75,14 +79,20 @@ def ray_runtime_env(address: str | None, runtime_env: dict[str, Any] | None = No
     """The runtime environment Ray workers need to import ``rodin_core``, ``render`` and ``workflows``.
 
     A given ``runtime_env`` wins. Local instance: the project root is prepended to ``PYTHONPATH``
-    (nothing is copied). Cluster: the project root becomes the job's ``working_dir``.
+    (nothing is copied). Cluster: the project root becomes the job's ``working_dir``. Workers report
+    their task runs to this process's Prefect API (``PREFECT_API_URL``; on a cluster only when it is
+    not a loopback address), never to a temporary server of their own.
     """
     if runtime_env is not None:
         return dict(runtime_env)
+    api_url = configured_api_url()
     if address is None:
         path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
-        return {"env_vars": {"PYTHONPATH": path}}
-    return {"working_dir": str(PROJECT_ROOT), "excludes": list(WORKING_DIR_EXCLUDES)}
+        return {"env_vars": {"PYTHONPATH": path, **({"PREFECT_API_URL": api_url} if api_url else {})}}
+    env = {"working_dir": str(PROJECT_ROOT), "excludes": list(WORKING_DIR_EXCLUDES)}
+    if api_url and urlsplit(api_url).hostname not in LOOPBACK_HOSTS:
+        env["env_vars"] = {"PREFECT_API_URL": api_url}
+    return env
 
 
 def build_ray_task_runner(
