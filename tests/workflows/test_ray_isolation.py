@@ -1,21 +1,26 @@
-"""A local Ray instance of a run is its own: new, on 127.0.0.1, and blind to other instances on the machine."""
+"""A run's local Ray instance is its own (new, on 127.0.0.1, blind to other instances); its workers use its Prefect API."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
 import ray
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tests.s3_server import die_with_parent
 from workflows.ray_runner import (
     LOCAL_HOST,
     build_ray_task_runner,
     local_ray_options,
+    ray_runtime_env,
     ray_session,
 )
+
+RUN_API_URL = "http://127.0.0.1:4321/api"
 
 OTHER_RUN = (
     "import sys, ray\n"
@@ -39,6 +44,17 @@ def other_run() -> Iterator[str]:
         process.wait(timeout=60)
 
 
+def test_workers_get_the_runs_prefect_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(updates={PREFECT_API_URL: RUN_API_URL}):
+        assert ray_runtime_env(None)["env_vars"]["PREFECT_API_URL"] == RUN_API_URL
+        assert "env_vars" not in ray_runtime_env("ray://head:10001")  # a cluster cannot reach this loopback URL
+    with temporary_settings(updates={PREFECT_API_URL: "http://prefect.lan:4200/api"}):
+        assert ray_runtime_env("ray://head:10001")["env_vars"] == {"PREFECT_API_URL": "http://prefect.lan:4200/api"}
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert "PREFECT_API_URL" not in ray_runtime_env(None)["env_vars"]
+
+
 def test_local_options_start_a_new_loopback_instance() -> None:
     options = local_ray_options(3, include_dashboard=True)
     assert options["address"] == "local"  # never attach to another run's instance, nor to RAY_ADDRESS
@@ -47,12 +63,21 @@ def test_local_options_start_a_new_loopback_instance() -> None:
     assert runner.address is None and {k: runner.init_kwargs[k] for k in options} == local_ray_options(2, False)
 
 
+@ray.remote
+def _worker_api_url() -> str | None:
+    return os.environ.get("PREFECT_API_URL")
+
+
 def test_ray_session_is_private_and_on_loopback(other_run: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another run's instance (even named by RAY_ADDRESS) is left alone; workers report to this run's Prefect API."""
     assert not ray.is_initialized()
     monkeypatch.setenv("RAY_ADDRESS", other_run)  # e.g. left in the shell by another run
-    with ray_session(None):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(updates={PREFECT_API_URL: RUN_API_URL}), ray_session(None):
         gcs = ray.get_runtime_context().gcs_address
         nodes = [node for node in ray.nodes() if node["Alive"]]
+        worker_api_url = ray.get(_worker_api_url.remote(), timeout=120)
     assert not ray.is_initialized()
     assert gcs != other_run and gcs.startswith(f"{LOCAL_HOST}:")
     assert [node["NodeManagerAddress"] for node in nodes] == [LOCAL_HOST]
+    assert worker_api_url == RUN_API_URL  # not unset: a worker would start a temporary server of its own
