@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import ray
@@ -42,8 +42,31 @@ WORKING_DIR_EXCLUDES = [".git", ".venv", "data", "**/__pycache__", "*.egg-info",
 """Paths left out of the project when it is shipped to a Ray cluster as ``working_dir``."""
 
 
+@contextlib.contextmanager
+def loopback_node_ip() -> Iterator[None]:
+    """Around ``ray.init`` of a local instance: keep its node address 127.0.0.1 (GCS and raylet bind to it).
+
+    Ray replaces a loopback node address by the machine's network address when it may form a
+    multi-machine cluster; a local instance of one run never does, so that is switched off for the call.
+    """
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
 class RodinRayTaskRunner(RayTaskRunner):
     """:class:`RayTaskRunner` that remembers the dashboard URL of the Ray instance it started."""
+
+    def __enter__(self) -> Self:
+        if self.init_kwargs.get("address") != "local":
+            return super().__enter__()
+        with loopback_node_ip():
+            return super().__enter__()
 
     @property
     def dashboard_url(self) -> str | None:
@@ -151,7 +174,8 @@ def ray_session(address: str | None) -> Iterator[None]:
         kwargs.update(local_ray_options(os.cpu_count() or 1, dashboard_available()))
     else:
         kwargs["address"] = address
-    context = ray.init(**kwargs)
+    with loopback_node_ip() if address is None else contextlib.nullcontext():
+        context = ray.init(**kwargs)
     url = getattr(context, "dashboard_url", None)
     log.info("Ray %s; %s", f"cluster at {address}" if address else "started locally",
              f"dashboard (Train tab) at http://{url}" if url else "no dashboard (install ray[default])")

@@ -9,7 +9,7 @@ import pytest
 import ray
 from prefect.testing.utilities import prefect_test_harness
 
-from workflows.ray_runner import local_ray_options, ray_runtime_env
+from workflows.ray_runner import local_ray_options, loopback_node_ip, ray_runtime_env
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +25,8 @@ def prefect_server() -> Iterator[float]:
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """A local Ray instance on 2 CPUs for one test module, with the project importable by its workers."""
-    ray.init(**local_ray_options(2, include_dashboard=False), runtime_env=ray_runtime_env(None))
+    with loopback_node_ip():
+        ray.init(**local_ray_options(2, include_dashboard=False), runtime_env=ray_runtime_env(None))
     try:
         yield
     finally:

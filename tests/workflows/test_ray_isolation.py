@@ -24,7 +24,7 @@ RUN_API_URL = "http://127.0.0.1:4321/api"
 
 OTHER_RUN = (
     "import sys, ray\n"
-    "ray.init(address='local', _node_ip_address='127.0.0.1', num_cpus=1, include_dashboard=False)\n"
+    "ray.init(address='local', num_cpus=1, include_dashboard=False)\n"
     "print(ray.get_runtime_context().gcs_address, flush=True)\n"
     "sys.stdin.read()\n"
 )
