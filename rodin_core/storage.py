@@ -28,6 +28,7 @@ becomes garbage.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -125,6 +126,37 @@ def _ensure_dir(fs: fsspec.AbstractFileSystem, path: str) -> None:
     """Create folder ``path`` where the filesystem has real folders (object stores have none)."""
     if not _protocols(fs) & _OBJECT_STORES:
         fs.makedirs(path, exist_ok=True)
+
+
+def pipe_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``path`` whole or not at all: on a local disk through a temporary file renamed into place
+    (removed when the write fails, e.g. on a full disk); an object store's put is atomic already."""
+    if "file" not in _protocols(fs):
+        fs.pipe_file(path, data)
+        return
+    temp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        fs.pipe_file(temp, data)
+        fs.mv(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            fs.rm_file(temp)
+        raise
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it was raised from, is "no space left on device" (ENOSPC)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+SMALL_RECORD_CHARS = 500
+"""Length of the error message kept in the small failure record written when the full one does not fit."""
 
 
 def _utc_now() -> str:
@@ -468,7 +500,12 @@ class StageStore:
 
     def record_failure(self, shard_id: str, attempt_id: str, error: BaseException | str,
                        details: dict | None = None) -> str:
-        """Write a failure record for one attempt and return its URI."""
+        """Write a failure record for one attempt and return its URI.
+
+        The record is written whole or not at all. When it does not fit (a full disk), a small record
+        without traceback and details is written instead; when neither fits, the failure is logged and
+        ``""`` returned, so that the error being recorded is the one that reaches the caller.
+        """
         check_name(shard_id, "shard id")
         check_name(attempt_id, "attempt id")
         tb = None
@@ -480,10 +517,20 @@ class StageStore:
             "error": str(error), "traceback": tb, "details": details or {},
         }
         rel = f"{FAILURES}/{shard_id}/{attempt_id}.json"
-        _ensure_dir(self.fs, f"{self.root}/{FAILURES}/{shard_id}")
-        self.fs.pipe_file(f"{self.root}/{rel}", json.dumps(record, indent=2, default=str).encode("utf-8"))
-        log.warning("recorded failure of %s shard %s attempt %s: %s", self.name, shard_id, attempt_id, error)
-        return f"{self.uri}/{rel}"
+        small = {**{k: record[k] for k in ("stage", "shard_id", "attempt_id", "time", "error_type")},
+                 "error": record["error"][:SMALL_RECORD_CHARS], "traceback": None, "details": {"truncated": True}}
+        for content in (record, small):
+            try:
+                _ensure_dir(self.fs, f"{self.root}/{FAILURES}/{shard_id}")
+                pipe_atomic(self.fs, f"{self.root}/{rel}", json.dumps(content, indent=2, default=str).encode("utf-8"))
+            except OSError as exc:
+                write_error = exc
+                continue
+            log.warning("recorded failure of %s shard %s attempt %s: %s", self.name, shard_id, attempt_id, error)
+            return f"{self.uri}/{rel}"
+        log.error("could not record the failure of %s shard %s attempt %s at %s/%s (%s): %s", self.name, shard_id,
+                  attempt_id, self.uri, rel, write_error, error)
+        return ""
 
     def failures(self, shard_id: str | None = None) -> list[dict]:
         """Failure records (each with its ``uri``), of one shard or all, oldest first."""

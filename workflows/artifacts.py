@@ -14,7 +14,7 @@ from uuid import UUID
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from rodin_core.storage import Store
+from rodin_core.storage import StorageError, Store, is_disk_full, pipe_atomic
 
 MAX_ERROR_CHARS = 300
 """Longest error text shown per shard in a table; the full record stays in the store."""
@@ -115,9 +115,17 @@ def publish_image(key: str, title: str, png: bytes, uri: str, caption: str = "")
 
 
 def write_report(store: Store, relative_path: str, data: bytes) -> str:
-    """Write a report file (a PNG, a markdown page) at ``relative_path`` under the dataset root; returns its URI."""
-    path = f"{store.root}/{relative_path}"
-    if "file" in (store.fs.protocol if isinstance(store.fs.protocol, (tuple, list)) else (store.fs.protocol,)):
-        store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    store.fs.pipe_file(path, data)
-    return f"{store.uri}/{relative_path}"
+    """Write a report file (a PNG, a markdown page) at ``relative_path`` under the dataset root; returns its URI.
+
+    Written whole or not at all; StorageError naming the file when it cannot be written (e.g. a full disk).
+    """
+    path, uri = f"{store.root}/{relative_path}", f"{store.uri}/{relative_path}"
+    try:
+        if "file" in (store.fs.protocol if isinstance(store.fs.protocol, (tuple, list)) else (store.fs.protocol,)):
+            store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        pipe_atomic(store.fs, path, data)
+    except OSError as exc:
+        advice = "free space on that disk" if is_disk_full(exc) else "check that it is writable"
+        raise StorageError(f"cannot write the report {uri} ({exc.strerror or exc}): {advice}, then run the same "
+                           "command again (committed shards are reused)") from exc
+    return uri

@@ -32,7 +32,7 @@ from ray import cloudpickle as ray_cloudpickle
 
 from rodin_core.config import RodinConfig, load_config
 from rodin_core.datasets.errors import StageInputError
-from rodin_core.storage import ShardCorruptError, StageStore
+from rodin_core.storage import ShardCorruptError, StageStore, is_disk_full
 from workflows.artifacts import ShardRow
 from workflows.ray_runner import dashboard_message
 
@@ -133,13 +133,14 @@ DATA_ERRORS = (StageInputError, ShardCorruptError)
 
 
 def retry_unless_data_error(task: Any, task_run: Any, state: State) -> bool:
-    """Retry a failed task (``retry_condition_fn``), but not a data error: a retry would fail the same way."""
+    """Retry a failed task (``retry_condition_fn``), but not a data error nor a full disk: a retry would fail
+    the same way."""
     try:
         state.result()
     except DATA_ERRORS:
         return False
-    except Exception:  # noqa: BLE001 - any other failure may be transient
-        return True
+    except Exception as exc:  # noqa: BLE001 - any other failure may be transient
+        return not is_disk_full(exc)
     return True
 
 

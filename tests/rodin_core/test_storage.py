@@ -6,6 +6,7 @@ through a real SeaweedFS server on loopback (the ``s3_store_uri`` fixture).
 
 from __future__ import annotations
 
+import errno
 import json
 import pickle
 import uuid
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rodin_core.storage import (
+    SMALL_RECORD_CHARS,
     FileNotInManifestError,
     Manifest,
     ShardCorruptError,
@@ -26,6 +28,7 @@ from rodin_core.storage import (
     Store,
     absolute_uri,
     config_hash,
+    is_disk_full,
     is_recovered,
     open_store,
     shard_id_for,
@@ -409,3 +412,46 @@ def test_garbage_includes_stray_files_and_spares_recent_writes(renders: StageSto
     assert renders.collect_garbage() == [g.uri for g in found]
     assert renders.find_garbage() == []
     assert renders.read_manifest(S1) == committed and renders.verify_shard(S1).ok
+
+
+def _disk_full_after(limit: int):
+    """A ``pipe_file`` that, like a full disk, creates the file and then fails for payloads over ``limit`` bytes."""
+    def pipe_file(path: str, data: bytes, **kwargs: object) -> None:
+        if len(data) > limit:
+            with open(path, "wb"):
+                pass
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        with open(path, "wb") as handle:
+            handle.write(data)
+    return pipe_file
+
+
+def test_a_full_disk_leaves_a_small_failure_record_never_an_empty_one(tmp_path, monkeypatch) -> None:
+    renders = open_store(str(tmp_path / "dataset")).stage("renders")
+    monkeypatch.setattr(renders.fs, "pipe_file", _disk_full_after(1500))
+    error = RuntimeError("render failed: " + "x" * 3000)
+    uri = renders.record_failure(S1, "20260101T000000Z-aaaaaaaa", error, {"log": "y" * 5000})
+    (record,) = renders.failures(S1)
+    assert record["uri"] == uri and record["error_type"] == "RuntimeError"
+    assert record["error"] == str(error)[:SMALL_RECORD_CHARS] and record["details"] == {"truncated": True}
+    folder = tmp_path / "dataset" / "renders" / "failures" / S1
+    assert [p.name for p in folder.iterdir()] == ["20260101T000000Z-aaaaaaaa.json"]  # no temporary file left
+
+
+def test_a_failure_record_that_cannot_be_written_is_logged_not_left_empty(tmp_path, monkeypatch) -> None:
+    renders = open_store(str(tmp_path / "dataset")).stage("renders")
+    monkeypatch.setattr(renders.fs, "pipe_file", _disk_full_after(0))
+    assert renders.record_failure(S1, "20260101T000000Z-aaaaaaaa", OSError("first")) == ""
+    assert renders.failures(S1) == []  # no empty, "unreadable" record
+
+
+def test_is_disk_full_follows_the_cause() -> None:
+    full = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise full
+        except OSError as exc:
+            raise RuntimeError("shard-000001 failed") from exc
+    except RuntimeError as wrapped:
+        assert is_disk_full(wrapped)
+    assert not is_disk_full(OSError(errno.EIO, "I/O error")) and not is_disk_full(None)
