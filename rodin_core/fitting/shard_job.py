@@ -31,6 +31,7 @@ import torch
 
 from rodin_core.config import RodinConfig
 from rodin_core.datasets.decoder import load_shared_planes, load_warm_start, read_decoder
+from rodin_core.datasets.errors import FitDataError
 from rodin_core.datasets.layout import (
     DECODER_CONFIG,
     DECODER_SHARD,
@@ -43,7 +44,7 @@ from rodin_core.datasets.layout import (
     RENDERS_STAGE,
     TRIPLANES_STAGE,
 )
-from rodin_core.datasets.renders import RenderSource, iter_subjects
+from rodin_core.datasets.renders import RenderSource, iter_subjects, renders_index
 from rodin_core.datasets.triplane_records import (
     FitResult,
     planes_from_safetensors,
@@ -130,6 +131,22 @@ def fitting_plan(subject_ids: list[int], shared_subjects: int, shard_size: int) 
     shared_shards = [shared[i:i + shard_size] for i in range(0, len(shared), shard_size)]
     other_shards = [rest[i:i + shard_size] for i in range(0, len(rest), shard_size)]
     return FitPlan(shared, shared_shards + other_shards, len(shared_shards))
+
+
+def plan_over_renders(cfg: RodinConfig, renders: StageStore,
+                      shards: list[int] | None = None) -> tuple[dict[int, RenderSource], FitPlan]:
+    """Where each committed renders subject is and the fitting plan over them (manifests only).
+
+    Raises :class:`FitDataError` when nothing is rendered, or when ``shards`` (fitting shards to re-fit)
+    holds an index that is not a shard of the plan.
+    """
+    sources = renders_index(renders)
+    plan = fitting_plan(list(sources), cfg.fit.shared_subjects, cfg.fit.shard_size)
+    bad = [i for i in shards or [] if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(plan.shards)]
+    if bad:
+        raise FitDataError(f"shards {bad} are not fitting shards: {len(sources)} rendered subjects in shards of "
+                           f"fit.shard_size={cfg.fit.shard_size} give indices 0..{len(plan.shards) - 1}")
+    return sources, plan
 
 
 def decoder_hash(cfg: RodinConfig, shared_ids: list[int], sources: dict[int, RenderSource]) -> str:

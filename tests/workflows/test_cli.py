@@ -75,10 +75,10 @@ def test_status_and_contact_sheet(tmp_path, capsys):
     assert tuple(sheet[12, 12, :3]) == (255, 255, 255)  # empty cell is background
 
 
-def test_unknown_command_exits_with_usage():
-    with pytest.raises(SystemExit) as exc:
-        main(["paint"])
-    assert exc.value.code == 2
+def test_unknown_command_is_one_line_pointing_at_the_usage(capsys):
+    assert main(["paint"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice: 'paint'" in err and err.endswith("see `rodin --help`\n")
 
 
 # Generation commands on untrained but real checkpoints: see tests/generation_data.py.

@@ -185,7 +185,7 @@ def test_rodin_sample_refuses_bad_input_before_starting_prefect(tmp_path: Path, 
     assert main(["sample", "--out", root, "--preset", "small"]) == 2
     assert "pass --preset tiny" in capsys.readouterr().err
     assert main(["sample", "--out", root, "--n", "0"]) == 2
-    assert "n must be a positive integer, got 0" in capsys.readouterr().err
+    assert "argument --n: must be a positive integer, got 0" in capsys.readouterr().err
     assert not (Path(root) / GENERATED_STAGE).exists()
 
 
