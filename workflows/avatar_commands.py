@@ -28,6 +28,7 @@ from rodin_core.datasets.decoder import load_decoder
 from rodin_core.datasets.layout import CHECKPOINTS_STAGE
 from rodin_core.generation import (
     Avatar,
+    GenerationError,
     GenerationPipeline,
     SampleOptions,
     load_avatar,
@@ -43,7 +44,8 @@ from rodin_core.generation.job import (
     turntable_frames,
     write_file,
 )
-from rodin_core.imaging import contact_sheet, encode_png
+from rodin_core.generation.portrait import check_portrait_size
+from rodin_core.imaging import contact_sheet, encode_png, image_to_rgb
 from rodin_core.mesh import DEFAULT_THRESHOLD, MESH_FORMATS, density_grid, export_mesh, extract_mesh
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.turntable import save_frames, save_gif, x0_strip
@@ -91,18 +93,28 @@ def render_config(out: str, avatar: Avatar, storage_options: dict | None = None)
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """A portrait image file -> uint8 (H, W, 3) or (H, W, 4); :class:`GenerateInputError` when it is none."""
+    """A portrait image file of any mode and bit depth -> float32 RGB (H, W, 3) in [0, 1], alpha composited over
+    white as the encoder composites the renders (:func:`rodin_core.imaging.image_to_rgb`); a portrait too small
+    to hold a face is refused. :class:`GenerateInputError` when it is no usable image."""
     source = Path(path)
     if not source.is_file():
         raise GenerateInputError(f"no image file at {str(source)!r}; pass the path of a portrait (PNG or JPEG)")
     try:
         with Image.open(source) as image:
             image.load()
-            alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-            return np.asarray(image.convert("RGBA" if alpha else "RGB"))
+            decoded = image
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise GenerateInputError(f"{str(source)!r} is not an image file PIL can read ({type(exc).__name__}); pass a "
                                  "portrait as PNG or JPEG, e.g. a subject's frontal render") from None
+    try:
+        rgb = image_to_rgb(decoded, background=1.0)
+    except ValueError as exc:
+        raise GenerateInputError(f"{str(source)!r}: {exc}") from None
+    try:
+        check_portrait_size(*rgb.shape[:2])
+    except GenerationError as exc:
+        raise GenerateInputError(f"{str(source)!r}: {exc}") from None
+    return rgb
 
 
 def check_avatar(avatar: Avatar, source: str | Path, decoder: TriplaneDecoder, decoder_sha256: str | None,
@@ -138,15 +150,23 @@ def invert_portrait(out: str, image_path: str | Path, dest: str | Path, *, seed:
     check_preset_name(preset)
     options = GenerateRequest(guidance_scale=guidance_scale, sampler=sampler, steps=steps, seed=seed,
                               views=views, resolution=resolution).validate().options()
-    image = read_image(image_path)
+    image = read_image(image_path)  # (H, W, 3) float in [0, 1]
     pipeline = load_pipeline(out, storage_options, preset, device, require_prior=False)
+    encoder_size = getattr(pipeline.encoder, "image_size", pipeline.cfg.encoder.image_size)
+    try:
+        warning = check_portrait_size(*image.shape[:2], encoder_size=encoder_size)
+    except GenerationError as exc:
+        raise GenerateInputError(f"{str(image_path)!r}: {exc}") from None
+    if warning:
+        log.warning("%s: %s", image_path, warning)
     start = time.perf_counter()
     avatar = pipeline.invert(image, seed=seed, options=options, name=Path(image_path).name)
     size = resolution or pipeline.cfg.render.resolution
     frames = turntable_frames(pipeline.cfg, pipeline.decoder, avatar.planes, views, size, progress=True)
     folder, stem = Path(dest), Path(image_path).stem
-    shown = np.asarray(Image.fromarray(image).resize((max(1, round(image.shape[1] * size / image.shape[0])), size),
-                                                     Image.Resampling.LANCZOS))
+    pixels = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)  # (H, W, 3)
+    shown = np.asarray(Image.fromarray(pixels).resize((max(1, round(image.shape[1] * size / image.shape[0])), size),
+                                                      Image.Resampling.LANCZOS))
     sheet = contact_sheet([shown, frames[0]], 2, ["input", "inverted"])
     paths = [save_avatar(avatar, folder / f"{stem}.safetensors"), *write_turntable(folder, stem, frames),
              write_file(folder / f"{stem}-inversion.png", encode_png(sheet))]

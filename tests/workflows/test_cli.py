@@ -2,6 +2,7 @@
 and the generation commands (sample is run through the flow in tests/workflows/test_generate.py)."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -21,7 +22,7 @@ from rodin_core.mesh import density_grid, extract_mesh
 from rodin_core.storage import open_store
 from workflows.cli import SAMPLER_CHOICES, main
 
-from ..generation_data import make_generation_root
+from ..generation_data import generation_config, make_generation_root
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the commands run torch on one thread, as core tests do
 
@@ -180,6 +181,36 @@ def test_render_avatar_writes_the_turntable_and_the_x0_strip(generation_root, sa
     strip = decode_png((dest / "avatar-001-x0.png").read_bytes())
     assert strip.shape == (16 + LABEL_HEIGHT, (3 + 3) * 16, 3)  # every x0 of the 3 base and 3 upsampler steps
     assert np.array_equal(strip[:16, -16:], expected[0])  # the last x0 is the avatar, seen from the front
+
+
+def test_invert_reads_a_16_bit_greyscale_portrait_at_its_depth(generation_root, tmp_path, capsys):
+    grey = np.full((40, 30), 20000, np.uint16)
+    grey[10:30, 5:25] = 50000
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    assert main(["invert", str(tmp_path / "grey16.png"), "--out", generation_root, "--views", "1",
+                 "--dest", str(tmp_path / "a")]) == 0
+    avatar = load_avatar(_printed(capsys)["avatar"])
+    expected = np.repeat((grey / 65535.0).astype(np.float32)[..., None], 3, axis=-1)  # not clipped to white
+    assert torch.equal(avatar.z, load_pipeline(generation_root).encode_image(expected))
+
+
+def test_invert_refuses_a_tiny_portrait_and_warns_about_a_small_one(tmp_path, capsys, caplog):
+    with torch_threads(1):
+        root = make_generation_root(tmp_path / "data", generation_config("encoder.image_size=64"))
+    tiny = tmp_path / "dot.png"
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tiny)
+    err = _one_line_error(capsys, ["invert", str(tiny), "--out", root, "--dest", str(tmp_path / "x")])
+    assert f"rodin: {str(tiny)!r}: the portrait is 1x1 pixels, too small to hold a face" in err
+    far = tmp_path / "far.png"
+    Image.fromarray(np.zeros((7, 5, 3), np.uint8)).save(far)
+    err = _one_line_error(capsys, ["invert", str(far), "--out", root, "--dest", str(tmp_path / "x")])
+    assert "the portrait is 5x7 pixels, too small" in err and "(best: 64 or more)" not in err
+    assert not (tmp_path / "x").exists()
+    small = _portrait(tmp_path / "small.png", height=20, width=18)
+    with caplog.at_level(logging.WARNING, logger="workflows.avatar_commands"):  # on stderr in the command
+        assert main(["invert", str(small), "--out", root, "--views", "1", "--dest", str(tmp_path / "y")]) == 0
+    assert (f"{small}: the portrait is 18x20 pixels, smaller than the encoder's 64x64 input: it is enlarged 3.2x"
+            in caplog.text)
 
 
 def _one_line_error(capsys, argv):
