@@ -118,12 +118,21 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def check_avatar(avatar: Avatar, source: str | Path, decoder: TriplaneDecoder, decoder_sha256: str | None,
-                 out: str) -> None:
-    """Refuse an avatar the decoder of ``out`` cannot draw: another decoder or another channel count."""
+                 out: str, cfg: RodinConfig | None = None) -> None:
+    """Refuse an avatar the decoder of ``out`` cannot draw: another decoder or another channel count, and with
+    ``cfg`` (the committed checkpoints' config) another preset or another plane shape."""
     made_with = avatar.meta.get("decoder_sha256")
     if made_with and decoder_sha256 and made_with != decoder_sha256:
         raise GenerateInputError(f"{str(source)!r} was made for decoder {made_with[:12]}, but the decoder of {out} is "
                                  f"{decoder_sha256[:12]}; pass the --out dataset root it was generated from")
+    if cfg is not None:
+        preset, shape = avatar.meta.get("preset"), tuple(avatar.planes.shape)
+        side = cfg.triplane.resolution
+        expected = (3, cfg.triplane.channels, side, side)
+        if (preset is not None and preset != cfg.preset) or shape != expected:
+            raise GenerateInputError(f"{str(source)!r} is an avatar of preset {preset!r} with planes {shape}, but the "
+                                     f"checkpoints under {out} are of preset {cfg.preset!r} with planes {expected}; "
+                                     "pass the --out dataset root it was generated from")
     channels = decoder.cfg.channels
     if avatar.planes.shape[1] != channels:
         raise GenerateInputError(f"{str(source)!r} has {avatar.planes.shape[1]}-channel planes, the decoder of {out} "
@@ -199,8 +208,8 @@ def interpolate_avatars(out: str, a_path: str | Path, b_path: str | Path, dest: 
         raise GenerateInputError(f"--frames must be an integer >= 2 (the two endpoints included), got {frames!r}")
     a, b = load_avatar(a_path), load_avatar(b_path)
     pipeline = load_pipeline(out, storage_options, preset, device, require_prior=False)
-    check_avatar(a, a_path, pipeline.decoder, pipeline.decoder_sha256, out)
-    check_avatar(b, b_path, pipeline.decoder, pipeline.decoder_sha256, out)
+    check_avatar(a, a_path, pipeline.decoder, pipeline.decoder_sha256, out, pipeline.cfg)
+    check_avatar(b, b_path, pipeline.decoder, pipeline.decoder_sha256, out, pipeline.cfg)
     seed = int(a.meta.get("seed", 0)) if seed is None else seed
     options = options_for(a.meta, guidance_scale, sampler, steps)
     ts = np.linspace(0.0, 1.0, frames).tolist()
@@ -225,7 +234,7 @@ def mesh_avatar(out: str, avatar_path: str | Path, dest: str | Path, *, resoluti
         raise GenerateInputError(f"--dest must end in {' or '.join('.' + f for f in MESH_FORMATS)}, got {str(dest)!r}")
     avatar = load_avatar(avatar_path)
     decoder, sha256 = load_decoder(out, storage_options)
-    check_avatar(avatar, avatar_path, decoder, sha256, out)
+    check_avatar(avatar, avatar_path, decoder, sha256, out, trained_config(out, storage_options))
     start = time.perf_counter()
     try:
         mesh = extract_mesh(avatar.planes.to(device), decoder.to(device), resolution, threshold, progress=True)
@@ -334,12 +343,13 @@ def render_avatar(out: str, avatar_path: str | Path, dest: str | Path, *, views:
                                  "reverse process to show; render it without --x0")
     pipeline = load_pipeline(out, storage_options, preset, device, require_prior=False) if x0 else None
     if pipeline is not None:
-        decoder, sha256, cfg = pipeline.decoder, pipeline.decoder_sha256, pipeline.cfg
+        decoder, sha256, cfg, trained = pipeline.decoder, pipeline.decoder_sha256, pipeline.cfg, pipeline.cfg
     else:
         decoder, sha256 = load_decoder(out, storage_options)
         decoder = decoder.to(device)
-        cfg = render_config(out, avatar, storage_options)
-    check_avatar(avatar, avatar_path, decoder, sha256, out)
+        trained = trained_config(out, storage_options)
+        cfg = trained if trained is not None else render_config(out, avatar, storage_options)
+    check_avatar(avatar, avatar_path, decoder, sha256, out, trained)
     size = resolution or cfg.render.resolution
     start = time.perf_counter()
     frames = turntable_frames(cfg, decoder, avatar.planes, views, size, progress=True)

@@ -11,11 +11,12 @@ import pytest
 import torch
 import trimesh
 from PIL import Image
+from safetensors.torch import save as st_save
 
 from rodin_core.datasets.layout import VIEWS_TABLE
 from rodin_core.datasets.renders import VIEWS_SCHEMA
 from rodin_core.fitting.shard_job import torch_threads
-from rodin_core.generation import SAMPLERS, load_avatar, save_avatar
+from rodin_core.generation import SAMPLERS, Avatar, load_avatar, save_avatar
 from rodin_core.generation.job import load_pipeline, turntable_frames
 from rodin_core.imaging import LABEL_HEIGHT, decode_png, encode_png
 from rodin_core.mesh import density_grid, extract_mesh
@@ -244,6 +245,37 @@ def test_generation_input_errors_are_one_line_with_exit_code_2(generation_root, 
     assert "was made for decoder ffffffffffff" in err and "pass the --out dataset root it was generated from" in err
     err = _one_line_error(capsys, ["mesh", str(sampled[0]), *out, "--dest", str(tmp_path / "m.obj")])
     assert "--dest must end in .ply or .glb" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_avatar_files_that_cannot_be_drawn_are_refused_in_one_line(generation_root, sampled, tmp_path, capsys):
+    out = ["--out", generation_root]
+    data = bytearray(sampled[0].read_bytes())
+    data[8 + int.from_bytes(data[:8], "little") + 40] ^= 0x01  # one bit of the planes
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(bytes(data))
+    err = _one_line_error(capsys, ["mesh", str(flipped), *out, "--dest", str(tmp_path / "x" / "m.glb")])
+    assert f"{flipped} is a damaged avatar file: its content does not match the sha256" in err
+    avatar = load_avatar(sampled[0])
+    planes = avatar.planes.clone()
+    planes[0, 0, 0, 0] = float("nan")
+    nan = tmp_path / "nan.safetensors"  # as a file written before the checksum existed
+    nan.write_bytes(st_save({"planes": planes, "z": avatar.z}, metadata={
+        "format": "rodin.avatar", "format_version": "1", "meta": json.dumps(avatar.meta)}))
+    for command in (["mesh", str(nan), *out, "--dest", str(tmp_path / "x" / "m.glb")],
+                    ["render-avatar", str(nan), *out, "--dest", str(tmp_path / "x")]):
+        err = _one_line_error(capsys, command)
+        assert f"{nan} holds 1 NaN or infinite values in planes (3, 4, 8, 8); it cannot be rendered or meshed" in err
+    other = save_avatar(Avatar(avatar.planes, avatar.z, {**avatar.meta, "preset": "paper"}), tmp_path / "paper.safetensors")
+    err = _one_line_error(capsys, ["render-avatar", str(other), *out, "--dest", str(tmp_path / "x")])
+    assert (f"{str(other)!r} is an avatar of preset 'paper' with planes (3, 4, 8, 8), but the checkpoints under "
+            f"{generation_root} are of preset 'tiny' with planes (3, 4, 8, 8); pass the --out dataset root" in err)
+    bigger = save_avatar(Avatar(avatar.planes.repeat(1, 1, 2, 2), avatar.z, avatar.meta), tmp_path / "big.safetensors")
+    for command in (["mesh", str(bigger), *out, "--dest", str(tmp_path / "x" / "m.glb")],
+                    ["interpolate", str(sampled[0]), str(bigger), *out, "--dest", str(tmp_path / "x")]):
+        err = _one_line_error(capsys, command)
+        assert "is an avatar of preset 'tiny' with planes (3, 4, 16, 16), but the checkpoints" in err
+        assert "preset 'tiny' with planes (3, 4, 8, 8)" in err
     assert not (tmp_path / "x").exists()
 
 
