@@ -122,6 +122,14 @@ def test_a_bad_value_or_input_is_one_line_before_prefect_or_ray_start(args: list
     assert not (tmp_path / "out" / "renders").exists() and not (Path(generation_root) / "generated").exists()
 
 
+def test_rodin_train_refuses_more_workers_than_the_local_machine_has(renders: str) -> None:
+    cpus = os.cpu_count() or 1
+    code, err, imported = rodin("train", "base", "--out", renders, "--workers", str(cpus + 1))
+    assert code == 2 and "prefect" not in imported and "ray" not in imported
+    assert one_line(err) == (f"rodin: config error: base.train.workers={cpus + 1} needs {cpus + 1} CPUs, this machine "
+                             f"has {cpus}; lower the workers (--workers) or pass --ray-address of a larger Ray cluster\n")
+
+
 def test_training_workers_must_fit_a_local_ray() -> None:
     cfg = load_config("tiny", None, ["base.train.workers=2", "upsampler.train.workers=2"])
     check_local_capacity(cfg, ("base",), cpus=2, gpus=0)
