@@ -10,6 +10,7 @@ module imports nothing of rodin, so that a config can sit beside the class it co
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol, Self
 
@@ -49,7 +50,9 @@ class Validating(Protocol):
 
 
 def check_range(key: str, value: float, low: float | None = None, high: float | None = None) -> None:
-    """Raise :class:`ConfigError` naming ``key`` and ``value`` unless ``low <= value <= high``."""
+    """Raise :class:`ConfigError` naming ``key`` and ``value`` unless ``value`` is finite and ``low <= value <= high``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"bad value for {key}: {value!r} is not a finite number; set a finite value")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
         raise ConfigError(f"bad value for {key}: {value!r} is outside the valid range {bounds}")

@@ -1,7 +1,9 @@
-"""Small image utilities for reports: PNG coding and labelled contact sheets (paper §4.1 renders).
+"""Small image utilities for reports: PNG coding and labelled contact sheets (paper §4.1 renders), and
+images of any format as RGB.
 
 Pure numpy/PIL. Images are uint8 arrays, (H, W, 3) RGB or (H, W, 4) RGBA with straight
-(un-premultiplied) alpha, the layout the renders stage stores (docs/data-contracts.md).
+(un-premultiplied) alpha, the layout the renders stage stores (docs/data-contracts.md); an image
+read from a user's file becomes float RGB in [0, 1] (:func:`image_to_rgb`).
 """
 
 from __future__ import annotations
@@ -141,3 +143,38 @@ def decode_png(data: bytes) -> np.ndarray:
 def to_uint8(rgb: torch.Tensor) -> np.ndarray:
     """(H, W, 3) float in [0, 1] -> uint8."""
     return np.clip(np.rint(rgb.numpy() * 255.0), 0, 255).astype(np.uint8)
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+"""PIL modes of 16-bit greyscale images (PNG and TIFF open as ``I;16``; ``I`` is read as 16-bit too)."""
+
+
+def image_to_rgb(image: Image.Image, background: float = 1.0) -> np.ndarray:
+    """Any PIL image -> float32 (H, W, 3) RGB in [0, 1], its alpha composited over the grey level ``background``.
+
+    Greyscale (1-, 8- and 16-bit), palette (with or without a transparent index), greyscale + alpha, RGB,
+    RGBA, CMYK and PIL's other modes are read at their own bit depth: a 16-bit value v is v / 65535 and
+    CMYK is (1 - C)(1 - K), (1 - M)(1 - K), (1 - Y)(1 - K) without colour management. Float images (mode
+    ``F``) must lie in [0, 1]. Alpha is straight (un-premultiplied), as in the renders.
+    """
+    mode = image.mode
+    alpha = None
+    if mode in SIXTEEN_BIT_MODES:
+        grey = np.clip(np.asarray(image, dtype=np.float64), 0, 65535) / 65535.0  # (H, W)
+        rgb = np.repeat(grey[..., None], 3, axis=-1)
+    elif mode == "F":
+        grey = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(grey).all() or grey.min() < 0.0 or grey.max() > 1.0:
+            raise ValueError(f"a float ({mode}) image must hold finite values in [0, 1], got values in "
+                             f"[{np.nanmin(grey):.4g}, {np.nanmax(grey):.4g}]; save it as an 8- or 16-bit image")
+        rgb = np.repeat(grey[..., None], 3, axis=-1)
+    elif mode == "CMYK":
+        cmyk = np.asarray(image, dtype=np.float64) / 255.0  # (H, W, 4)
+        rgb = (1.0 - cmyk[..., :3]) * (1.0 - cmyk[..., 3:])
+    else:
+        has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info
+        array = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float64) / 255.0
+        rgb, alpha = array[..., :3], (array[..., 3:] if has_alpha else None)
+    if alpha is not None:
+        rgb = rgb * alpha + (1.0 - alpha) * float(background)
+    return np.ascontiguousarray(rgb, dtype=np.float32)

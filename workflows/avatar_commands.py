@@ -28,6 +28,7 @@ from rodin_core.datasets.decoder import load_decoder
 from rodin_core.datasets.layout import CHECKPOINTS_STAGE
 from rodin_core.generation import (
     Avatar,
+    GenerationError,
     GenerationPipeline,
     SampleOptions,
     load_avatar,
@@ -43,8 +44,15 @@ from rodin_core.generation.job import (
     turntable_frames,
     write_file,
 )
-from rodin_core.imaging import contact_sheet, encode_png
-from rodin_core.mesh import DEFAULT_THRESHOLD, MESH_FORMATS, density_grid, export_mesh, extract_mesh
+from rodin_core.generation.portrait import check_portrait_size
+from rodin_core.imaging import contact_sheet, encode_png, image_to_rgb
+from rodin_core.mesh import (
+    DEFAULT_THRESHOLD,
+    MESH_FORMATS,
+    density_grid,
+    export_mesh,
+    extract_mesh,
+)
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.turntable import save_frames, save_gif, x0_strip
 
@@ -91,27 +99,46 @@ def render_config(out: str, avatar: Avatar, storage_options: dict | None = None)
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """A portrait image file -> uint8 (H, W, 3) or (H, W, 4); :class:`GenerateInputError` when it is none."""
+    """A portrait image file of any mode and bit depth -> float32 RGB (H, W, 3) in [0, 1], alpha composited over
+    white as the encoder composites the renders (:func:`rodin_core.imaging.image_to_rgb`); a portrait too small
+    to hold a face is refused. :class:`GenerateInputError` when it is no usable image."""
     source = Path(path)
     if not source.is_file():
         raise GenerateInputError(f"no image file at {str(source)!r}; pass the path of a portrait (PNG or JPEG)")
     try:
         with Image.open(source) as image:
             image.load()
-            alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-            return np.asarray(image.convert("RGBA" if alpha else "RGB"))
+            decoded = image
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise GenerateInputError(f"{str(source)!r} is not an image file PIL can read ({type(exc).__name__}); pass a "
                                  "portrait as PNG or JPEG, e.g. a subject's frontal render") from None
+    try:
+        rgb = image_to_rgb(decoded, background=1.0)
+    except ValueError as exc:
+        raise GenerateInputError(f"{str(source)!r}: {exc}") from None
+    try:
+        check_portrait_size(*rgb.shape[:2])
+    except GenerationError as exc:
+        raise GenerateInputError(f"{str(source)!r}: {exc}") from None
+    return rgb
 
 
 def check_avatar(avatar: Avatar, source: str | Path, decoder: TriplaneDecoder, decoder_sha256: str | None,
-                 out: str) -> None:
-    """Refuse an avatar the decoder of ``out`` cannot draw: another decoder or another channel count."""
+                 out: str, cfg: RodinConfig | None = None) -> None:
+    """Refuse an avatar the decoder of ``out`` cannot draw: another decoder or another channel count, and with
+    ``cfg`` (the committed checkpoints' config) another preset or another plane shape."""
     made_with = avatar.meta.get("decoder_sha256")
     if made_with and decoder_sha256 and made_with != decoder_sha256:
         raise GenerateInputError(f"{str(source)!r} was made for decoder {made_with[:12]}, but the decoder of {out} is "
                                  f"{decoder_sha256[:12]}; pass the --out dataset root it was generated from")
+    if cfg is not None:
+        preset, shape = avatar.meta.get("preset"), tuple(avatar.planes.shape)
+        side = cfg.triplane.resolution
+        expected = (3, cfg.triplane.channels, side, side)
+        if (preset is not None and preset != cfg.preset) or shape != expected:
+            raise GenerateInputError(f"{str(source)!r} is an avatar of preset {preset!r} with planes {shape}, but the "
+                                     f"checkpoints under {out} are of preset {cfg.preset!r} with planes {expected}; "
+                                     "pass the --out dataset root it was generated from")
     channels = decoder.cfg.channels
     if avatar.planes.shape[1] != channels:
         raise GenerateInputError(f"{str(source)!r} has {avatar.planes.shape[1]}-channel planes, the decoder of {out} "
@@ -138,15 +165,23 @@ def invert_portrait(out: str, image_path: str | Path, dest: str | Path, *, seed:
     check_preset_name(preset)
     options = GenerateRequest(guidance_scale=guidance_scale, sampler=sampler, steps=steps, seed=seed,
                               views=views, resolution=resolution).validate().options()
-    image = read_image(image_path)
+    image = read_image(image_path)  # (H, W, 3) float in [0, 1]
     pipeline = load_pipeline(out, storage_options, preset, device, require_prior=False)
+    encoder_size = getattr(pipeline.encoder, "image_size", pipeline.cfg.encoder.image_size)
+    try:
+        warning = check_portrait_size(*image.shape[:2], encoder_size=encoder_size)
+    except GenerationError as exc:
+        raise GenerateInputError(f"{str(image_path)!r}: {exc}") from None
+    if warning:
+        log.warning("%s: %s", image_path, warning)
     start = time.perf_counter()
     avatar = pipeline.invert(image, seed=seed, options=options, name=Path(image_path).name)
     size = resolution or pipeline.cfg.render.resolution
     frames = turntable_frames(pipeline.cfg, pipeline.decoder, avatar.planes, views, size, progress=True)
     folder, stem = Path(dest), Path(image_path).stem
-    shown = np.asarray(Image.fromarray(image).resize((max(1, round(image.shape[1] * size / image.shape[0])), size),
-                                                     Image.Resampling.LANCZOS))
+    pixels = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)  # (H, W, 3)
+    shown = np.asarray(Image.fromarray(pixels).resize((max(1, round(image.shape[1] * size / image.shape[0])), size),
+                                                      Image.Resampling.LANCZOS))
     sheet = contact_sheet([shown, frames[0]], 2, ["input", "inverted"])
     paths = [save_avatar(avatar, folder / f"{stem}.safetensors"), *write_turntable(folder, stem, frames),
              write_file(folder / f"{stem}-inversion.png", encode_png(sheet))]
@@ -179,8 +214,8 @@ def interpolate_avatars(out: str, a_path: str | Path, b_path: str | Path, dest: 
         raise GenerateInputError(f"--frames must be an integer >= 2 (the two endpoints included), got {frames!r}")
     a, b = load_avatar(a_path), load_avatar(b_path)
     pipeline = load_pipeline(out, storage_options, preset, device, require_prior=False)
-    check_avatar(a, a_path, pipeline.decoder, pipeline.decoder_sha256, out)
-    check_avatar(b, b_path, pipeline.decoder, pipeline.decoder_sha256, out)
+    check_avatar(a, a_path, pipeline.decoder, pipeline.decoder_sha256, out, pipeline.cfg)
+    check_avatar(b, b_path, pipeline.decoder, pipeline.decoder_sha256, out, pipeline.cfg)
     seed = int(a.meta.get("seed", 0)) if seed is None else seed
     options = options_for(a.meta, guidance_scale, sampler, steps)
     ts = np.linspace(0.0, 1.0, frames).tolist()
@@ -205,7 +240,7 @@ def mesh_avatar(out: str, avatar_path: str | Path, dest: str | Path, *, resoluti
         raise GenerateInputError(f"--dest must end in {' or '.join('.' + f for f in MESH_FORMATS)}, got {str(dest)!r}")
     avatar = load_avatar(avatar_path)
     decoder, sha256 = load_decoder(out, storage_options)
-    check_avatar(avatar, avatar_path, decoder, sha256, out)
+    check_avatar(avatar, avatar_path, decoder, sha256, out, trained_config(out, storage_options))
     start = time.perf_counter()
     try:
         mesh = extract_mesh(avatar.planes.to(device), decoder.to(device), resolution, threshold, progress=True)
@@ -314,12 +349,13 @@ def render_avatar(out: str, avatar_path: str | Path, dest: str | Path, *, views:
                                  "reverse process to show; render it without --x0")
     pipeline = load_pipeline(out, storage_options, preset, device, require_prior=False) if x0 else None
     if pipeline is not None:
-        decoder, sha256, cfg = pipeline.decoder, pipeline.decoder_sha256, pipeline.cfg
+        decoder, sha256, cfg, trained = pipeline.decoder, pipeline.decoder_sha256, pipeline.cfg, pipeline.cfg
     else:
         decoder, sha256 = load_decoder(out, storage_options)
         decoder = decoder.to(device)
-        cfg = render_config(out, avatar, storage_options)
-    check_avatar(avatar, avatar_path, decoder, sha256, out)
+        trained = trained_config(out, storage_options)
+        cfg = trained if trained is not None else render_config(out, avatar, storage_options)
+    check_avatar(avatar, avatar_path, decoder, sha256, out, trained)
     size = resolution or cfg.render.resolution
     start = time.perf_counter()
     frames = turntable_frames(cfg, decoder, avatar.planes, views, size, progress=True)

@@ -19,7 +19,10 @@
     rodin demo --out data/tiny                                    # the main job: every stage, outputs in data/tiny/demo
 
 The command sits on top of every layer. Each command imports the flow or library code it runs when
-it runs, so that ``rodin config`` or a bad argument answers without starting Prefect or Ray.
+it runs, and checks its flags, its config and its inputs before it starts Prefect or Ray: a bad flag
+is one line within a second, a bad config value or input one line before anything starts. SIGTERM
+and Ctrl-C stop a command with one line (exit code 143 or 130); a flow run stopped so is marked
+Crashed, and what it committed is kept.
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
-from rodin_core.config import PRESETS, ConfigError, load_config
+from rodin_core.config import PRESETS, ConfigError
 
 SAMPLER_CHOICES = ("ancestral", "ddim")
 """``--sampler`` values: :data:`rodin_core.generation.SAMPLERS` (not imported here, to keep the generation stack out
@@ -42,6 +48,44 @@ FEATURE_CHOICES = ("vgg", "clip")
 TRAIN_FLOWS = {"base": "train_base", "upsampler": "train_upsampler", "prior": "train_latent_prior",
                "all": "train_all"}
 """``rodin train`` stage -> flow function of ``workflows.train_flows``."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: what is wrong and where the usage is, not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _integer(text: str, low: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count or a size flag: an integer >= 1."""
+    return _integer(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """A seed, an id or an index flag: an integer >= 0."""
+    return _integer(text, 0, "an integer >= 0")
+
+
+def finite_float(text: str) -> float:
+    """A number flag: a finite float (no nan or inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -59,17 +103,17 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rodin", description="Rodin 3D avatar diffusion pipeline")
+    parser = Parser(prog="rodin", description="Rodin 3D avatar diffusion pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
 
     render = sub.add_parser("render", help="render the synthetic avatar corpus (render-avatars flow)")
     _add_config_args(render)
     render.add_argument("--out", required=True, help="dataset root URI (local path, s3://..., memory://...)")
-    render.add_argument("--subjects", type=int, help="number of subjects (corpus.subjects)")
-    render.add_argument("--views", type=int, help="views per subject (render.views)")
-    render.add_argument("--resolution", type=int, help="image side in pixels (render.resolution)")
-    render.add_argument("--seed", type=int, help="corpus seed (corpus.seed)")
-    render.add_argument("--shard-size", type=int, help="subjects per shard (corpus.shard_size)")
+    render.add_argument("--subjects", type=positive_int, help="number of subjects (corpus.subjects)")
+    render.add_argument("--views", type=positive_int, help="views per subject (render.views)")
+    render.add_argument("--resolution", type=positive_int, help="image side in pixels (render.resolution)")
+    render.add_argument("--seed", type=non_negative_int, help="corpus seed (corpus.seed)")
+    render.add_argument("--shard-size", type=positive_int, help="subjects per shard (corpus.shard_size)")
     render.add_argument("--asset-dir", help="asset-library folder (hair/, facial_hair/, clothing/, accessories/)")
     _add_run_args(render)
 
@@ -77,10 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(fit)
     fit.add_argument("--renders", required=True, help="dataset root URI holding the committed renders")
     fit.add_argument("--out", default=None, help="dataset root URI for decoder/ and triplanes/ (default: --renders)")
-    fit.add_argument("--shared-subjects", type=int, help="subjects fitted with the shared decoder (fit.shared_subjects)")
-    fit.add_argument("--steps", type=int, help="most steps per subject in phase B (fit.steps)")
-    fit.add_argument("--target-psnr", type=float, help="held-out PSNR that stops a subject early (fit.target_psnr)")
-    fit.add_argument("--shards", type=int, nargs="+", metavar="N",
+    fit.add_argument("--shared-subjects", type=positive_int, help="subjects fitted with the shared decoder (fit.shared_subjects)")
+    fit.add_argument("--steps", type=positive_int, help="most steps per subject in phase B (fit.steps)")
+    fit.add_argument("--target-psnr", type=finite_float, help="held-out PSNR that stops a subject early (fit.target_psnr)")
+    fit.add_argument("--shards", type=non_negative_int, nargs="+", metavar="N",
                      help="re-fit only these fitting shards, even when committed")
     fit.add_argument("--only-failed", action="store_true",
                      help="re-fit only shards with a failed subject or a failed, uncommitted attempt")
@@ -91,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(train)
     train.add_argument("--out", required=True, help="dataset root URI holding the committed tri-planes and decoder")
     train.add_argument("--renders", default=None, help="dataset root URI of the renders (default: --out)")
-    train.add_argument("--steps", type=int, help="optimisation steps of the stage (<stage>.train.steps)")
-    train.add_argument("--workers", type=int, help="Ray Train workers of the stage (<stage>.train.workers)")
-    train.add_argument("--cpus-per-worker", type=int,
+    train.add_argument("--steps", type=positive_int, help="optimisation steps of the stage (<stage>.train.steps)")
+    train.add_argument("--workers", type=positive_int, help="Ray Train workers of the stage (<stage>.train.workers)")
+    train.add_argument("--cpus-per-worker", type=positive_int,
                        help="CPUs and torch threads per worker (default: the largest Ray node's CPUs / workers)")
     train.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
     train.add_argument("--fresh", action="store_true",
@@ -121,9 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     sheet = sub.add_parser("contact-sheet", help="tile the frontal views (view 0) of a rendered corpus into a PNG")
     sheet.add_argument("--out", required=True, help="dataset root URI")
     sheet.add_argument("--dest", required=True, help="PNG file to write")
-    sheet.add_argument("--count", type=int, default=16, help="subjects to show (default 16)")
-    sheet.add_argument("--columns", type=int, default=4, help="tiles per row (default 4)")
-    sheet.add_argument("--tile", type=int, default=None, help="shrink tiles to this many pixels")
+    sheet.add_argument("--count", type=positive_int, default=16, help="subjects to show (default 16)")
+    sheet.add_argument("--columns", type=positive_int, default=4, help="tiles per row (default 4)")
+    sheet.add_argument("--tile", type=positive_int, default=None, help="shrink tiles to this many pixels")
     sheet.add_argument("--no-labels", action="store_true", help="leave out the subject-id labels")
     _add_generation_parsers(sub)
     _add_evaluate_parser(sub)
@@ -136,7 +180,7 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
                                                "samples against the training set (evaluate flow)")
     _add_sampling_args(evaluate)
     evaluate.add_argument("--renders", default=None, help="dataset root URI of the renders (default: --out)")
-    evaluate.add_argument("--n", type=int, default=16,
+    evaluate.add_argument("--n", type=positive_int, default=16,
                           help="samples; sample i uses seed + i, as in rodin sample (default 16)")
     evaluate.add_argument("--features", choices=FEATURE_CHOICES, default=None,
                           help="image features of the Fréchet distance: vgg (the VGG16 of stlpips; the default) or "
@@ -144,7 +188,7 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--clip-model", default=None, help="open_clip model of the CLIP features (default ViT-B-32)")
     evaluate.add_argument("--clip-pretrained", default=None, metavar="TAG_OR_PATH",
                           help="their weights: an open_clip tag cached locally or a .safetensors file (default openai)")
-    evaluate.add_argument("--subjects", type=int, nargs="+", metavar="ID",
+    evaluate.add_argument("--subjects", type=non_negative_int, nargs="+", metavar="ID",
                           help="reconstruct these subject ids (default: every held-out subject and 8 training ones)")
 
 
@@ -154,12 +198,12 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     _add_config_args(demo)
     demo.add_argument("--out", required=True, help="dataset root URI of every stage (e.g. data/tiny)")
     demo.add_argument("--dest", default=None, help="local folder for the outputs to look at (default: OUT/demo)")
-    demo.add_argument("--n", type=int, default=4, help="avatars to sample, at least 2; avatar i uses seed + i (default 4)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the sampled avatars and the inversion (default 0)")
-    demo.add_argument("--views", type=int, default=24, help="turntable frames per avatar (default 24)")
-    demo.add_argument("--mesh-resolution", type=int, default=128,
+    demo.add_argument("--n", type=positive_int, default=4, help="avatars to sample, at least 2; avatar i uses seed + i (default 4)")
+    demo.add_argument("--seed", type=non_negative_int, default=0, help="seed of the sampled avatars and the inversion (default 0)")
+    demo.add_argument("--views", type=positive_int, default=24, help="turntable frames per avatar (default 24)")
+    demo.add_argument("--mesh-resolution", type=positive_int, default=128,
                       help="density grid cells per side of the mesh of avatar 0 (default 128)")
-    demo.add_argument("--mesh-threshold", type=float, default=None,
+    demo.add_argument("--mesh-threshold", type=finite_float, default=None,
                       help="density iso-level of the mesh (default: 10, or below the peak density of an "
                            "undertrained avatar that never reaches it)")
     demo.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
@@ -168,16 +212,16 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
 def _add_sampling_args(parser: argparse.ArgumentParser, inherit: bool = False) -> None:
     """--seed, --cfg, --sampler, --steps, --preset, --device; with ``inherit`` the defaults come from avatar A."""
     parser.add_argument("--out", required=True, help="dataset root URI holding checkpoints/ and decoder/")
-    parser.add_argument("--seed", type=int, default=None if inherit else 0,
+    parser.add_argument("--seed", type=non_negative_int, default=None if inherit else 0,
                         help="seed of the prior draw and the reverse process (default: " +
                              ("avatar A's)" if inherit else "0)"))
-    parser.add_argument("--cfg", dest="guidance_scale", type=float, default=None, metavar="SCALE",
+    parser.add_argument("--cfg", dest="guidance_scale", type=finite_float, default=None, metavar="SCALE",
                         help="classifier-free guidance scale (Eq. 3; default: " +
                              ("avatar A's)" if inherit else "base.guidance_scale of the checkpoints)"))
     parser.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None if inherit else "ancestral",
                         help="reverse process: ancestral or DDIM (eta 0) (default: " +
                              ("avatar A's)" if inherit else "ancestral)"))
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--steps", type=positive_int, default=None,
                         help="reverse steps of the base model and the upsampler (default: " +
                              ("avatar A's)" if inherit else "each stage's diffusion.sampling_steps)"))
     _add_generation_common(parser)
@@ -192,32 +236,32 @@ def _add_generation_common(parser: argparse.ArgumentParser) -> None:
 def _add_generation_parsers(sub: argparse._SubParsersAction) -> None:
     sample = sub.add_parser("sample", help="sample avatars with turntables and a contact sheet (generate flow)")
     _add_sampling_args(sample)
-    sample.add_argument("--n", type=int, default=4, help="avatars to sample; avatar i uses seed + i (default 4)")
-    sample.add_argument("--views", type=int, default=24, help="turntable frames per avatar (default 24)")
-    sample.add_argument("--resolution", type=int, help="rendered frame side in pixels (default: render.resolution)")
+    sample.add_argument("--n", type=positive_int, default=4, help="avatars to sample; avatar i uses seed + i (default 4)")
+    sample.add_argument("--views", type=positive_int, default=24, help="turntable frames per avatar (default 24)")
+    sample.add_argument("--resolution", type=positive_int, help="rendered frame side in pixels (default: render.resolution)")
     sample.add_argument("--outputs", default=None, help="dataset root URI for generated/ (default: --out)")
     sample.add_argument("--dest", default=None, help="also copy the committed outputs to this local folder")
 
     invert = sub.add_parser("invert", help="portrait inversion: an image -> avatar + turntable (§4.5)")
     invert.add_argument("image", help="portrait image file (PNG, JPEG), any size")
     _add_sampling_args(invert)
-    invert.add_argument("--views", type=int, default=24, help="turntable frames (default 24)")
-    invert.add_argument("--resolution", type=int, help="rendered frame side in pixels (default: render.resolution)")
+    invert.add_argument("--views", type=positive_int, default=24, help="turntable frames (default 24)")
+    invert.add_argument("--resolution", type=positive_int, help="rendered frame side in pixels (default: render.resolution)")
     invert.add_argument("--dest", required=True, help="local folder for the avatar, its turntable and comparison")
 
     interp = sub.add_parser("interpolate", help="latent interpolation between two avatars (Fig. 6)")
     interp.add_argument("a", help="avatar .safetensors at t = 0")
     interp.add_argument("b", help="avatar .safetensors at t = 1")
     _add_sampling_args(interp, inherit=True)
-    interp.add_argument("--frames", type=int, default=5, help="avatars along the path, both ends included (default 5)")
-    interp.add_argument("--resolution", type=int, help="rendered frame side in pixels (default: render.resolution)")
+    interp.add_argument("--frames", type=positive_int, default=5, help="avatars along the path, both ends included (default 5)")
+    interp.add_argument("--resolution", type=positive_int, help="rendered frame side in pixels (default: render.resolution)")
     interp.add_argument("--dest", required=True, help="local folder for interp-NN.safetensors and interpolation.png")
 
     mesh = sub.add_parser("mesh", help="marching-cubes mesh of an avatar's density field (Fig. 5)")
     mesh.add_argument("avatar", help="avatar .safetensors")
     mesh.add_argument("--out", required=True, help="dataset root URI holding the decoder the avatar was made for")
-    mesh.add_argument("--resolution", type=int, default=128, help="density grid cells per side (default 128)")
-    mesh.add_argument("--threshold", type=float, default=None,
+    mesh.add_argument("--resolution", type=positive_int, default=128, help="density grid cells per side (default 128)")
+    mesh.add_argument("--threshold", type=finite_float, default=None,
                       help="density iso-level (default: rodin_core.mesh.DEFAULT_THRESHOLD, 10)")
     mesh.add_argument("--device", default="cpu", help="torch device of the decoder (default: cpu)")
     mesh.add_argument("--dest", required=True, help="mesh file to write, .glb or .ply")
@@ -225,8 +269,8 @@ def _add_generation_parsers(sub: argparse._SubParsersAction) -> None:
     render = sub.add_parser("render-avatar", help="turntable of an avatar file, and its x0 strip (Fig. 15)")
     render.add_argument("avatar", help="avatar .safetensors")
     render.add_argument("--out", required=True, help="dataset root URI holding the decoder (and checkpoints for --x0)")
-    render.add_argument("--views", type=int, default=24, help="turntable frames (default 24)")
-    render.add_argument("--resolution", type=int, default=128, help="rendered frame side in pixels (default 128)")
+    render.add_argument("--views", type=positive_int, default=24, help="turntable frames (default 24)")
+    render.add_argument("--resolution", type=positive_int, default=128, help="rendered frame side in pixels (default 128)")
     render.add_argument("--x0", action="store_true",
                         help="also re-run the reverse process from the avatar's z and render x0 along it")
     _add_generation_common(render)
@@ -240,42 +284,81 @@ usage telemetry, which also keeps offline machines free of failed-telemetry erro
 which on a busy 2-core machine took longer than 20 s."""
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that a running flow run is marked Crashed on the way out."""
+
+
+def _stop(signum: int, frame: object) -> NoReturn:
+    raise Stopped(signum)
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM raises :class:`Stopped` for the block (Prefect's own handler takes over while a flow runs, marks
+    the run Crashed and then hands the signal back); the previous handler is restored after."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for name, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    args = build_parser().parse_args(argv)
     try:
-        if args.command == "config":
-            cfg = load_config(args.preset, args.config_file, args.overrides)
-            print(json.dumps(cfg.to_dict(), indent=2))
-            return 0
-        if args.command in ("status", "verify", "gc"):
-            from workflows import store_commands
-
-            stages = [args.stage] if isinstance(args.stage, str) else args.stage
-            return store_commands.run(args.command, args.out, stages, verify=getattr(args, "verify", False),
-                                      dry_run=getattr(args, "dry_run", False),
-                                      min_age_minutes=getattr(args, "min_age", store_commands.GC_MIN_AGE_MINUTES))
-        if args.command == "render":
-            return _render(args)
-        if args.command == "fit":
-            return _fit(args)
-        if args.command == "train":
-            return _train(args)
-        if args.command == "contact-sheet":
-            return _contact_sheet(args)
-        if args.command in GENERATION_COMMANDS:
-            return _generation(args)
-        if args.command == "evaluate":
-            return _evaluate(args)
-        if args.command == "demo":
-            return _demo(args)
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a bad flag already printed as one line
+        return int(done.code or 0)
+    try:
+        with _sigterm_stops():
+            return _command(args)
     except ConfigError as err:
         print(f"rodin: config error: {err}", file=sys.stderr)
         return 2
     except _backend_error() as err:
         print(f"rodin: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as stop:
+        name = "SIGTERM" if isinstance(stop, Stopped) else "Ctrl-C"
+        print(f"rodin {args.command}: stopped by {name}; what was committed is kept, run the same command again "
+              "to go on", file=sys.stderr)
+        return 143 if isinstance(stop, Stopped) else 130
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the command ``args`` names; its exit code."""
+    if args.command == "config":
+        from rodin_core.config import load_config
+
+        cfg = load_config(args.preset, args.config_file, args.overrides)
+        print(json.dumps(cfg.to_dict(), indent=2, allow_nan=False))
+        return 0
+    if args.command in ("status", "verify", "gc"):
+        from workflows import store_commands
+
+        stages = [args.stage] if isinstance(args.stage, str) else args.stage
+        return store_commands.run(args.command, args.out, stages, verify=getattr(args, "verify", False),
+                                  dry_run=getattr(args, "dry_run", False),
+                                  min_age_minutes=getattr(args, "min_age", store_commands.GC_MIN_AGE_MINUTES))
+    if args.command == "render":
+        return _render(args)
+    if args.command == "fit":
+        return _fit(args)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "contact-sheet":
+        return _contact_sheet(args)
+    if args.command in GENERATION_COMMANDS:
+        return _generation(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
+    if args.command == "demo":
+        return _demo(args)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 
@@ -313,7 +396,10 @@ def _run_flow(args: argparse.Namespace, flow: Callable[..., dict[str, Any]], **p
 
 
 def _render(args: argparse.Namespace) -> int:
-    load_config(args.preset, args.config_file, args.overrides)  # fail fast, before starting Prefect
+    from workflows.flow_config import RENDER_FIELDS, build_config
+
+    build_config(args.preset, args.config_file, args.overrides, RENDER_FIELDS,  # before starting Prefect
+                 **{name: getattr(args, name) for name in RENDER_FIELDS})
     from workflows.render_avatars import render_avatars
 
     return _run_flow(args, render_avatars, out=args.out, subjects=args.subjects,
@@ -321,8 +407,34 @@ def _render(args: argparse.Namespace) -> int:
                      asset_dir=args.asset_dir)
 
 
+def _local_folder(uri: str) -> str | None:
+    """The local folder a dataset root URI names, or None for an object store (``s3://``, ``memory://``...)."""
+    if uri.startswith("file://"):
+        return uri[len("file://"):]
+    return None if "://" in uri else uri
+
+
 def _fit(args: argparse.Namespace) -> int:
-    load_config(args.preset, args.config_file, args.overrides)  # fail fast, before starting Prefect
+    folder = _local_folder(args.renders)
+    if folder is not None and not os.path.isdir(folder):
+        print(f"rodin fit: --renders {args.renders} is no folder; pass the dataset root `rodin render --out` "
+              "wrote", file=sys.stderr)
+        return 2
+    from rodin_core.datasets.errors import StageInputError
+    from rodin_core.storage import StorageError
+    from workflows.flow_config import FIT_FIELDS, build_config
+
+    cfg = build_config(args.preset, args.config_file, args.overrides, FIT_FIELDS,  # before starting Prefect
+                       **{name: getattr(args, name) for name in FIT_FIELDS})
+    try:
+        from rodin_core.datasets.layout import RENDERS_STAGE
+        from rodin_core.fitting.shard_job import plan_over_renders
+        from rodin_core.storage import open_store
+
+        plan_over_renders(cfg, open_store(args.renders).stage(RENDERS_STAGE), args.shards)
+    except (StageInputError, StorageError) as err:
+        print(f"rodin fit: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     from workflows.fit_triplanes import fit_triplanes
 
     return _run_flow(args, fit_triplanes, renders=args.renders, out=args.out,
@@ -335,7 +447,20 @@ def _train(args: argparse.Namespace) -> int:
     if args.stage == "all" and args.run_name:
         print("rodin: --run-name names one stage's run; train the stages one by one to name them", file=sys.stderr)
         return 2
-    load_config(args.preset, args.config_file, args.overrides)  # fail fast, before starting Prefect
+    folder = _local_folder(args.out)
+    if folder is not None and not os.path.isdir(folder):
+        print(f"rodin train: --out {args.out} is no folder; pass the dataset root `rodin fit --out` wrote",
+              file=sys.stderr)
+        return 2
+    from rodin_core.stage_specs import STAGE_NAMES
+    from workflows.flow_config import check_local_capacity, training_config
+
+    stages = STAGE_NAMES if args.stage == "all" else (args.stage,)
+    cfg = training_config(args.preset, args.config_file, args.overrides, stages, args.steps, args.workers)
+    if args.ray_address is None:  # before starting Prefect and the local Ray
+        import torch
+
+        check_local_capacity(cfg, stages, os.cpu_count() or 1, torch.cuda.device_count(), args.cpus_per_worker)
     from workflows import train_flows as flows
 
     parameters = {} if args.stage == "all" else {"run_name": args.run_name}
@@ -396,12 +521,13 @@ def _avatar_command(args: argparse.Namespace) -> dict:
 def _sample(args: argparse.Namespace) -> int:
     """Check the inputs, run the generate flow, copy its committed outputs to ``--dest``; print where they are."""
     from rodin_core.generation import job as data
-    from workflows.generate import generate
 
     outputs = args.outputs or args.out
     request = data.GenerateRequest(n=args.n, guidance_scale=args.guidance_scale, sampler=args.sampler,
                                    steps=args.steps, seed=args.seed, views=args.views, resolution=args.resolution)
     data.plan_generation(args.out, outputs, request, args.preset)  # fail fast, before starting Prefect
+    from workflows.generate import generate
+
     with prefect_backend():
         summary = generate(checkpoints=args.out, n=args.n, guidance_scale=args.guidance_scale, sampler=args.sampler,
                            steps=args.steps, seed=args.seed, outputs=outputs, turntable_views=args.views,
@@ -449,6 +575,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """Run the demo flow; print the wall time of each stage and where the outputs are, or the failed stage."""
+    from rodin_core.config import load_config
+
     load_config(args.preset, args.config_file, args.overrides)  # fail fast, before starting Prefect
     if args.n < 2:
         print(f"rodin: --n must be at least 2 (the demo interpolates avatars 0 and 1), got {args.n}", file=sys.stderr)

@@ -37,7 +37,6 @@ from prefect_ray.context import remote_options
 
 from rodin_core.config import RodinConfig
 from rodin_core.datasets.decoder import committed_decoder
-from rodin_core.datasets.errors import FitDataError
 from rodin_core.datasets.integrity import id_ranges
 from rodin_core.datasets.layout import (
     DECODER_STAGE,
@@ -45,7 +44,7 @@ from rodin_core.datasets.layout import (
     RENDERS_STAGE,
     TRIPLANES_STAGE,
 )
-from rodin_core.datasets.renders import RenderSource, renders_index
+from rodin_core.datasets.renders import RenderSource
 from rodin_core.fitting import shard_job
 from rodin_core.fitting.shard_job import FitPlan, FitShardJob, FitShardReport
 from rodin_core.imaging import encode_png
@@ -58,12 +57,12 @@ from workflows.artifacts import (
     totals_markdown,
     write_report,
 )
+from workflows.flow_config import FIT_FIELDS, build_config
 from workflows.logs import relay_logs
 from workflows.ray_runner import RodinRayTaskRunner, build_task_runner
 from workflows.shards import (
     FailureWording,
     ShardsFailedError,
-    build_config,
     failed_rows,
     open_runner,
     retry_unless_data_error,
@@ -79,7 +78,7 @@ REPORT_PATH, HISTOGRAM_PATH, COMPARISON_PATH = (
 HISTOGRAM_BINS = 10
 RETRIES = 2
 RETRY_DELAY_S = 5
-PARAMETER_FIELDS = {"shared_subjects": "fit.shared_subjects", "steps": "fit.steps", "target_psnr": "fit.target_psnr"}
+PARAMETER_FIELDS = FIT_FIELDS
 """Flow parameters that override one config field each."""
 LOGGER = shard_job.__name__
 """The logger whose records (progress lines) the tasks relay into their run logs."""
@@ -109,18 +108,7 @@ class FitSetup:
 def plan_fitting(cfg: RodinConfig, renders: str, out: str, storage_options: dict | None, shards: list[int] | None,
                  only_failed: bool) -> FitSetup:
     """Plan the fitting shards over the committed renders and check whether the decoder is committed."""
-    sources = renders_index(open_store(renders, storage_options).stage(RENDERS_STAGE))
-    plan = shard_job.fitting_plan(list(sources), cfg.fit.shared_subjects, cfg.fit.shard_size)
-    unrendered = [s for i, ids in plan.missing.items() if i < plan.shared_shards for s in ids]
-    if unrendered:
-        raise FitDataError(f"phase A fits the decoder on subjects 0..{len(plan.shared_ids) + len(unrendered) - 1} "
-                           f"(fit.shared_subjects), but no committed renders shard of {renders}/{RENDERS_STAGE} holds "
-                           f"subjects {id_ranges(unrendered)}; re-render them with the options the corpus was "
-                           f"rendered with (`rodin render --out {renders}`), then fit again")
-    bad = [i for i in shards or [] if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(plan.shards)]
-    if bad:
-        raise ValueError(f"shards {bad} are not fitting shards: {len(sources)} rendered subjects in shards of "
-                         f"fit.shard_size={cfg.fit.shard_size} give indices 0..{len(plan.shards) - 1}")
+    sources, plan = shard_job.plan_over_renders(cfg, open_store(renders, storage_options).stage(RENDERS_STAGE), shards)
     store = open_store(out, storage_options)
     digest = shard_job.decoder_hash(cfg, plan.shared_ids, sources)
     manifest = committed_decoder(store.stage(DECODER_STAGE), digest)

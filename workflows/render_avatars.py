@@ -44,6 +44,7 @@ from workflows.artifacts import (
     publish_shard_report,
     write_report,
 )
+from workflows.flow_config import RENDER_FIELDS, build_config
 from workflows.logs import relay_logs
 from workflows.ray_runner import build_task_runner
 
@@ -57,10 +58,7 @@ CONTACT_SHEET_COLUMNS = 8
 THUMBNAIL_PX = 64
 RETRIES = 2
 RETRY_DELAY_S = 5
-PARAMETER_FIELDS = {
-    "subjects": "corpus.subjects", "seed": "corpus.seed", "shard_size": "corpus.shard_size",
-    "asset_dir": "corpus.asset_dir", "views": "render.views", "resolution": "render.resolution",
-}
+PARAMETER_FIELDS = RENDER_FIELDS
 """Flow parameters that override one config field each."""
 FAILURE_WORDING = shards.FailureWording(kind="render", stage=RENDERS_STAGE, retries=RETRIES,
                                         remedy="re-run the flow to retry only the failed ones",
@@ -72,7 +70,7 @@ def render_config(preset: str, config_file: str | None, overrides: list[str] | N
 
     Raises :class:`~rodin_core.config.ConfigError` naming any bad key or value.
     """
-    return shards.build_config(preset, config_file, overrides, PARAMETER_FIELDS, **fields)
+    return build_config(preset, config_file, overrides, PARAMETER_FIELDS, **fields)
 
 
 @task(cache_policy=NO_CACHE, tags=["rodin", "render"])

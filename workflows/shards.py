@@ -1,7 +1,7 @@
 """What the sharded stage flows share: run one task per shard, wait for all, word and report the failures.
 
 A sharded flow (``render-avatars``, ``fit-triplanes``) builds its config from its parameters
-(:func:`build_config`), plans its shards, enters its task runner (:func:`open_runner`: Ray or a
+(:func:`~workflows.flow_config.build_config`), plans its shards, enters its task runner (:func:`open_runner`: Ray or a
 thread pool, with Ray workers able to unpickle the flow's tasks), submits one task per pending
 shard and waits for all of them (:func:`submit_shards`). A shard that fails after its retries (a
 data error is not retried: :func:`retry_unless_data_error`) does not stop the others: it becomes
@@ -16,7 +16,6 @@ and ``subjects``; it ends with ``seconds`` and ``store``.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,7 +29,6 @@ from prefect.task_runners import TaskRunner
 from prefect_ray.context import remote_options
 from ray import cloudpickle as ray_cloudpickle
 
-from rodin_core.config import RodinConfig, load_config
 from rodin_core.datasets.errors import StageInputError
 from rodin_core.storage import ShardCorruptError, StageStore, is_disk_full
 from workflows.artifacts import ShardRow
@@ -85,21 +83,6 @@ class ShardsFailedError(RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.summary, self.wording)
-
-
-def build_config(preset: str, config_file: str | None, overrides: list[str] | None,
-                 parameter_fields: Mapping[str, str], **fields: Any) -> RodinConfig:
-    """Preset, then YAML file, then ``overrides``, then the flow's own parameters (``subjects=`` ...).
-
-    ``parameter_fields`` maps each flow parameter to the config field it overrides; a parameter
-    that is None leaves its field alone. Raises :class:`~rodin_core.config.ConfigError` naming any
-    bad key or value.
-    """
-    unknown = sorted(set(fields) - set(parameter_fields))
-    if unknown:
-        raise TypeError(f"unknown config parameters {unknown}; valid ones: {sorted(parameter_fields)}")
-    extra = [f"{parameter_fields[name]}={json.dumps(value)}" for name, value in fields.items() if value is not None]
-    return load_config(preset, config_file, [*(overrides or []), *extra])
 
 
 def make_importable_by_ray_workers(module_name: str, import_name: str) -> None:

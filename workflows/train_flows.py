@@ -16,17 +16,19 @@ stage's committed checkpoint is already complete for a config, so that there is 
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import ray
+import torch
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import State
 
 from rodin_core.checkpoint import CheckpointError
-from rodin_core.config import CorpusConfig, RodinConfig, load_config
+from rodin_core.config import CorpusConfig, RodinConfig
 from rodin_core.datasets import frontals
 from rodin_core.datasets.checkpoints import committed_config, committed_step
 from rodin_core.datasets.errors import StageInputError
@@ -46,6 +48,7 @@ from rodin_core.storage import StorageError, open_store
 from rodin_core.training import report as train_report
 from rodin_core.triplane.decoder_io import DecoderLoadError
 from workflows.artifacts import publish_image, write_report
+from workflows.flow_config import check_local_capacity, training_config
 from workflows.logs import relay_logs
 from workflows.ray_runner import ray_session
 from workflows.shards import DATA_ERRORS, retry_unless_data_error
@@ -81,14 +84,6 @@ TRAINING_ERRORS = (StageInputError, TrainingError, TrainingStagesFailedError, Re
 """Failures whose message says what to run next (``rodin train`` prints them without a traceback)."""
 TRAINING_INPUTS = (TRIPLANES_STAGE, FRONTALS_STAGE, STATS_STAGE, LATENTS_STAGE, CHECKPOINTS_STAGE)
 """The stages whose committed files :func:`verify_training_inputs` hashes before training."""
-
-
-def training_config(preset: str, config_file: str | None, overrides: list[str] | None, stages: tuple[str, ...],
-                    steps: int | None, workers: int | None) -> RodinConfig:
-    """Preset, YAML file, ``overrides``, then ``steps``/``workers`` for every stage in ``stages``."""
-    extra = [f"{stage}.train.{name}={value}" for stage in stages
-             for name, value in (("steps", steps), ("workers", workers)) if value is not None]
-    return load_config(preset, config_file, [*(overrides or []), *extra])
 
 
 @task(cache_policy=NO_CACHE, tags=TAGS)
@@ -228,6 +223,8 @@ def _train_one(stage_name: str, out: str, renders: str | None, preset: str, conf
     """The body of the three single-stage flows."""
     start = time.perf_counter()
     cfg = training_config(preset, config_file, overrides, (stage_name,), steps, workers)
+    if ray_address is None and not ray.is_initialized():
+        check_local_capacity(cfg, (stage_name,), os.cpu_count() or 1, torch.cuda.device_count(), cpus_per_worker)
     data = prepare_training_data(renders or out, out, storage_options, cfg)
     with ray_session(ray_address):
         summary = train_stage(stage_name, cfg, out, storage_options, run_name, resume, cpus_per_worker)
@@ -287,6 +284,8 @@ def train_all(out: str = "data/tiny", renders: str | None = None, preset: str = 
     """
     start = time.perf_counter()
     cfg = training_config(preset, config_file, overrides, STAGE_NAMES, steps, workers)
+    if ray_address is None and not ray.is_initialized():
+        check_local_capacity(cfg, STAGE_NAMES, os.cpu_count() or 1, torch.cuda.device_count(), cpus_per_worker)
     data = prepare_training_data(renders or out, out, storage_options, cfg)
     with ray_session(ray_address):
         cpus = cpus_per_worker or shared_cpus_per_worker(cfg)

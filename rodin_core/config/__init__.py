@@ -12,10 +12,11 @@ from typing import Any
 
 from rodin_core.config.corpus import CorpusConfig, RenderConfig, saved_held_out_from
 from rodin_core.config.fit import FitConfig
+from rodin_core.config.preset_names import PRESETS
 from rodin_core.config.train import PRECISIONS, TrainConfig
 from rodin_core.config_dict import ConfigError
 
-_NEEDS_TORCH = ("PRESETS", "BaseStageConfig", "PriorStageConfig", "RodinConfig", "UpsamplerStageConfig",
+_NEEDS_TORCH = ("BaseStageConfig", "PriorStageConfig", "RodinConfig", "UpsamplerStageConfig",
                 "apply_overrides", "load_config", "preset_config", "DiffusionConfig", "ENCODER_KINDS",
                 "EncoderConfig", "LatentMLPConfig", "UNetConfig", "DecoderConfig", "TriplaneConfig")
 """Names whose modules import torch (the stage sections nest the networks' configs). They are imported on

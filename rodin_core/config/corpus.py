@@ -12,6 +12,13 @@ from typing import Any
 
 from rodin_core.config_dict import ConfigError, check_range
 
+MAX_SUBJECTS = 10_000_000
+"""Most subjects of a corpus (100x the paper's): every stage plans its shards over all their ids at once."""
+MAX_VIEWS = 4096
+"""Most views per subject (the paper renders 300): fitting holds all views of a subject in memory."""
+MAX_RENDER_THREADS = 1024
+"""Most Blender threads per shard."""
+
 
 @dataclass
 class CorpusConfig:
@@ -33,7 +40,7 @@ class CorpusConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field, its value and the valid range."""
-        check_range("corpus.subjects", self.subjects, low=1)
+        check_range("corpus.subjects", self.subjects, low=1, high=MAX_SUBJECTS)
         check_range("corpus.seed", self.seed, low=0, high=2**31 - 1)
         check_range("corpus.shard_size", self.shard_size, low=1)
         check_range("corpus.holdout_subjects", self.holdout_subjects, low=0)
@@ -87,7 +94,7 @@ class RenderConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field, its value and the valid range."""
-        check_range("render.views", self.views, low=1)
+        check_range("render.views", self.views, low=1, high=MAX_VIEWS)
         check_range("render.resolution", self.resolution, low=8, high=4096)
         check_range("render.samples", self.samples, low=1)
         check_range("render.max_bounces", self.max_bounces, low=0, high=64)
@@ -101,7 +108,7 @@ class RenderConfig:
                 f"render.elevation_max_deg={self.elevation_max_deg}; swap them"
             )
         check_range("render.timeout_s", self.timeout_s, low=1.0)
-        check_range("render.threads", self.threads, low=0)
+        check_range("render.threads", self.threads, low=0, high=MAX_RENDER_THREADS)
 
 
 def saved_held_out_from(saved: Mapping[str, Any]) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -115,14 +116,24 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads exponents without a dot ("1e-3") as strings
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
+        return _finite_float(key, value)
+    elif hint is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
     raise ConfigError(f"bad value for {key}: {value!r} is not a {getattr(hint, '__name__', hint)}")
+
+
+def _finite_float(key: str, value: Any) -> float:
+    """``value`` (a number, or a numeric string) as a finite float; :class:`ConfigError` otherwise."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value) if not isinstance(value, int) or abs(value) < 2**1023 else math.inf
+    elif isinstance(value, str):  # YAML 1.1 reads exponents without a dot ("1e-3") as strings
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if number is None:
+        raise ConfigError(f"bad value for {key}: {value!r} is not a float")
+    if not math.isfinite(number):
+        raise ConfigError(f"bad value for {key}: {value!r} is not a finite number; set a finite value")
+    return number

@@ -24,6 +24,7 @@ from rodin_core.config.corpus import CorpusConfig, RenderConfig
 from rodin_core.config.derived import derive, derived_note
 from rodin_core.config.fit import FitConfig
 from rodin_core.config.keys import merge
+from rodin_core.config.preset_names import PRESETS
 from rodin_core.config.train import TrainConfig
 from rodin_core.config_dict import ConfigError, check_component, check_range
 from rodin_core.diffusion.config import DiffusionConfig
@@ -31,9 +32,6 @@ from rodin_core.encoders import EncoderConfig
 from rodin_core.networks.latent_mlp import LatentMLPConfig
 from rodin_core.networks.unet import UNetConfig
 from rodin_core.triplane.config import TriplaneConfig
-
-PRESETS = ("tiny", "small", "paper")
-"""Names of the presets (:mod:`rodin_core.config.presets`), the values of :attr:`RodinConfig.preset`."""
 
 
 def _x0_simple() -> DiffusionConfig:
@@ -171,9 +169,9 @@ class RodinConfig:
         """Every section as nested JSON-ready dicts (the inverse of :meth:`from_dict`)."""
         return dataclasses.asdict(self)
 
-    def to_json(self) -> str:
-        """:meth:`to_dict` as JSON with sorted keys."""
-        return json.dumps(self.to_dict(), sort_keys=True)
+    def to_json(self, indent: int | None = None) -> str:
+        """:meth:`to_dict` as strict JSON (no NaN or infinity) with sorted keys."""
+        return json.dumps(self.to_dict(), sort_keys=True, indent=indent, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RodinConfig:

@@ -13,6 +13,8 @@ from rodin_core.config_dict import ConfigError, check_range
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 """Values of :attr:`TrainConfig.precision`."""
+MAX_WORKERS = 256
+"""Most Ray Train workers of one stage (each is a process with its own copy of the networks)."""
 
 
 @dataclass
@@ -38,7 +40,7 @@ class TrainConfig:
     log_every: int = 100
     """Steps between reported metrics."""
     workers: int = 1
-    """Ray Train workers (data-parallel)."""
+    """Ray Train workers (data-parallel), at most :data:`MAX_WORKERS`."""
     use_gpu: bool = False
     """One GPU per worker; on CPU training runs in fp32."""
     precision: str = "bf16"
@@ -50,8 +52,9 @@ class TrainConfig:
 
     def validate(self, where: str) -> None:
         """Raise :class:`ConfigError` naming the first bad field, its value and the valid range."""
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "workers"):
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             check_range(f"{where}.{name}", getattr(self, name), low=1)
+        check_range(f"{where}.workers", self.workers, low=1, high=MAX_WORKERS)
         for name in ("warmup_steps", "max_failures", "seed"):
             check_range(f"{where}.{name}", getattr(self, name), low=0)
         for name in ("lr", "weight_decay", "grad_clip"):
@@ -59,3 +62,4 @@ class TrainConfig:
         check_range(f"{where}.ema_decay", self.ema_decay, low=0.0, high=1.0)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"{where}.precision={self.precision!r} is not one of {PRECISIONS}")
+

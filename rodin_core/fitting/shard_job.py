@@ -36,7 +36,8 @@ from rodin_core.datasets.decoder import (
     load_warm_start,
     read_decoder,
 )
-from rodin_core.datasets.integrity import corrupt_inputs
+from rodin_core.datasets.errors import FitDataError
+from rodin_core.datasets.integrity import corrupt_inputs, id_ranges
 from rodin_core.datasets.layout import (
     DECODER_CONFIG,
     DECODER_SHARD,
@@ -49,7 +50,7 @@ from rodin_core.datasets.layout import (
     RENDERS_STAGE,
     TRIPLANES_STAGE,
 )
-from rodin_core.datasets.renders import RenderSource, iter_subjects
+from rodin_core.datasets.renders import RenderSource, iter_subjects, renders_index
 from rodin_core.datasets.triplane_records import (
     FitResult,
     planes_from_safetensors,
@@ -155,6 +156,28 @@ def fitting_plan(subject_ids: list[int], shared_subjects: int, shard_size: int) 
     missing = {i: [s for s in ids if s not in rendered] for i, ids in enumerate(ranges)}
     return FitPlan([s for s in range(shared_span) if s in rendered], shards, shared_shards,
                    {i: ids for i, ids in missing.items() if ids})
+
+
+def plan_over_renders(cfg: RodinConfig, renders: StageStore,
+                      shards: list[int] | None = None) -> tuple[dict[int, RenderSource], FitPlan]:
+    """Where each committed renders subject is and the fitting plan over them (manifests only).
+
+    Raises :class:`FitDataError` when nothing is rendered, when a subject of phase A has no renders,
+    or when ``shards`` (fitting shards to re-fit) holds an index that is not a shard of the plan.
+    """
+    sources = renders_index(renders)
+    plan = fitting_plan(list(sources), cfg.fit.shared_subjects, cfg.fit.shard_size)
+    unrendered = [s for i, ids in plan.missing.items() if i < plan.shared_shards for s in ids]
+    if unrendered:
+        raise FitDataError(f"phase A fits the decoder on subjects 0..{len(plan.shared_ids) + len(unrendered) - 1} "
+                           f"(fit.shared_subjects), but no committed renders shard of {renders.uri} holds "
+                           f"subjects {id_ranges(unrendered)}; re-render them with the options the corpus was "
+                           f"rendered with (`rodin render --out {renders.store.uri}`), then fit again")
+    bad = [i for i in shards or [] if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(plan.shards)]
+    if bad:
+        raise FitDataError(f"shards {bad} are not fitting shards: rendered subject ids 0..{max(sources)} in shards of "
+                           f"fit.shard_size={cfg.fit.shard_size} give indices 0..{len(plan.shards) - 1}")
+    return sources, plan
 
 
 def decoder_hash(cfg: RodinConfig, shared_ids: list[int], sources: dict[int, RenderSource]) -> str:

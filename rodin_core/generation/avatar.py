@@ -6,12 +6,17 @@ was generated from, so it can be re-rendered, meshed, edited in latent space or 
 
 File format (docs/data-contracts.md: safetensors + JSON, never pickle): one ``.safetensors``
 file with the tensors ``planes`` (3, C, H, W) float32 and, when known, ``z`` (D,) float32; its
-header metadata holds ``format`` = ``rodin.avatar``, ``format_version`` and ``meta``, the avatar's
-JSON description (what made it: kind, seed, guidance scale, sampler, steps, preset, decoder hash, ...).
+header metadata holds ``format`` = ``rodin.avatar``, ``format_version``, ``meta``, the avatar's
+JSON description (what made it: kind, seed, guidance scale, sampler, steps, preset, decoder hash, ...),
+and ``sha256``, the :func:`avatar_digest` of the tensors and the meta, checked on every read so that a
+changed byte is refused. Files written before the checksum existed have no ``sha256`` and are read
+unchecked (the format version is the same: older readers read newer files and the other way round).
+An avatar whose planes or z hold NaN or infinity is neither written nor read: it would render black.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -28,6 +33,8 @@ AVATAR_FORMAT = "rodin.avatar"
 """Value of the ``format`` metadata entry that marks an avatar file."""
 AVATAR_FORMAT_VERSION = "1"
 AVATAR_SUFFIX = ".safetensors"
+AVATAR_METADATA = ("format", "format_version", "meta", "sha256")
+"""The header metadata entries of an avatar file (``sha256`` is missing from files written before it existed)."""
 AVATAR_KINDS = ("sample", "invert", "interpolate", "fitted")
 """What made an avatar: prior sample (§3.2), portrait inversion (§4.5), interpolation (Fig. 6), a fitted subject."""
 
@@ -77,12 +84,40 @@ def _meta_json(meta: dict[str, Any]) -> str:
                               "and numpy values to plain Python numbers and lists first") from exc
 
 
+def avatar_digest(tensors: dict[str, Tensor], meta_json: str) -> str:
+    """sha256 (hex) of an avatar file's content: each tensor's name, dtype, shape and bytes (in name order), then
+    the meta JSON string as stored."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}:{str(tensor.dtype).removeprefix('torch.')}:{list(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    digest.update(meta_json.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _non_finite(tensors: dict[str, Tensor]) -> str | None:
+    """``"N NaN or infinite values in planes"`` for the first tensor holding any, else None."""
+    for name, tensor in tensors.items():
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            return f"{bad} NaN or infinite values in {name} {tuple(tensor.shape)}"
+    return None
+
+
 def avatar_to_bytes(avatar: Avatar) -> bytes:
-    """safetensors bytes of ``avatar``: tensors ``planes`` [+ ``z``] in float32, metadata ``meta`` as JSON."""
+    """safetensors bytes of ``avatar``: tensors ``planes`` [+ ``z``] in float32, metadata ``meta`` as JSON and the
+    ``sha256`` of both; :class:`AvatarFileError` when a tensor holds NaN or infinity."""
     tensors = {"planes": avatar.planes.detach().to("cpu", torch.float32).contiguous()}  # (3, C, H, W)
     if avatar.z is not None:
         tensors["z"] = avatar.z.detach().to("cpu", torch.float32).contiguous()  # (D,)
-    metadata = {"format": AVATAR_FORMAT, "format_version": AVATAR_FORMAT_VERSION, "meta": _meta_json(avatar.meta)}
+    bad = _non_finite(tensors)
+    if bad:
+        raise AvatarFileError(f"the avatar holds {bad}; it would render black and mesh nothing, so it is not "
+                              "written: sample it again (another --seed, fewer --steps or a smaller --cfg)")
+    meta = _meta_json(avatar.meta)
+    metadata = {"format": AVATAR_FORMAT, "format_version": AVATAR_FORMAT_VERSION, "meta": meta,
+                "sha256": avatar_digest(tensors, meta)}
     return st_save(tensors, metadata=metadata)
 
 
@@ -115,15 +150,25 @@ def avatar_from_bytes(data: bytes, source: str = "<bytes>") -> Avatar:
     if metadata.get("format_version") != AVATAR_FORMAT_VERSION:
         raise AvatarFileError(f"{source} has avatar format_version {metadata.get('format_version')!r}; this code "
                               f"reads {AVATAR_FORMAT_VERSION!r}. Regenerate it with this version of rodin")
+    unknown = sorted(set(metadata) - set(AVATAR_METADATA))
+    if unknown:
+        raise AvatarFileError(f"{source} is a damaged avatar file (unknown header entries {unknown}); regenerate it")
     try:
         meta = json.loads(metadata.get("meta", ""))
         tensors = st_load(data)
     except (SafetensorError, ValueError, TypeError) as exc:
         raise AvatarFileError(f"{source} is a damaged avatar file ({exc}); regenerate it") from exc
+    recorded = metadata.get("sha256")
+    if recorded is not None and recorded != avatar_digest(tensors, metadata.get("meta", "")):
+        raise AvatarFileError(f"{source} is a damaged avatar file: its content does not match the sha256 "
+                              f"{str(recorded)[:12]}... it was written with; copy it again or regenerate it")
     unknown = sorted(set(tensors) - {"planes", "z"})
     if "planes" not in tensors or unknown or not isinstance(meta, dict):
         raise AvatarFileError(f"{source} must hold the tensor 'planes' (and optionally 'z') and a JSON object meta, "
                               f"got tensors {sorted(tensors)} and meta of type {type(meta).__name__}; regenerate it")
+    bad = _non_finite(tensors)
+    if bad:
+        raise AvatarFileError(f"{source} holds {bad}; it cannot be rendered or meshed, regenerate it")
     try:
         return Avatar(planes=tensors["planes"], z=tensors.get("z"), meta=meta)
     except ValueError as exc:

@@ -42,7 +42,11 @@ import torch
 
 from rodin_core.checkpoint import MODEL_FILE, CheckpointError
 from rodin_core.config import ConfigError, RodinConfig
-from rodin_core.datasets.checkpoints import committed_config, committed_step, read_stage_checkpoint
+from rodin_core.datasets.checkpoints import (
+    committed_config,
+    committed_step,
+    read_stage_checkpoint,
+)
 from rodin_core.datasets.decoder import load_decoder
 from rodin_core.datasets.errors import StageInputError
 from rodin_core.datasets.layout import (
@@ -65,6 +69,7 @@ from rodin_core.generation import (
     avatar_from_bytes,
     avatar_to_bytes,
 )
+from rodin_core.generation.pipeline import stage_respacing
 from rodin_core.imaging import contact_sheet, encode_png
 from rodin_core.rendering.renderer import RenderSettings
 from rodin_core.stage_specs import STAGE_NAMES
@@ -93,6 +98,13 @@ TURNTABLE_FPS = 12.0
 SHEET_COLUMNS = 4
 """Avatars per row of the contact sheet."""
 MAX_SEED = 2**63 - 1
+MAX_AVATARS = 256
+"""Most avatars of one request: the flow holds every avatar and its turntable in memory until the commit
+(about 30 MB each at the paper's 256^2 tri-planes); sample more with several requests of other seeds."""
+MAX_VIEWS = 1024
+"""Most turntable frames per avatar."""
+MAX_RESOLUTION = 4096
+"""Largest side of a rendered frame, in pixels (as ``render.resolution``)."""
 
 
 class GenerateInputError(ValueError):
@@ -186,6 +198,12 @@ def load_pipeline(out: str, storage_options: dict | None = None, preset: str | N
     return pipeline
 
 
+CAPS = {"n": (MAX_AVATARS, "avatars", "sample in several requests with other --seed values"),
+        "views": (MAX_VIEWS, "turntable frames", "render fewer"),
+        "resolution": (MAX_RESOLUTION, "pixels per frame side", "render smaller frames")}
+"""Per count of a request: its cap, what it counts and what to do about a larger one."""
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
     """What to generate: ``n`` avatars from seed ``seed`` (avatar i from seed + i) and how to show them."""
@@ -205,10 +223,13 @@ class GenerateRequest:
 
     def validate(self) -> GenerateRequest:
         """Check the counts and the seed here, the sampling options in :class:`SampleOptions`; returns self."""
-        for name in ("n", "views", "resolution"):
+        for name, (most, noun, remedy) in CAPS.items():
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise GenerateInputError(f"{name} must be a positive integer, got {value!r}")
+            if value is not None and value > most:
+                raise GenerateInputError(f"{name}={value} is more than the {most} {noun} one request may hold; "
+                                         f"{remedy}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED - self.n:
             raise GenerateInputError(f"seed must be an integer in [0, 2**63 - 1 - n], got {self.seed!r}")
         self.options()
@@ -249,6 +270,8 @@ def plan_generation(checkpoints: str, outputs: str, request: GenerateRequest, pr
     if cfg is None:  # a checkpoint vanished between the two reads
         raise GenerateInputError(f"the checkpoints under {checkpoints}/{CHECKPOINTS_STAGE} disappeared "
                                  "while planning; run again once training has committed them")
+    for stage in ("base", "upsampler"):
+        stage_respacing(cfg, stage, request.options())
     parameters = {**asdict(request), "preset": cfg.preset,
                   "guidance_scale": float(cfg.base.guidance_scale if request.guidance_scale is None
                                           else request.guidance_scale),

@@ -34,7 +34,12 @@ from rodin_core.generation.avatar import Avatar
 from rodin_core.generation.errors import GenerationError
 from rodin_core.generation.interpolation import slerp
 from rodin_core.generation.portrait import portrait_tensor
-from rodin_core.generation.sampling import SAMPLERS, sample_base, sample_prior, sample_upsampler
+from rodin_core.generation.sampling import (
+    SAMPLERS,
+    sample_base,
+    sample_prior,
+    sample_upsampler,
+)
 from rodin_core.imaging import to_uint8
 from rodin_core.networks.latent_normalizer import LatentNormalizer
 from rodin_core.rendering.renderer import RenderSettings, render_image
@@ -79,6 +84,22 @@ class SampleOptions:
         if self.steps is None:
             return str(configured)
         return f"ddim{self.steps}" if self.sampler == "ddim" else str(self.steps)
+
+
+def stage_respacing(cfg: RodinConfig, stage: str, options: SampleOptions) -> str:
+    """The respacing of the ``base`` or ``upsampler`` stage of ``cfg`` under ``options``; :class:`GenerationError`
+    when ``options.steps`` cannot respace the stage's diffusion steps (e.g. more steps than it was trained with)."""
+    diffusion = (cfg.base if stage == "base" else cfg.upsampler).diffusion
+    if options.steps is not None and options.steps > diffusion.steps:
+        raise GenerationError(f"steps={options.steps} is more than the {diffusion.steps} diffusion steps the {stage} "
+                              f"stage was trained with; choose steps between 2 and {diffusion.steps}")
+    spacing = options.respacing(diffusion.sampling_steps)
+    try:
+        space_timesteps(diffusion.steps, spacing)
+    except ValueError as exc:
+        raise GenerationError(f"steps={options.steps} cannot respace the {stage} stage's {diffusion.steps} "
+                              f"diffusion steps ({exc}); choose steps between 2 and {diffusion.steps}") from exc
+    return spacing
 
 
 def _source(avatar: Avatar) -> dict[str, Any]:
@@ -191,15 +212,7 @@ class GenerationPipeline:
         return z.reshape(1, self.latent_dim).to(self.device, torch.float32)  # (1, D)
 
     def _respacing(self, stage: str, options: SampleOptions) -> str:
-        diffusion = (self.cfg.base if stage == "base" else self.cfg.upsampler).diffusion
-        spacing = options.respacing(diffusion.sampling_steps)
-        try:
-            space_timesteps(diffusion.steps, spacing)
-        except ValueError as exc:
-            raise GenerationError(f"steps={options.steps} cannot respace the {stage} stage's {diffusion.steps} "
-                                  f"diffusion steps ({exc}); choose steps between 2 and {diffusion.steps}"
-                                  ) from exc
-        return spacing
+        return stage_respacing(self.cfg, stage, options)
 
     def guidance_scale(self, options: SampleOptions) -> float:
         """The CFG scale λ ``options`` resolve to (Eq. 3)."""

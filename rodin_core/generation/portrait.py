@@ -6,7 +6,9 @@ generate the tri-plane from z. The encoders read square frontal views in [0, 1] 
 over white (:func:`rodin_core.encoders.composite_on_white`), as the training renders are
 composited. A user's photo may have any size and aspect ratio, so it is composited the same way
 and then padded with white to a centred square (nothing is cropped or stretched); the encoder
-resizes the square to its own input size.
+resizes the square to its own input size. A portrait so small that it holds no face (under
+:data:`MIN_PORTRAIT_SIDE` pixels a side, or enlarged more than :data:`MAX_UPSCALE` times to the encoder's
+input) is refused; one smaller than the encoder's input is used with a warning.
 """
 
 from __future__ import annotations
@@ -16,6 +18,29 @@ import torch
 from torch import Tensor
 
 from rodin_core.generation.errors import GenerationError
+
+MIN_PORTRAIT_SIDE = 16
+"""Fewest pixels on each side of a portrait."""
+MAX_UPSCALE = 8
+"""Most times the encoder may enlarge a portrait's longer side to reach its input size."""
+
+
+def check_portrait_size(height: int, width: int, encoder_size: int | None = None) -> str | None:
+    """Refuse a portrait too small to hold a face (:class:`GenerationError`); return a warning when the encoder
+    (input ``encoder_size`` pixels a side, None: not known yet) enlarges it, else None."""
+    shown = f"{width}x{height} pixels"
+    if min(height, width) < MIN_PORTRAIT_SIDE:
+        best = f" (best: {encoder_size} or more)" if encoder_size else ""
+        raise GenerationError(f"the portrait is {shown}, too small to hold a face; pass an image of at least "
+                              f"{MIN_PORTRAIT_SIDE} pixels on each side{best}")
+    if encoder_size is None or max(height, width) >= encoder_size:
+        return None
+    if max(height, width) * MAX_UPSCALE < encoder_size:
+        raise GenerationError(f"the portrait is {shown}, more than {MAX_UPSCALE} times smaller than the encoder's "
+                              f"{encoder_size}x{encoder_size} input; pass an image of at least "
+                              f"{-(-encoder_size // MAX_UPSCALE)} pixels on its longer side (best: {encoder_size})")
+    return (f"the portrait is {shown}, smaller than the encoder's {encoder_size}x{encoder_size} input: it is "
+            f"enlarged {encoder_size / max(height, width):.1f}x and the avatar may lack detail")
 
 
 def image_to_unit_float(image: np.ndarray) -> np.ndarray:

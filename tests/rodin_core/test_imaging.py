@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from rodin_core.imaging import (
     LABEL_HEIGHT,
@@ -11,6 +14,7 @@ from rodin_core.imaging import (
     contact_sheet,
     decode_png,
     encode_png,
+    image_to_rgb,
     thumbnail,
 )
 
@@ -98,3 +102,67 @@ def test_thumbnail_shrinks_longer_side_and_averages() -> None:
     assert np.all(np.abs(small[..., 3].astype(int) - 128) <= 1)  # coverage is averaged
     assert (small[..., :3] == 255).all()  # transparent pixels do not darken the colour
     assert thumbnail(image, 64).shape == image.shape  # never enlarges
+
+
+def _decoded(image: Image.Image, fmt: str = "PNG") -> Image.Image:
+    """``image`` written as ``fmt`` and read back, as a user's file is."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def _grey(values: np.ndarray) -> np.ndarray:
+    return np.repeat(np.asarray(values, np.float32)[..., None], 3, axis=-1)
+
+
+def test_sixteen_bit_greyscale_keeps_its_depth() -> None:
+    values = np.array([[0, 1, 257], [32768, 65280, 65535]], np.uint16)
+    image = _decoded(Image.fromarray(values))
+    assert image.mode == "I;16"
+    np.testing.assert_allclose(image_to_rgb(image), _grey(values / 65535.0), atol=1e-7)
+    big_endian = _decoded(Image.fromarray(values), "TIFF")
+    np.testing.assert_allclose(image_to_rgb(big_endian), _grey(values / 65535.0), atol=1e-7)
+
+
+def test_greyscale_palette_and_bilevel_images_become_rgb() -> None:
+    grey = np.array([[0, 128, 255]], np.uint8)
+    np.testing.assert_allclose(image_to_rgb(_decoded(Image.fromarray(grey))), _grey(grey / 255.0), atol=1e-7)
+    bilevel = _decoded(Image.fromarray(np.array([[True, False]])))
+    assert bilevel.mode == "1"
+    np.testing.assert_array_equal(image_to_rgb(bilevel), _grey([[1.0, 0.0]]))
+    palette = Image.new("P", (3, 1))
+    palette.putpalette([255, 0, 0, 0, 0, 255, 10, 20, 30])
+    palette.putdata([0, 1, 2])
+    expected = np.array([[[255, 0, 0], [0, 0, 255], [10, 20, 30]]], np.float32) / 255.0
+    np.testing.assert_allclose(image_to_rgb(_decoded(palette)), expected, atol=1e-7)
+
+
+def test_alpha_is_composited_over_the_background() -> None:
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([255, 0, 0, 0, 0, 255])
+    palette.putdata([0, 1])
+    palette.info["transparency"] = 1
+    np.testing.assert_allclose(image_to_rgb(_decoded(palette)), [[[1, 0, 0], [1, 1, 1]]], atol=1e-7)
+    np.testing.assert_allclose(image_to_rgb(_decoded(palette), background=0.5), [[[1, 0, 0], [0.5, 0.5, 0.5]]],
+                               atol=1e-7)
+    la = Image.fromarray(np.array([[[100, 128], [100, 255], [100, 0]]], np.uint8), mode="LA")
+    a = 128 / 255
+    np.testing.assert_allclose(image_to_rgb(_decoded(la)), _grey([[100 / 255 * a + 1 - a, 100 / 255, 1.0]]),
+                               atol=1e-6)
+    rgba = _rgba(1, 1, (200, 0, 100), 64)
+    a = 64 / 255
+    expected = [[[200 / 255 * a + 1 - a, 1 - a, 100 / 255 * a + 1 - a]]]
+    np.testing.assert_allclose(image_to_rgb(_decoded(Image.fromarray(rgba))), expected, atol=1e-6)
+
+
+def test_cmyk_and_float_images() -> None:
+    cmyk = Image.new("CMYK", (2, 1))
+    cmyk.putdata([(100, 50, 0, 60), (0, 0, 0, 255)])
+    c, m, y, k = np.array([100, 50, 0, 60]) / 255.0
+    expected = [[[(1 - c) * (1 - k), (1 - m) * (1 - k), (1 - y) * (1 - k)], [0, 0, 0]]]
+    np.testing.assert_allclose(image_to_rgb(_decoded(cmyk, "TIFF")), expected, atol=1e-6)
+    values = np.array([[0.0, 0.25, 1.0]], np.float32)
+    np.testing.assert_allclose(image_to_rgb(_decoded(Image.fromarray(values), "TIFF")), _grey(values))
+    with pytest.raises(ValueError, match=r"float \(F\) image must hold finite values in \[0, 1\], got values in "
+                                         r"\[0, 255\]"):
+        image_to_rgb(Image.fromarray(np.array([[0.0, 255.0]], np.float32)))

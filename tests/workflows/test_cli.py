@@ -2,6 +2,7 @@
 and the generation commands (sample is run through the flow in tests/workflows/test_generate.py)."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -10,18 +11,19 @@ import pytest
 import torch
 import trimesh
 from PIL import Image
+from safetensors.torch import save as st_save
 
 from rodin_core.datasets.layout import VIEWS_TABLE
 from rodin_core.datasets.renders import VIEWS_SCHEMA
 from rodin_core.fitting.shard_job import torch_threads
-from rodin_core.generation import SAMPLERS, load_avatar, save_avatar
+from rodin_core.generation import SAMPLERS, Avatar, load_avatar, save_avatar
 from rodin_core.generation.job import load_pipeline, turntable_frames
 from rodin_core.imaging import LABEL_HEIGHT, decode_png, encode_png
 from rodin_core.mesh import density_grid, extract_mesh
 from rodin_core.storage import open_store
 from workflows.cli import SAMPLER_CHOICES, main
 
-from ..generation_data import make_generation_root
+from ..generation_data import generation_config, make_generation_root
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the commands run torch on one thread, as core tests do
 
@@ -188,10 +190,10 @@ def test_gc_removes_only_what_no_manifest_references(tmp_path, capsys):
     assert stage.find_garbage() == [] and stage.verify_shard("shard-000000").ok
 
 
-def test_unknown_command_exits_with_usage():
-    with pytest.raises(SystemExit) as exc:
-        main(["paint"])
-    assert exc.value.code == 2
+def test_unknown_command_is_one_line_pointing_at_the_usage(capsys):
+    assert main(["paint"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice: 'paint'" in err and err.endswith("see `rodin --help`\n")
 
 
 # Generation commands on untrained but real checkpoints: see tests/generation_data.py.
@@ -295,6 +297,36 @@ def test_render_avatar_writes_the_turntable_and_the_x0_strip(generation_root, sa
     assert np.array_equal(strip[:16, -16:], expected[0])  # the last x0 is the avatar, seen from the front
 
 
+def test_invert_reads_a_16_bit_greyscale_portrait_at_its_depth(generation_root, tmp_path, capsys):
+    grey = np.full((40, 30), 20000, np.uint16)
+    grey[10:30, 5:25] = 50000
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    assert main(["invert", str(tmp_path / "grey16.png"), "--out", generation_root, "--views", "1",
+                 "--dest", str(tmp_path / "a")]) == 0
+    avatar = load_avatar(_printed(capsys)["avatar"])
+    expected = np.repeat((grey / 65535.0).astype(np.float32)[..., None], 3, axis=-1)  # not clipped to white
+    assert torch.equal(avatar.z, load_pipeline(generation_root).encode_image(expected))
+
+
+def test_invert_refuses_a_tiny_portrait_and_warns_about_a_small_one(tmp_path, capsys, caplog):
+    with torch_threads(1):
+        root = make_generation_root(tmp_path / "data", generation_config("encoder.image_size=64"))
+    tiny = tmp_path / "dot.png"
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tiny)
+    err = _one_line_error(capsys, ["invert", str(tiny), "--out", root, "--dest", str(tmp_path / "x")])
+    assert f"rodin: {str(tiny)!r}: the portrait is 1x1 pixels, too small to hold a face" in err
+    far = tmp_path / "far.png"
+    Image.fromarray(np.zeros((7, 5, 3), np.uint8)).save(far)
+    err = _one_line_error(capsys, ["invert", str(far), "--out", root, "--dest", str(tmp_path / "x")])
+    assert "the portrait is 5x7 pixels, too small" in err and "(best: 64 or more)" not in err
+    assert not (tmp_path / "x").exists()
+    small = _portrait(tmp_path / "small.png", height=20, width=18)
+    with caplog.at_level(logging.WARNING, logger="workflows.avatar_commands"):  # on stderr in the command
+        assert main(["invert", str(small), "--out", root, "--views", "1", "--dest", str(tmp_path / "y")]) == 0
+    assert (f"{small}: the portrait is 18x20 pixels, smaller than the encoder's 64x64 input: it is enlarged 3.2x"
+            in caplog.text)
+
+
 def _one_line_error(capsys, argv):
     assert main(argv) == 2
     captured = capsys.readouterr()
@@ -326,6 +358,37 @@ def test_generation_input_errors_are_one_line_with_exit_code_2(generation_root, 
     assert "was made for decoder ffffffffffff" in err and "pass the --out dataset root it was generated from" in err
     err = _one_line_error(capsys, ["mesh", str(sampled[0]), *out, "--dest", str(tmp_path / "m.obj")])
     assert "--dest must end in .ply or .glb" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_avatar_files_that_cannot_be_drawn_are_refused_in_one_line(generation_root, sampled, tmp_path, capsys):
+    out = ["--out", generation_root]
+    data = bytearray(sampled[0].read_bytes())
+    data[8 + int.from_bytes(data[:8], "little") + 40] ^= 0x01  # one bit of the planes
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(bytes(data))
+    err = _one_line_error(capsys, ["mesh", str(flipped), *out, "--dest", str(tmp_path / "x" / "m.glb")])
+    assert f"{flipped} is a damaged avatar file: its content does not match the sha256" in err
+    avatar = load_avatar(sampled[0])
+    planes = avatar.planes.clone()
+    planes[0, 0, 0, 0] = float("nan")
+    nan = tmp_path / "nan.safetensors"  # as a file written before the checksum existed
+    nan.write_bytes(st_save({"planes": planes, "z": avatar.z}, metadata={
+        "format": "rodin.avatar", "format_version": "1", "meta": json.dumps(avatar.meta)}))
+    for command in (["mesh", str(nan), *out, "--dest", str(tmp_path / "x" / "m.glb")],
+                    ["render-avatar", str(nan), *out, "--dest", str(tmp_path / "x")]):
+        err = _one_line_error(capsys, command)
+        assert f"{nan} holds 1 NaN or infinite values in planes (3, 4, 8, 8); it cannot be rendered or meshed" in err
+    other = save_avatar(Avatar(avatar.planes, avatar.z, {**avatar.meta, "preset": "paper"}), tmp_path / "paper.safetensors")
+    err = _one_line_error(capsys, ["render-avatar", str(other), *out, "--dest", str(tmp_path / "x")])
+    assert (f"{str(other)!r} is an avatar of preset 'paper' with planes (3, 4, 8, 8), but the checkpoints under "
+            f"{generation_root} are of preset 'tiny' with planes (3, 4, 8, 8); pass the --out dataset root" in err)
+    bigger = save_avatar(Avatar(avatar.planes.repeat(1, 1, 2, 2), avatar.z, avatar.meta), tmp_path / "big.safetensors")
+    for command in (["mesh", str(bigger), *out, "--dest", str(tmp_path / "x" / "m.glb")],
+                    ["interpolate", str(sampled[0]), str(bigger), *out, "--dest", str(tmp_path / "x")]):
+        err = _one_line_error(capsys, command)
+        assert "is an avatar of preset 'tiny' with planes (3, 4, 16, 16), but the checkpoints" in err
+        assert "preset 'tiny' with planes (3, 4, 8, 8)" in err
     assert not (tmp_path / "x").exists()
 
 

@@ -68,8 +68,7 @@ def test_rodin_evaluate_refuses_bad_input_before_starting_prefect(tmp_path: Path
         assert captured.out == "" and captured.err.count("\n") == 1 and "Traceback" not in captured.err
         return captured.err
 
-    assert "n must be a positive integer (the samples to draw), got 0" in one_line(["evaluate", "--out", root,
-                                                                                    "--n", "0"])
+    assert "argument --n: must be a positive integer, got 0" in one_line(["evaluate", "--out", root, "--n", "0"])
     assert "`rodin train all --out" in one_line(["evaluate", "--out", str(tmp_path / "empty")])
     no_prior = make_generation_root(tmp_path / "no-prior", generation_config(), stages=("base", "upsampler"))
     assert "`rodin train prior --out" in one_line(["evaluate", "--out", no_prior])

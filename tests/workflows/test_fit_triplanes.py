@@ -195,7 +195,7 @@ def test_rerun_skips_and_shards_refits_only_those(renders_root: Path, store_copy
     state = fit_triplanes(renders=str(renders_root), out=str(store_copy), overrides=FIT, shards=[3],
                           task_runner="threads", return_state=True)
     assert state.is_failed()
-    with pytest.raises(ValueError, match=r"shards \[3\] are not fitting shards.*indices 0..2"):
+    with pytest.raises(FitDataError, match=r"shards \[3\] are not fitting shards.*indices 0..2"):
         state.result()
 
 

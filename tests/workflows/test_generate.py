@@ -20,7 +20,12 @@ from PIL import Image
 from prefect.artifacts import Artifact
 from prefect.flows import load_flow_from_entrypoint
 
-from rodin_core.datasets.layout import CONTACT_SHEET_FILE, FRAMES_FILE, GENERATED_STAGE, GENERATION_JSON
+from rodin_core.datasets.layout import (
+    CONTACT_SHEET_FILE,
+    FRAMES_FILE,
+    GENERATED_STAGE,
+    GENERATION_JSON,
+)
 from rodin_core.fitting.shard_job import torch_threads
 from rodin_core.generation import GenerationError
 from rodin_core.generation.job import (
@@ -185,7 +190,7 @@ def test_rodin_sample_refuses_bad_input_before_starting_prefect(tmp_path: Path, 
     assert main(["sample", "--out", root, "--preset", "small"]) == 2
     assert "pass --preset tiny" in capsys.readouterr().err
     assert main(["sample", "--out", root, "--n", "0"]) == 2
-    assert "n must be a positive integer, got 0" in capsys.readouterr().err
+    assert "argument --n: must be a positive integer, got 0" in capsys.readouterr().err
     assert not (Path(root) / GENERATED_STAGE).exists()
 
 

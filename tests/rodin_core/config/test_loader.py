@@ -37,7 +37,15 @@ def test_set_at_depth_three_reaches_every_component_config():
         ("render.viewz=3", r"unknown config key 'render.viewz' \(did you mean 'views'\?\).*resolution"),
         ("rendr.views=3", r"unknown config key 'rendr'.*corpus, render"),
         ("render.views=many", r"bad value for render.views: 'many' is not a int"),
-        ("render.views=0", r"render.views: 0 is outside the valid range \[1, inf\]"),
+        ("render.views=0", r"render.views: 0 is outside the valid range \[1, 4096\]"),
+        ("render.views=1000000000", r"render.views: 1000000000 is outside the valid range \[1, 4096\]"),
+        ("corpus.subjects=100000000000", r"corpus.subjects: 100000000000 is outside the valid range \[1, 10000000\]"),
+        ("base.train.workers=1000", r"base.train.workers: 1000 is outside the valid range \[1, 256\]"),
+        ("fit.target_psnr=nan", r"bad value for fit.target_psnr: 'nan' is not a finite number"),
+        ("base.train.lr=.nan", r"bad value for base.train.lr: nan is not a finite number"),
+        ("render.fov_deg=-.inf", r"bad value for render.fov_deg: -inf is not a finite number"),
+        ("fit.target_psnr=1e999", r"bad value for fit.target_psnr: '1e999' is not a finite number"),
+        ("base.unet.dropout=.nan", r"bad value for base.unet.dropout: nan is not a finite number"),
         ("render.denoise=3", r"render.denoise: 3 is not a bool"),
         ("render.fov_deg=wide", r"bad value for render.fov_deg: 'wide' is not a float"),
         ("base.unet.channel_mult=[1,x]", r"bad value for base.unet.channel_mult: \[1, 'x'\] is not a list of ints"),
@@ -60,6 +68,19 @@ def test_set_at_depth_three_reaches_every_component_config():
 def test_bad_overrides_name_key_value_and_choices(override, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(preset_config("tiny"), [override])
+
+
+def test_a_non_finite_value_set_in_code_is_refused_and_never_written_as_json():
+    cfg = preset_config("tiny")
+    cfg.fit.target_psnr = float("nan")
+    with pytest.raises(ConfigError, match=r"fit.target_psnr: nan is not a finite number"):
+        cfg.validate()
+    cfg.fit.target_psnr = 30.0
+    cfg.prior.train.lr = float("inf")
+    with pytest.raises(ConfigError, match=r"prior.train.lr: inf is not a finite number"):
+        cfg.validate()
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        cfg.to_json()
 
 
 def test_an_unknown_nested_key_names_the_valid_keys():

@@ -16,6 +16,7 @@ from rodin_core.generation import (
     load_avatar,
     save_avatar,
 )
+from rodin_core.generation.avatar import avatar_digest
 
 
 def make_avatar(with_z: bool = True) -> Avatar:
@@ -119,3 +120,66 @@ def test_meta_that_is_not_json_cannot_be_saved(tmp_path):
         save_avatar(avatar, tmp_path / "a.safetensors")
     with pytest.raises(AvatarFileError, match="finite numbers"):
         avatar_to_bytes(Avatar(torch.zeros(3, 4, 8, 8), None, {"guidance_scale": float("nan")}))
+
+
+def _header_length(data: bytes) -> int:
+    return 8 + int.from_bytes(data[:8], "little")
+
+
+def test_a_file_records_the_sha256_of_its_content():
+    avatar = make_avatar()
+    data = avatar_to_bytes(avatar)
+    metadata = json.loads(data[8:_header_length(data)])["__metadata__"]
+    assert metadata["sha256"] == avatar_digest({"planes": avatar.planes, "z": avatar.z}, metadata["meta"])
+    assert len(metadata["sha256"]) == 64 and set(metadata) == {"format", "format_version", "meta", "sha256"}
+    other = Avatar(avatar.planes.clone(), avatar.z.clone(), {**avatar.meta, "seed": 8})
+    assert json.loads(avatar_to_bytes(other)[8:_header_length(data)])["__metadata__"]["sha256"] != metadata["sha256"]
+
+
+@pytest.mark.parametrize("where", ["planes", "z", "meta", "sha256"])
+def test_a_flipped_byte_is_refused_in_one_line(where: str):
+    avatar = make_avatar()
+    data = bytearray(avatar_to_bytes(avatar))
+    start = _header_length(data)
+    header = data[8:start].decode()
+    if where == "planes":  # the planes come first in the data section: flip a low bit of a mantissa
+        index = start + 4 * 100
+    elif where == "z":
+        index = len(data) - 4 * 3
+    else:  # a digit inside the meta JSON ("seed": 7), or inside the recorded sha256
+        index = 8 + (header.index('\\"seed\\": 7') + len('\\"seed\\": ') if where == "meta" else
+                     header.index('"sha256":"') + len('"sha256":"'))
+    data[index] ^= 0x01
+    with pytest.raises(AvatarFileError, match=r"^flipped.safetensors is a damaged avatar file: its content does not "
+                                              r"match the sha256 [0-9a-f]{12}\.\.\. it was written with; copy it "
+                                              r"again or regenerate it$"):
+        avatar_from_bytes(bytes(data), source="flipped.safetensors")
+
+
+def test_a_file_written_before_the_checksum_still_loads():
+    avatar = make_avatar()
+    metadata = {"format": "rodin.avatar", "format_version": "1", "meta": json.dumps(avatar.meta, sort_keys=True)}
+    older = st_save({"planes": avatar.planes, "z": avatar.z}, metadata=metadata)
+    back = avatar_from_bytes(older)
+    assert torch.equal(back.planes, avatar.planes) and torch.equal(back.z, avatar.z) and back.meta == avatar.meta
+    renamed = {**metadata, "sha257": "0" * 64}  # a damaged key is no older file
+    with pytest.raises(AvatarFileError, match=r"damaged avatar file \(unknown header entries \['sha257'\]\)"):
+        avatar_from_bytes(st_save({"planes": avatar.planes}, metadata=renamed))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_planes_or_latents_are_neither_written_nor_read(value: float, tmp_path):
+    avatar = make_avatar()
+    avatar.planes[1, 2, 3, 4] = value
+    with pytest.raises(AvatarFileError, match=r"^the avatar holds 1 NaN or infinite values in planes \(3, 4, 16, 16\); "
+                                              r"it would render black"):
+        save_avatar(avatar, tmp_path / "a.safetensors")
+    assert list(tmp_path.iterdir()) == []
+    metadata = {"format": "rodin.avatar", "format_version": "1", "meta": "{}"}
+    with pytest.raises(AvatarFileError, match=r"^nan.safetensors holds 1 NaN or infinite values in planes "
+                                              r"\(3, 4, 16, 16\); it cannot be rendered or meshed, regenerate it$"):
+        avatar_from_bytes(st_save({"planes": avatar.planes}, metadata=metadata), source="nan.safetensors")
+    latent = make_avatar()
+    latent.z[0] = value
+    with pytest.raises(AvatarFileError, match=r"holds 1 NaN or infinite values in z \(8,\)"):
+        avatar_from_bytes(st_save({"planes": latent.planes, "z": latent.z}, metadata=metadata), source="z")

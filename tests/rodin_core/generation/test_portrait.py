@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rodin_core.generation import GenerationError
-from rodin_core.generation.portrait import portrait_tensor
+from rodin_core.generation.portrait import check_portrait_size, portrait_tensor
 
 
 def test_rgb_uint8_becomes_unit_float_channels_first():
@@ -57,3 +57,18 @@ def test_non_square_images_are_centred_on_a_white_square():
 def test_bad_images_are_refused(image: np.ndarray, message: str):
     with pytest.raises(GenerationError, match=message):
         portrait_tensor(image)
+
+
+def test_a_portrait_too_small_for_a_face_is_refused_and_a_small_one_warned_about():
+    assert check_portrait_size(16, 16) is None and check_portrait_size(300, 200, encoder_size=224) is None
+    with pytest.raises(GenerationError, match=r"^the portrait is 1x1 pixels, too small to hold a face; pass an image "
+                                              r"of at least 16 pixels on each side$"):
+        check_portrait_size(1, 1)
+    with pytest.raises(GenerationError, match=r"the portrait is 15x400 pixels, too small .* \(best: 224 or more\)"):
+        check_portrait_size(400, 15, encoder_size=224)
+    with pytest.raises(GenerationError, match=r"the portrait is 27x20 pixels, more than 8 times smaller than the "
+                                              r"encoder's 224x224 input; pass an image of at least 28 pixels"):
+        check_portrait_size(20, 27, encoder_size=224)
+    assert check_portrait_size(40, 28, encoder_size=224) == (
+        "the portrait is 28x40 pixels, smaller than the encoder's 224x224 input: it is enlarged 5.6x and the avatar "
+        "may lack detail")

@@ -1,0 +1,72 @@
+"""The config of each stage flow from its parameters, checked without Prefect or Ray.
+
+A flow's config is its preset, then its YAML file, then its ``--set`` overrides, then its own
+parameters (``subjects=``, ``steps=`` ...), each of which overrides one config field. This module
+imports neither Prefect nor Ray, so that the ``rodin`` command builds and checks exactly the config
+the flow will build (and whether a local Ray can start the training workers) before it starts
+either of them; the flows call the same functions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from rodin_core.config import ConfigError, RodinConfig, load_config
+
+RENDER_FIELDS = {
+    "subjects": "corpus.subjects", "seed": "corpus.seed", "shard_size": "corpus.shard_size",
+    "asset_dir": "corpus.asset_dir", "views": "render.views", "resolution": "render.resolution",
+}
+"""Parameters of ``render-avatars`` that override one config field each."""
+FIT_FIELDS = {"shared_subjects": "fit.shared_subjects", "steps": "fit.steps", "target_psnr": "fit.target_psnr"}
+"""Parameters of ``fit-triplanes`` that override one config field each."""
+
+
+def build_config(preset: str, config_file: str | None, overrides: list[str] | None,
+                 parameter_fields: Mapping[str, str], **fields: Any) -> RodinConfig:
+    """Preset, then YAML file, then ``overrides``, then the flow's own parameters (``subjects=`` ...).
+
+    ``parameter_fields`` maps each flow parameter to the config field it overrides; a parameter
+    that is None leaves its field alone. Raises :class:`~rodin_core.config.ConfigError` naming any
+    bad key or value.
+    """
+    unknown = sorted(set(fields) - set(parameter_fields))
+    if unknown:
+        raise TypeError(f"unknown config parameters {unknown}; valid ones: {sorted(parameter_fields)}")
+    extra = [f"{parameter_fields[name]}={json.dumps(value)}" for name, value in fields.items() if value is not None]
+    return load_config(preset, config_file, [*(overrides or []), *extra])
+
+
+def training_config(preset: str, config_file: str | None, overrides: list[str] | None, stages: tuple[str, ...],
+                    steps: int | None, workers: int | None) -> RodinConfig:
+    """Preset, YAML file, ``overrides``, then ``steps``/``workers`` for every stage in ``stages``."""
+    extra = [f"{stage}.train.{name}={value}" for stage in stages
+             for name, value in (("steps", steps), ("workers", workers)) if value is not None]
+    return load_config(preset, config_file, [*(overrides or []), *extra])
+
+
+def check_local_capacity(cfg: RodinConfig, stages: tuple[str, ...], cpus: int, gpus: int,
+                         cpus_per_worker: int | None = None) -> None:
+    """Refuse training workers a local Ray of ``cpus`` CPUs and ``gpus`` GPUs can never start all at once.
+
+    Every worker takes ``cpus_per_worker`` CPUs (at least 1) and, with ``use_gpu``, one GPU; the
+    base and upsampler of ``train-all`` run side by side, the prior after them. Raises
+    :class:`~rodin_core.config.ConfigError` naming the keys, what they need and what there is.
+    """
+    per = max(1, cpus_per_worker or 1)
+    together = [s for s in stages if s != "prior"]
+    for group in ([together] if together else []) + ([["prior"]] if "prior" in stages else []):
+        trains = {stage: getattr(cfg, stage).train for stage in group}
+        keys = " + ".join(f"{stage}.train.workers={train.workers}" for stage, train in trains.items())
+        workers = sum(train.workers for train in trains.values())
+        side, verb = (" (side by side)", "need") if len(group) > 1 else ("", "needs")
+        if workers * per > cpus:
+            each = f" x {per} CPUs (--cpus-per-worker)" if per > 1 else ""
+            raise ConfigError(f"{keys}{side}{each} {verb} {workers * per} CPUs, this machine has {cpus}; lower "
+                              "the workers (--workers) or pass --ray-address of a larger Ray cluster")
+        gpu_workers = sum(train.workers for train in trains.values() if train.use_gpu)
+        if gpu_workers > gpus:
+            raise ConfigError(f"{keys}{side} with use_gpu {verb} {gpu_workers} GPUs, this machine has {gpus}; lower "
+                              "the workers (--workers) or pass --ray-address of a Ray cluster with GPUs")
