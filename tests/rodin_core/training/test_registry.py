@@ -15,5 +15,5 @@ def test_build_stage_names_what_is_missing():
         build_stage("base", cfg, None)
     with pytest.raises(ValueError, match="latents"):
         build_stage("prior", cfg, None)
-    with pytest.raises(ValueError, match="decoder="):
-        build_stage("upsampler", cfg, plane_stats(cfg))
+    with pytest.raises(ValueError, match="decoder="):  # the perceptual term of Eq. 4 renders through the decoder
+        build_stage("upsampler", small_config("upsampler.perceptual_weight=1"), plane_stats(cfg))
