@@ -92,6 +92,16 @@ def stop_server(process: subprocess.Popen, grace_s: float = 10.0) -> None:
         process.wait()
 
 
+def flush_to_server(timeout_s: float = 10.0) -> None:
+    """Send the logs and events this process has queued for the API now, while its server still runs; otherwise
+    Prefect sends them at interpreter exit, to a server that is gone, and prints an error."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout_s)  # blocks, from synchronous code, until sent or timed out
+
+
 @contextlib.contextmanager
 def prefect_backend() -> Iterator[str]:
     """The run's Prefect API URL: the configured one, else a temporary server's, stopped at the end of the block."""
@@ -109,6 +119,8 @@ def prefect_backend() -> Iterator[str]:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             yield api_url
     finally:
+        with contextlib.suppress(Exception):  # a log that cannot be shipped must not mask the run's own outcome
+            flush_to_server()
         if previous is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:

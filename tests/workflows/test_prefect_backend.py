@@ -73,3 +73,28 @@ def test_no_api_url_is_left_behind(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         assert configured_api_url() is None
+
+
+FLOW_DRIVER = (
+    "from prefect import flow, get_run_logger\n"
+    "from workflows.prefect_backend import prefect_backend\n"
+    "@flow\n"
+    "def chatty() -> int:\n"
+    "    for i in range(50):\n"
+    "        get_run_logger().info('line %d', i)\n"
+    "    return 7\n"
+    "with prefect_backend():\n"
+    "    print('result', chatty(), flush=True)\n"
+)
+
+
+def test_a_flow_run_on_the_temporary_server_ships_its_logs_before_the_server_stops(tmp_path: Path) -> None:
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([sys.executable, "-c", FLOW_DRIVER], check=False, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "result 7" in done.stdout
+    assert "Error logging to API" not in done.stderr, done.stderr[-2000:]
+    assert "All connection attempts failed" not in done.stderr, done.stderr[-2000:]
