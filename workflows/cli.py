@@ -32,6 +32,7 @@ import contextlib
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -314,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, or a bad flag already printed as one line
         return int(done.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         with _sigterm_stops():
             return _command(args)
@@ -388,11 +390,20 @@ def _run_flow(args: argparse.Namespace, flow: Callable[..., dict[str, Any]], **p
         with prefect_backend():
             summary = flow(preset=args.preset, config_file=args.config_file, overrides=args.overrides,
                            ray_address=args.ray_address, task_runner=args.runner, **parameters)
-    except (ShardsFailedError, StageInputError, StorageError) as err:
+    except ShardsFailedError as err:
+        print(f"rodin: {' '.join(str(err).split())}. Then run `{rerun_command(args)}` again: it redoes only what "
+              "is not committed", file=sys.stderr)
+        return 1
+    except (StageInputError, StorageError) as err:
         print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def rerun_command(args: argparse.Namespace) -> str:
+    """The command line that ran ``args``, to run again."""
+    return shlex.join(["rodin", *args.argv])
 
 
 def _render(args: argparse.Namespace) -> int:

@@ -402,3 +402,27 @@ def test_embedded_server_defaults_leave_a_users_settings_alone(monkeypatch, caps
     assert main(["config", "--preset", "tiny"]) == 0
     assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "180"  # the first start migrates a database
     assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"  # set by the user: kept
+
+
+def test_failed_shards_end_with_the_exact_command_to_run_again(tmp_path, monkeypatch, capsys):
+    from contextlib import nullcontext
+
+    import workflows.render_avatars as render_flow
+    from workflows import cli
+    from workflows.shards import FailureWording, ShardsFailedError
+
+    wording = FailureWording("render", "renders", 2, "re-run the flow to retry only the failed ones", "Failure records")
+    summary = {"shards_total": 2, "shards_failed": {"shard-000001": "BlenderCrashError: exited with code -11\nlog"},
+               "store": str(tmp_path)}
+
+    def failing(**parameters):
+        raise ShardsFailedError(summary, wording)
+
+    monkeypatch.setattr(render_flow, "render_avatars", failing)
+    monkeypatch.setattr(cli, "prefect_backend", nullcontext)
+    args = ["render", "--out", str(tmp_path / "my data"), "--subjects", "2", "--set", "render.samples=2"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rodin: 1 of 2 render shards failed") and "shard-000001" in err
+    assert err.endswith(f"Then run `rodin render --out '{tmp_path / 'my data'}' --subjects 2 --set render.samples=2` "
+                        "again: it redoes only what is not committed\n")
