@@ -366,8 +366,10 @@ def _command(args: argparse.Namespace) -> int:
 
 def prefect_backend() -> contextlib.AbstractContextManager[str]:
     """The run's one Prefect backend (:mod:`workflows.prefect_backend`), imported only by commands that run flows."""
+    from workflows.logs import console_without_tracebacks
     from workflows.prefect_backend import prefect_backend as backend
 
+    console_without_tracebacks()  # a failed run prints its one line, not Prefect's tracebacks
     return backend()
 
 
