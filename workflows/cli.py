@@ -386,13 +386,14 @@ def _run_flow(args: argparse.Namespace, flow: Callable[..., dict[str, Any]], **p
     """
     from rodin_core.datasets.errors import StageInputError
     from rodin_core.storage import StorageError
+    from workflows.ray_runner import RayStartError
     from workflows.shards import ShardsFailedError
 
     try:
         with prefect_backend():
             summary = flow(preset=args.preset, config_file=args.config_file, overrides=args.overrides,
                            ray_address=args.ray_address, task_runner=args.runner, **parameters)
-    except ShardsFailedError as err:
+    except (ShardsFailedError, RayStartError) as err:
         print(f"rodin: {' '.join(str(err).split())}. Then run `{rerun_command(args)}` again: it redoes only what "
               "is not committed", file=sys.stderr)
         return 1
