@@ -66,7 +66,7 @@ def test_damaged_renders_are_named_and_re_rendered(damage: str, corpus: Path, sh
     DAMAGE[damage](data_file(corpus, RENDERS_STAGE, DAMAGED, VIEWS_TABLE))
     line = verify_names(corpus, RENDERS_STAGE, DAMAGED)
     assert line.endswith(f"`rodin render --out {corpus}`")
-    seconds = follow_repair(line, corpus, RENDER_ARGS, shared_env)
+    seconds = follow_repair(line, corpus, [*RENDER_ARGS, "--runner", "threads"], shared_env)
     after, counts = attempts(corpus, RENDERS_STAGE), store_counts(corpus, RENDERS_STAGE)
     assert counts.shards == SHARDS and counts.subjects == list(range(SUBJECTS))
     assert counts.duplicated == {} and counts.damaged == []
@@ -84,7 +84,7 @@ def test_damaged_renders_stop_the_fit_with_one_line(damage: str, corpus: Path, s
     line = assert_one_line_error(done, DAMAGED, "renders", f"rodin render --out {corpus}")
     assert sorted(attempts(corpus, TRIPLANES_STAGE)) == [s for s in SHARDS if s != DAMAGED]
     repair = line[line.index("delete "):]
-    seconds = follow_repair("; " + repair, corpus, RENDER_ARGS, shared_env)
+    seconds = follow_repair("; " + repair, corpus, [*RENDER_ARGS, "--runner", "threads"], shared_env)
     again = run(rerun_command(line), run_env(shared_env))
     assert again.code == 0, again.err[-4000:]
     counts = store_counts(corpus, TRIPLANES_STAGE)

@@ -36,7 +36,7 @@ def test_a_deleted_renders_manifest_makes_its_fitting_shard_wait(corpus: Path, s
     fitted = attempts(corpus, TRIPLANES_STAGE)
     assert sorted(fitted) == [s for s in SHARDS if s != GONE]  # the others are fitted and committed
 
-    render = [*rerun_command(line[: line.index("then fit again")]), *RENDER_ARGS]  # the render the line names
+    render = [*rerun_command(line[: line.index("then fit again")]), *RENDER_ARGS, "--runner", "threads"]  # as named
     assert render[:3] == ["render", "--out", str(corpus)]
     rendered = run(render, run_env(shared_env))
     assert rendered.code == 0, rendered.err[-4000:]
