@@ -1,11 +1,11 @@
-# The two set-up commands of the README: `make demo` (the main job) and `make test`.
+# The set-up commands of the README: `make demo` (the main job), `make test` and `make chaos`.
 # Each creates or refreshes the virtual environment itself, then runs.
 PYTHON ?= python3.11
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 OUT    ?= data/tiny
 
-.PHONY: demo test env clean-env
+.PHONY: demo test chaos env clean-env
 
 env: $(STAMP)
 
@@ -23,6 +23,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -q -ra --durations=15
+
+# Every chaos test, the long variants too (`make test` runs only the fast ones); the figures go to
+# $(CHAOS_REPORT) and are printed as a table.
+CHAOS_REPORT ?= chaos-report
+chaos: $(STAMP)
+	RODIN_CHAOS_REPORT=$(CHAOS_REPORT) $(VENV)/bin/python -m pytest -q -ra -m chaos --timeout 3600 tests/chaos; \
+	status=$$?; $(VENV)/bin/python benchmarks/chaos_table.py $(CHAOS_REPORT); exit $$status
 
 clean-env:
 	rm -rf $(VENV)

@@ -797,8 +797,13 @@ class ShardWriter:
         _ensure_dir(fs, final.rsplit("/", 1)[0])
         if "file" in _protocols(fs):
             temp = f"{final}.{self.attempt_id}.tmp"
-            fs.pipe_file(temp, data)
-            fs.mv(temp, final)
+            try:
+                fs.pipe_file(temp, data)
+                fs.mv(temp, final)
+            except BaseException:  # e.g. a full disk: no half-written manifest is left beside the commit point
+                with contextlib.suppress(OSError):
+                    fs.rm_file(temp)
+                raise
         else:
             fs.pipe_file(final, data)
         fs.invalidate_cache(final.rsplit("/", 1)[0])

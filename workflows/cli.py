@@ -32,6 +32,7 @@ import contextlib
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -314,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, or a bad flag already printed as one line
         return int(done.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         with _sigterm_stops():
             return _command(args)
@@ -364,8 +366,10 @@ def _command(args: argparse.Namespace) -> int:
 
 def prefect_backend() -> contextlib.AbstractContextManager[str]:
     """The run's one Prefect backend (:mod:`workflows.prefect_backend`), imported only by commands that run flows."""
+    from workflows.logs import console_without_tracebacks
     from workflows.prefect_backend import prefect_backend as backend
 
+    console_without_tracebacks()  # a failed run prints its one line, not Prefect's tracebacks
     return backend()
 
 
@@ -382,17 +386,27 @@ def _run_flow(args: argparse.Namespace, flow: Callable[..., dict[str, Any]], **p
     """
     from rodin_core.datasets.errors import StageInputError
     from rodin_core.storage import StorageError
+    from workflows.ray_runner import RayStartError
     from workflows.shards import ShardsFailedError
 
     try:
         with prefect_backend():
             summary = flow(preset=args.preset, config_file=args.config_file, overrides=args.overrides,
                            ray_address=args.ray_address, task_runner=args.runner, **parameters)
-    except (ShardsFailedError, StageInputError, StorageError) as err:
+    except (ShardsFailedError, RayStartError) as err:
+        print(f"rodin: {' '.join(str(err).split())}. Then run `{rerun_command(args)}` again: it redoes only what "
+              "is not committed", file=sys.stderr)
+        return 1
+    except (StageInputError, StorageError) as err:
         print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def rerun_command(args: argparse.Namespace) -> str:
+    """The command line that ran ``args``, to run again."""
+    return shlex.join(["rodin", *args.argv])
 
 
 def _render(args: argparse.Namespace) -> int:

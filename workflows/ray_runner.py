@@ -59,14 +59,29 @@ def loopback_node_ip() -> Iterator[None]:
         ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
+class RayStartError(RuntimeError):
+    """The run's local Ray instance did not start; the message says why and what to do."""
+
+
+def ray_start_error(exc: BaseException) -> RayStartError:
+    """:class:`RayStartError` for the failure ``exc`` of starting a local Ray instance."""
+    return RayStartError(f"the local Ray instance of this run did not start ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())}); Ray gives its processes 30 s to start, which a busy machine "
+                         "can miss: run the command again when the machine is less busy, or with --runner threads "
+                         "where the command has it")
+
+
 class RodinRayTaskRunner(RayTaskRunner):
     """:class:`RayTaskRunner` that remembers the dashboard URL of the Ray instance it started."""
 
     def __enter__(self) -> Self:
         if self.init_kwargs.get("address") != "local":
             return super().__enter__()
-        with loopback_node_ip():
-            return super().__enter__()
+        try:
+            with loopback_node_ip():
+                return super().__enter__()
+        except Exception as exc:  # Ray raises a bare Exception when its node does not come up
+            raise ray_start_error(exc) from exc
 
     @property
     def dashboard_url(self) -> str | None:
@@ -174,8 +189,13 @@ def ray_session(address: str | None) -> Iterator[None]:
         kwargs.update(local_ray_options(os.cpu_count() or 1, dashboard_available()))
     else:
         kwargs["address"] = address
-    with loopback_node_ip() if address is None else contextlib.nullcontext():
-        context = ray.init(**kwargs)
+    try:
+        with loopback_node_ip() if address is None else contextlib.nullcontext():
+            context = ray.init(**kwargs)
+    except Exception as exc:  # Ray raises a bare Exception when its node does not come up
+        if address is not None:
+            raise
+        raise ray_start_error(exc) from exc
     url = getattr(context, "dashboard_url", None)
     log.info("Ray %s; %s", f"cluster at {address}" if address else "started locally",
              f"dashboard (Train tab) at http://{url}" if url else "no dashboard (install ray[default])")

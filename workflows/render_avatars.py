@@ -89,10 +89,11 @@ def find_pending_shards(cfg: RodinConfig, out: str, storage_options: dict | None
     return pending, skipped
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, cache_policy=NO_CACHE, tags=["rodin", "render"],
-      task_run_name="render-shard-{shard_index}")
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAY_S, retry_condition_fn=shards.retry_unless_data_error,
+      cache_policy=NO_CACHE, tags=["rodin", "render"], task_run_name="render-shard-{shard_index}")
 def render_shard(cfg: RodinConfig, out: str, shard_index: int, storage_options: dict | None) -> ShardReport:
-    """Render and commit one shard in an isolated Blender process; every failure is one attempt."""
+    """Render and commit one shard in an isolated Blender process; every failure is one attempt, retried unless
+    the disk is full."""
     with relay_logs("render"):
         return render_shard_to_store(cfg, out, shard_index, storage_options)
 

@@ -50,7 +50,7 @@ from rodin_core.triplane.decoder_io import DecoderLoadError
 from workflows.artifacts import publish_image, write_report
 from workflows.flow_config import check_local_capacity, training_config
 from workflows.logs import relay_logs
-from workflows.ray_runner import ray_session
+from workflows.ray_runner import RayStartError, ray_session
 from workflows.shards import DATA_ERRORS, retry_unless_data_error
 from workflows.train_ray import TrainingError, run_training
 from workflows.train_worker import ResumeMismatchError, check_compatible
@@ -80,7 +80,7 @@ class TrainingStagesFailedError(RuntimeError):
 
 
 TRAINING_ERRORS = (StageInputError, TrainingError, TrainingStagesFailedError, ResumeMismatchError,
-                   CheckpointError, DecoderLoadError, StorageError)
+                   CheckpointError, DecoderLoadError, StorageError, RayStartError)
 """Failures whose message says what to run next (``rodin train`` prints them without a traceback)."""
 TRAINING_INPUTS = (TRIPLANES_STAGE, FRONTALS_STAGE, STATS_STAGE, LATENTS_STAGE, CHECKPOINTS_STAGE)
 """The stages whose committed files :func:`verify_training_inputs` hashes before training."""

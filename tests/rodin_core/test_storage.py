@@ -455,3 +455,15 @@ def test_is_disk_full_follows_the_cause() -> None:
     except RuntimeError as wrapped:
         assert is_disk_full(wrapped)
     assert not is_disk_full(OSError(errno.EIO, "I/O error")) and not is_disk_full(None)
+
+
+def test_a_commit_on_a_full_disk_leaves_no_manifest_and_no_temporary_one(tmp_path, monkeypatch) -> None:
+    renders = open_store(str(tmp_path / "dataset")).stage("renders")
+    writer = renders.begin(S1)
+    writer.write_bytes("a.bin", b"x" * 100)
+    monkeypatch.setattr(renders.fs, "pipe_file", _disk_full_after(0))
+    with pytest.raises(OSError) as raised:
+        writer.commit([1], "cfg")
+    assert is_disk_full(raised.value)
+    assert renders.committed_shards() == []
+    assert list((tmp_path / "dataset" / "renders" / "manifests").iterdir()) == []  # no half-written .tmp beside it

@@ -402,3 +402,58 @@ def test_embedded_server_defaults_leave_a_users_settings_alone(monkeypatch, caps
     assert main(["config", "--preset", "tiny"]) == 0
     assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "180"  # the first start migrates a database
     assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"  # set by the user: kept
+
+
+def test_failed_shards_end_with_the_exact_command_to_run_again(tmp_path, monkeypatch, capsys):
+    from contextlib import nullcontext
+
+    import workflows.render_avatars as render_flow
+    from workflows import cli
+    from workflows.shards import FailureWording, ShardsFailedError
+
+    wording = FailureWording("render", "renders", 2, "re-run the flow to retry only the failed ones", "Failure records")
+    summary = {"shards_total": 2, "shards_failed": {"shard-000001": "BlenderCrashError: exited with code -11\nlog"},
+               "store": str(tmp_path)}
+
+    def failing(**parameters):
+        raise ShardsFailedError(summary, wording)
+
+    monkeypatch.setattr(render_flow, "render_avatars", failing)
+    monkeypatch.setattr(cli, "prefect_backend", nullcontext)
+    args = ["render", "--out", str(tmp_path / "my data"), "--subjects", "2", "--set", "render.samples=2"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rodin: 1 of 2 render shards failed") and "shard-000001" in err
+    assert err.endswith(f"Then run `rodin render --out '{tmp_path / 'my data'}' --subjects 2 --set render.samples=2` "
+                        "again: it redoes only what is not committed\n")
+
+
+def test_a_local_ray_that_does_not_start_is_one_line_naming_the_command(tmp_path, monkeypatch, capsys):
+    from contextlib import nullcontext
+
+    import ray
+
+    import workflows.render_avatars as render_flow
+    from workflows import cli
+    from workflows.ray_runner import RayStartError, build_ray_task_runner
+
+    def stalled(**kwargs):
+        raise Exception("The current node timed out during startup. This could happen because some of the raylet "  # noqa: TRY002
+                        "failed to startup or the GCS has become overloaded.")
+
+    monkeypatch.setattr(ray, "init", stalled)
+    with pytest.raises(RayStartError) as raised, build_ray_task_runner(None, num_cpus=1, include_dashboard=False):
+        pass
+    message = str(raised.value)
+    assert message.startswith("the local Ray instance of this run did not start (Exception: The current node timed out")
+    assert "--runner threads" in message and "\n" not in message
+
+    def failing(**parameters):
+        raise raised.value
+
+    monkeypatch.setattr(render_flow, "render_avatars", failing)
+    monkeypatch.setattr(cli, "prefect_backend", nullcontext)
+    capsys.readouterr()  # the runner's own log lines
+    assert main(["render", "--out", str(tmp_path / "data")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"rodin: {message}. Then run `rodin render --out {tmp_path / 'data'}`")

@@ -44,3 +44,11 @@ def test_a_full_disk_is_not_retried_other_os_errors_are() -> None:
         assert retry_unless_data_error(None, None, _failed(wrapped)) is False
     assert retry_unless_data_error(None, None, _failed(full)) is False
     assert retry_unless_data_error(None, None, _failed(OSError(errno.ECONNRESET, "reset"))) is True
+
+
+def test_every_shard_task_retries_through_the_full_disk_check() -> None:
+    import workflows.fit_triplanes as fit_flow
+    import workflows.render_avatars as render_flow
+
+    for shard_task in (render_flow.render_shard, fit_flow.fit_shard, fit_flow.fit_shared_decoder_task):
+        assert shard_task.retries > 0 and shard_task.retry_condition_fn is retry_unless_data_error, shard_task.name

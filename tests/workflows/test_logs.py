@@ -1,4 +1,5 @@
-"""relay_logs forwards the stage code's records of the calling thread only, and restores the logger."""
+"""relay_logs forwards the stage code's records of the calling thread only, and restores the logger; the console
+prints failures without tracebacks."""
 
 import logging
 import threading
@@ -62,3 +63,36 @@ def test_overlapping_relays_in_threads_restore_the_logger_once_all_close(monkeyp
     for thread in threads:
         thread.join()
     assert parent.propagate and parent.level == level_before
+
+
+def test_the_console_prints_failures_without_tracebacks_other_handlers_keep_them():
+    import io
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    from workflows.logs import console_without_tracebacks
+
+    logger = logging.getLogger("prefect.task_runs.console-test")
+    stream, kept = io.StringIO(), []
+    console = PrefectConsoleHandler(stream=stream)
+    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    keeper = logging.Handler()
+    keeper.emit = kept.append
+    logger.addHandler(keeper)
+    logger.addHandler(console)
+    try:
+        console_without_tracebacks()
+        console_without_tracebacks()  # idempotent
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            logger.exception("Task run failed with exception: %r - Retries are exhausted", "OSError(28)")
+        logger.error("plain %s", "line")
+    finally:
+        logger.removeHandler(console)
+        logger.removeHandler(keeper)
+    printed = stream.getvalue()
+    assert "Traceback" not in printed and "No space left on device" not in printed
+    assert "ERROR Task run failed with exception: 'OSError(28)' - Retries are exhausted" in printed
+    assert "ERROR plain line" in printed
+    assert kept[0].exc_info is not None and kept[0].exc_info[0] is OSError  # the run's API log keeps it
