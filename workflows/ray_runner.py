@@ -20,9 +20,9 @@ import contextlib
 import importlib.util
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 import ray
@@ -32,6 +32,7 @@ from prefect_ray.task_runners import RayTaskRunner
 from workflows.prefect_backend import configured_api_url
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TASK_RUNNERS = ("ray", "threads")
@@ -71,17 +72,38 @@ def ray_start_error(exc: BaseException) -> RayStartError:
                          "where the command has it")
 
 
+LOCAL_START_ATTEMPTS = 2
+"""Tries at starting a local Ray instance: Ray waits a fixed 30 s for its node, which a busy machine can miss."""
+
+
+def start_local_ray(start: Callable[[], T]) -> T:
+    """``start()`` (which starts a local Ray instance) with the node address on the loopback. A node that timed
+    out is shut down and started once more; a start that still fails is a one-line :class:`RayStartError`."""
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        try:
+            with loopback_node_ip():
+                return start()
+        except Exception as exc:  # Ray raises a bare Exception when its node does not come up
+            ray.shutdown()
+            if attempt == LOCAL_START_ATTEMPTS or "timed out" not in str(exc):
+                raise ray_start_error(exc) from exc
+            log.warning("the local Ray instance did not start in time (attempt %d of %d); starting it again",
+                        attempt, LOCAL_START_ATTEMPTS)
+    raise AssertionError("unreachable")
+
+
 class RodinRayTaskRunner(RayTaskRunner):
     """:class:`RayTaskRunner` that remembers the dashboard URL of the Ray instance it started."""
 
     def __enter__(self) -> Self:
         if self.init_kwargs.get("address") != "local":
             return super().__enter__()
-        try:
-            with loopback_node_ip():
-                return super().__enter__()
-        except Exception as exc:  # Ray raises a bare Exception when its node does not come up
-            raise ray_start_error(exc) from exc
+
+        def start() -> Self:
+            self._started = False  # a retried start enters again
+            return super(RodinRayTaskRunner, self).__enter__()
+
+        return start_local_ray(start)
 
     @property
     def dashboard_url(self) -> str | None:
@@ -189,13 +211,7 @@ def ray_session(address: str | None) -> Iterator[None]:
         kwargs.update(local_ray_options(os.cpu_count() or 1, dashboard_available()))
     else:
         kwargs["address"] = address
-    try:
-        with loopback_node_ip() if address is None else contextlib.nullcontext():
-            context = ray.init(**kwargs)
-    except Exception as exc:  # Ray raises a bare Exception when its node does not come up
-        if address is not None:
-            raise
-        raise ray_start_error(exc) from exc
+    context = ray.init(**kwargs) if address is not None else start_local_ray(lambda: ray.init(**kwargs))
     url = getattr(context, "dashboard_url", None)
     log.info("Ray %s; %s", f"cluster at {address}" if address else "started locally",
              f"dashboard (Train tab) at http://{url}" if url else "no dashboard (install ray[default])")

@@ -457,3 +457,23 @@ def test_a_local_ray_that_does_not_start_is_one_line_naming_the_command(tmp_path
     assert main(["render", "--out", str(tmp_path / "data")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"rodin: {message}. Then run `rodin render --out {tmp_path / 'data'}`")
+
+
+def test_a_local_ray_that_times_out_once_is_started_again(monkeypatch):
+    import ray
+
+    from workflows.ray_runner import build_ray_task_runner
+
+    calls = []
+
+    def slow_then_up(**kwargs):
+        calls.append(kwargs["address"])
+        if len(calls) == 1:
+            raise Exception("The current node timed out during startup.")  # noqa: TRY002 (Ray's own type)
+
+    monkeypatch.setattr(ray, "init", slow_then_up)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"alive": True}])
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    runner = build_ray_task_runner(None, num_cpus=1, include_dashboard=False)
+    assert runner.__enter__() is runner
+    assert calls == ["local", "local"]
