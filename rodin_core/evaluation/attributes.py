@@ -6,9 +6,9 @@ of one avatar (frontal and near-frontal views, RGB in [0, 1]) and returns the mo
 every attribute, averaging the class probabilities over the views.
 
 :class:`AttributeClassifier` is one small CNN with one linear head per attribute (``heads.<i>``, in
-vocabulary order). Its vocabulary (attribute -> class names, in head order) travels with the weights: ``<prefix>.safetensors`` and
-``<prefix>.json`` (format version, :class:`AttributeClassifierConfig`, vocabulary, optional
-metrics), read back with strict key and shape checks. Training lives in
+vocabulary order). Its vocabulary (attribute -> class names, in head order) travels with the
+weights: ``<prefix>.safetensors`` and ``<prefix>.json`` (format version,
+:class:`AttributeClassifierConfig`, vocabulary, metrics), read back with strict key and shape checks. Training lives in
 :mod:`rodin_core.training.attributes`; nothing here imports it.
 """
 
@@ -151,7 +151,8 @@ def check_rgb(images: Tensor) -> Tensor:
     images = images.float()
     if not torch.isfinite(images).all() or images.min() < 0.0 or images.max() > 1.0:
         raise AttributeClassifierError(f"attribute classifier input must hold finite values in [0, 1], got "
-                                       f"[{images.min().item():.3g}, {images.max().item():.3g}]; divide 8-bit images by 255")
+                                       f"[{images.min().item():.3g}, {images.max().item():.3g}]; "
+                                       "divide 8-bit images by 255")
     return images
 
 

@@ -69,7 +69,7 @@ def test_judge_averages_the_probabilities_of_the_views() -> None:
     fixed = {0: torch.tensor([0.9, 0.05, 0.05]), 1: torch.tensor([0.2, 0.6, 0.2])}
 
     def fake_forward(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        rows = [fixed[int(round(float(image.mean())))] for image in images]
+        rows = [fixed[round(float(image.mean()))] for image in images]
         out = {name: torch.zeros(len(images), len(c)) for name, c in VOCABULARY.items()}
         out["colour"] = torch.stack(rows).log()
         return out
