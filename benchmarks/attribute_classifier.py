@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"(ids {test_ids[0]}..{test_ids[-1]}); views within {args.max_angle:g} degrees of the face")
     try:
         trained = train_attribute_classifier(
-            images, targets, RECIPE_ATTRIBUTES, AttributeClassifierConfig(),
+            images, targets, RECIPE_ATTRIBUTES, AttributeClassifierConfig(max_view_angle_deg=args.max_angle),
             AttributeTrainConfig(epochs=args.epochs, seed=args.seed),
             log=lambda epoch, loss: print(f"epoch {epoch + 1}/{args.epochs}: loss {loss:.3f}", flush=True))
     except AttributeClassifierError as exc:

@@ -62,6 +62,8 @@ class AttributeClassifierConfig(DictConfig):
     """Width of the shared layer in front of the heads."""
     dropout: float = 0.3
     """Dropout before the heads (training only)."""
+    max_view_angle_deg: float = 60.0
+    """Views within this angle of the face direction are the ones it is trained on and judges from."""
 
     def validate(self) -> AttributeClassifierConfig:
         check_range("attributes.image_size", self.image_size, low=16, high=1024)
@@ -71,6 +73,7 @@ class AttributeClassifierConfig(DictConfig):
             check_range("attributes.channels", width, low=1)
         check_range("attributes.hidden", self.hidden, low=1)
         check_range("attributes.dropout", self.dropout, low=0.0, high=0.99)
+        check_range("attributes.max_view_angle_deg", self.max_view_angle_deg, low=0.0, high=180.0)
         return self
 
 

@@ -144,3 +144,27 @@ def test_config_rejects_bad_values() -> None:
         AttributeClassifierConfig(image_size=4).validate()
     with pytest.raises(ValueError, match="attributes.dropout"):
         AttributeClassifierConfig(dropout=1.0).validate()
+
+
+def test_judge_avatar_renders_the_near_frontal_rig_views_over_the_background() -> None:
+    from rodin_core.config import preset_config
+    from rodin_core.evaluation.avatar_attributes import (
+        judge_avatar,
+        judge_cameras,
+        render_for_judge,
+    )
+
+    from ...stage_data import decoder_for
+
+    cfg = preset_config("tiny")
+    cfg.render.views, cfg.render.resolution = 16, 12
+    cfg.fit.coarse_samples, cfg.fit.fine_samples = 4, 0
+    c2w, intrinsics = judge_cameras(cfg, 40.0)
+    assert len(c2w) == intrinsics.shape[0] == 4  # views 0, 5, 8 and 13 of the 16-view rig
+    empty = torch.zeros(3, cfg.triplane.channels, 8, 8)  # no density: the background shows everywhere
+    decoder = decoder_for(cfg, density_bias=-20.0)
+    frames = render_for_judge(empty, decoder, cfg, 40.0)
+    assert frames.shape == (4, 3, 12, 12) and torch.allclose(frames, torch.ones_like(frames), atol=1 / 255)
+    model = classifier(cfg=AttributeClassifierConfig(image_size=16, channels=(4, 8), hidden=8, max_view_angle_deg=40.0))
+    favour(model, "size", 1)
+    assert judge_avatar(model, empty, decoder, cfg)["size"] == "m"
