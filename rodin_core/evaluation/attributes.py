@@ -56,9 +56,9 @@ class AttributeClassifierConfig(DictConfig):
 
     image_size: int = 64
     """Side the inputs are resized to (the tiny preset renders 64 px)."""
-    channels: tuple[int, ...] = (32, 64, 128, 128)
+    channels: tuple[int, ...] = (16, 32, 64, 64)
     """Channels of the stride-2 stages of the trunk."""
-    hidden: int = 256
+    hidden: int = 128
     """Width of the shared layer in front of the heads."""
     dropout: float = 0.3
     """Dropout before the heads (training only)."""
