@@ -36,7 +36,7 @@ IGNORE = -1
 class AttributeTrainConfig(DictConfig):
     """Optimisation of the attribute classifier."""
 
-    epochs: int = 30
+    epochs: int = 60
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
