@@ -11,6 +11,8 @@
   normalised planes, nearest subjects with the training set's own baseline, the Fréchet distance.
 - :mod:`.quality_report` and :mod:`.quality_job`: the sample-quality report of a dataset root
   (reconstruction of training and held-out subjects, samples) and the host-side job that measures it.
+- :mod:`.attributes` and :mod:`.attribute_scores`: the attribute classifier that reads an avatar's
+  attributes back from its renders (``judge``), and its held-out accuracy next to each base rate.
 
 The names below are imported on first use (PEP 562): importing this package loads no torch.
 """
