@@ -6,7 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rodin_core.networks.refiner import ConvRefiner, RefinerConfig, bilinear_upsample, refiner_inputs
+from rodin_core.networks.refiner import (
+    ConvRefiner,
+    RefinerConfig,
+    bilinear_upsample,
+    refiner_inputs,
+)
 from rodin_core.networks.refiner_io import (
     REFINER_JSON,
     REFINER_WEIGHTS,
