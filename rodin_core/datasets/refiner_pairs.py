@@ -93,6 +93,11 @@ def _recipes(stage: StageStore) -> dict[int, str]:
     return recipes
 
 
+def high_resolution_subjects(high: str, storage_options: dict | None = None) -> list[int]:
+    """Sorted ids of the subjects of the committed renders of ``high`` (reads manifests only)."""
+    return sorted(renders_index(open_store(high, storage_options).stage(RENDERS_STAGE)))
+
+
 def check_same_subjects(low: StageStore, high: StageStore, subject_ids: Sequence[int]) -> None:
     """Refuse subjects missing from ``high`` or built from another recipe there (another corpus seed or preset)."""
     low_recipes, high_recipes = _recipes(low), _recipes(high)

@@ -4,7 +4,8 @@ Reads the fitted tri-planes and decoder of ``out``, the corpus they were fitted 
 subjects rendered at 2x or 4x (``high``); renders the fitted planes from the high-resolution
 cameras, trains a :class:`~rodin_core.networks.refiner.ConvRefiner` on the training subjects and
 commits it under ``out/refiner/``. The last ``holdout_subjects`` fitted subjects and the corpus's
-held-out ones are never trained on (``benchmarks/refiner_eval.py`` measures the refiner on them).
+held-out ones are never trained on (``benchmarks/refiner_eval.py`` measures the refiner on them);
+rendering at 2x costs 4x, so ``high`` may hold only some subjects: training uses those it holds.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ import torch
 
 from rodin_core.config import RodinConfig
 from rodin_core.datasets.decoder import load_decoder
-from rodin_core.datasets.refiner_pairs import RefinerDataError, concat_pairs, iter_pairs
+from rodin_core.datasets.integrity import id_ranges
+from rodin_core.datasets.refiner_pairs import (
+    RefinerDataError,
+    concat_pairs,
+    high_resolution_subjects,
+    iter_pairs,
+)
 from rodin_core.datasets.refiner_store import commit_refiner
 from rodin_core.datasets.triplanes import iter_planes
 from rodin_core.generation.job import render_settings
@@ -55,6 +62,15 @@ def train_refiner_to_store(cfg: RodinConfig, out: str, high: str, renders: str |
     decoder, decoder_sha256 = load_decoder(out, storage_options)
     planes = dict(iter_planes(out, storage_options))
     train_ids, held_ids = split_subjects(sorted(planes), cfg, train.holdout_subjects)
+    rendered = set(high_resolution_subjects(high, storage_options))
+    skipped = [s for s in train_ids if s not in rendered]
+    train_ids = [s for s in train_ids if s in rendered]
+    if not train_ids:
+        raise RefinerDataError(f"none of the training subjects {id_ranges(skipped)} is in the high-resolution renders "
+                               f"at {high}; render them there with `rodin render --resolution <2x side> --out {high}`")
+    if skipped:
+        log.info("the high-resolution renders hold %d of the training subjects; %s are left out",
+                 len(train_ids), id_ranges(skipped))
     start = time.perf_counter()
     pairs = concat_pairs(list(iter_pairs(cfg, renders or out, high, {s: planes[s] for s in train_ids}, decoder,
                                          render_settings(cfg), storage_options, progress, cache)))
@@ -78,5 +94,5 @@ def train_refiner_to_store(cfg: RodinConfig, out: str, high: str, renders: str |
     manifest = commit_refiner(out, TrainedRefiner(model.cpu().eval(), meta), storage_options)
     return {"refiner": f"{out}/refiner", "attempt": manifest.attempt_id, "scale": net.scale,
             "input_resolution": meta["input_resolution"], "pairs": len(pairs), "train_subjects": train_ids,
-            "held_out_subjects": held_ids, "pair_seconds": round(pair_seconds, 1),
+            "held_out_subjects": held_ids, "skipped_subjects": skipped, "pair_seconds": round(pair_seconds, 1),
             "train_seconds": round(time.perf_counter() - start, 1), "first": history[0], "last": history[-1]}

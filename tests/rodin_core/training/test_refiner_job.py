@@ -116,3 +116,16 @@ def test_the_job_trains_on_the_training_subjects_and_commits_the_refiner(tmp_pat
     assert refiner.meta["held_out_subjects"] == [s for s in fitted if s >= 6]
     assert refiner.meta["train"]["steps"] == 3 and len(refiner.meta["history"]) == 1
     assert any(p.abs().sum() > 0 for p in refiner.model.tail.parameters())  # it was trained
+
+
+def test_the_job_trains_on_the_subjects_the_high_resolution_corpus_holds(tmp_path) -> None:
+    cfg = refiner_config()
+    out, high = make_refiner_corpora(tmp_path)
+    write_renders(high, cfg, 16, 2, [[1, 2], [7]])
+    train = RefinerTrainConfig(steps=1, batch_size=1, patch=4, perceptual_weight=0.0, holdout_subjects=3)
+    summary = train_refiner_to_store(cfg, out, high, net=RefinerConfig(channels=4, blocks=0), train=train)
+    assert summary["train_subjects"] == [1, 2] and summary["skipped_subjects"] == [0, 3, 5]
+    assert summary["pairs"] == 4 and read_refiner(out).meta["train_subjects"] == [1, 2]
+    write_renders(high, cfg, 16, 2, [[6, 7, 8]])
+    with pytest.raises(RefinerDataError, match=r"none of the training subjects 0\.\.3, 5 is in the high-resolution"):
+        train_refiner_to_store(cfg, out, high, net=RefinerConfig(channels=4, blocks=0), train=train)
