@@ -15,13 +15,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
+from rodin_core.config.keys import set_key
 from rodin_core.config_dict import ConfigError, DictConfig, check_range
 from rodin_core.datasets.refiner_pairs import RefinerPairs
 from rodin_core.networks.perceptual import PerceptualLoss, minimum_patch_size
@@ -150,24 +150,29 @@ def train_refiner(model: ConvRefiner, pairs: RefinerPairs, cfg: RefinerTrainConf
 
 def refiner_configs(overrides: list[str]) -> tuple[RefinerConfig, RefinerTrainConfig]:
     """The network and training configs from ``refiner.FIELD=VALUE`` (training) and ``refiner.net.FIELD=VALUE``
-    (network) strings, values parsed as YAML scalars; :class:`ConfigError` names a bad key or value."""
-    net: dict[str, Any] = {}
-    train: dict[str, Any] = {}
+    (network) strings, values parsed as YAML scalars and checked against the field's type (``2e-3`` is a
+    float); :class:`ConfigError` names a bad key or value."""
+    net, train = RefinerConfig(), RefinerTrainConfig()
     for item in overrides:
         key, sep, raw = item.partition("=")
         parts = key.strip().split(".")
         if not sep or parts[0] != "refiner" or len(parts) not in (2, 3) or (len(parts) == 3 and parts[1] != "net"):
             raise ConfigError(f"override {item!r} is not of the form refiner.FIELD=VALUE or refiner.net.FIELD=VALUE")
-        target, names = (net, RefinerConfig) if len(parts) == 3 else (train, RefinerTrainConfig)
-        fields = [f.name for f in dataclasses.fields(names)]
+        target = net if len(parts) == 3 else train
+        fields = [f.name for f in dataclasses.fields(target)]
         if parts[-1] not in fields or parts[-1] == "scale":
             valid = ", ".join(f"{'.'.join(parts[:-1])}.{f}" for f in fields if f != "scale")
             note = "; the scale comes from the two corpora's image sides" if parts[-1] == "scale" else ""
             raise ConfigError(f"unknown refiner key {key.strip()!r}{note}; valid keys: {valid}")
-        target[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            set_key(target, parts[-1], yaml.safe_load(raw) if raw.strip() else None, {})
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace(f"for {parts[-1]}:", f"for {key.strip()}:", 1)) from None
     try:
-        return RefinerConfig(**net), RefinerTrainConfig(**train)
+        net.validate()
+        train.validate()
     except ConfigError:
         raise
-    except (TypeError, ValueError) as exc:
+    except ValueError as exc:
         raise ConfigError(f"bad refiner value: {exc}") from None
+    return net, train

@@ -107,3 +107,10 @@ def test_a_crop_too_small_for_the_perceptual_network_is_refused() -> None:
     with pytest.raises(ConfigError, match="refiner.patch: 4 input pixels make 8-pixel targets.*raise it to 9"):
         check_patch(RefinerTrainConfig(patch=4), 2)
     check_patch(RefinerTrainConfig(patch=4, perceptual_weight=0.0), 2)  # L1 alone takes any crop
+
+
+def test_refiner_values_are_read_by_the_type_of_their_field() -> None:
+    _, train = refiner_configs(["refiner.lr=2e-3", "refiner.perceptual_weight=1"])
+    assert train.lr == 0.002 and isinstance(train.perceptual_weight, float)
+    with pytest.raises(ConfigError, match="bad value for refiner.steps: 'many' is not a int"):
+        refiner_configs(["refiner.steps=many"])
