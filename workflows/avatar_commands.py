@@ -26,6 +26,7 @@ from PIL import Image
 from rodin_core.config import PRESETS, RodinConfig, preset_config
 from rodin_core.datasets.decoder import load_decoder
 from rodin_core.datasets.layout import CHECKPOINTS_STAGE
+from rodin_core.datasets.refiner_store import read_refiner
 from rodin_core.generation import (
     Avatar,
     GenerationError,
@@ -45,6 +46,7 @@ from rodin_core.generation.job import (
     write_file,
 )
 from rodin_core.generation.portrait import check_portrait_size
+from rodin_core.generation.refine import comparison_sheet, refined_turntable
 from rodin_core.imaging import contact_sheet, encode_png, image_to_rgb
 from rodin_core.mesh import (
     DEFAULT_THRESHOLD,
@@ -53,6 +55,7 @@ from rodin_core.mesh import (
     export_mesh,
     extract_mesh,
 )
+from rodin_core.networks.refiner_io import TrainedRefiner
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.turntable import save_frames, save_gif, x0_strip
 
@@ -333,16 +336,34 @@ def reverse_process_strip(pipeline: GenerationPipeline, avatar: Avatar, resoluti
     return x0_strip(images, labels), drift
 
 
+def load_refiner_for(out: str, decoder_sha256: str | None, storage_options: dict | None = None) -> TrainedRefiner:
+    """The committed refiner of ``out``; refused when it was trained on renders of another decoder."""
+    refiner = read_refiner(out, storage_options)
+    trained_with = refiner.meta.get("decoder_sha256")
+    if decoder_sha256 and trained_with != decoder_sha256:
+        raise GenerateInputError(f"the refiner under {out} was trained on renders of decoder {str(trained_with)[:12]}, "
+                                 f"the decoder of {out} is {decoder_sha256[:12]}; train it again: "
+                                 f"`rodin train refiner --out {out} --hr-renders <high-resolution renders root>`")
+    return refiner
+
+
 def render_avatar(out: str, avatar_path: str | Path, dest: str | Path, *, views: int = 24,
-                  resolution: int | None = None, x0: bool = False, x0_tiles: int = X0_TILES, preset: str | None = None,
-                  storage_options: dict | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
+                  resolution: int | None = None, x0: bool = False, x0_tiles: int = X0_TILES, refine: bool = False,
+                  preset: str | None = None, storage_options: dict | None = None,
+                  device: torch.device | str = "cpu") -> dict[str, Any]:
     """An avatar's turntable (GIF + PNG frames) under ``dest``, with its x̂0 strip (Fig. 15) when ``x0``.
 
     ``dest`` gets ``{stem}-turntable.gif``, ``{stem}-turntable/frame_0000.png ...`` and, with ``x0``,
-    ``{stem}-x0.png``; ``stem`` is the avatar file's stem.
+    ``{stem}-x0.png``; ``stem`` is the avatar file's stem. With ``refine`` the frames are rendered at
+    ``resolution`` (default: the refiner's input side) and refined to ``scale`` times that side by the
+    committed refiner of ``out`` (§3.3, Fig. 8); ``{stem}-refine.png`` shows bilinear and refined frames.
     """
     check_preset_name(preset)
     check_counts(views=views, resolution=resolution)
+    refiner = None
+    if refine:
+        _, sha256 = load_decoder(out, storage_options)
+        refiner = load_refiner_for(out, sha256, storage_options)
     avatar = load_avatar(avatar_path)
     if x0 and avatar.z is None:
         raise GenerateInputError(f"{str(avatar_path)!r} has no latent z (e.g. a fitted subject), so there is no "
@@ -356,12 +377,19 @@ def render_avatar(out: str, avatar_path: str | Path, dest: str | Path, *, views:
         trained = trained_config(out, storage_options)
         cfg = trained if trained is not None else render_config(out, avatar, storage_options)
     check_avatar(avatar, avatar_path, decoder, sha256, out, trained)
-    size = resolution or cfg.render.resolution
+    size = resolution or (refiner.input_resolution if refiner is not None else cfg.render.resolution)
     start = time.perf_counter()
-    frames = turntable_frames(cfg, decoder, avatar.planes, views, size, progress=True)
     folder, stem = Path(dest), Path(avatar_path).stem
+    comparison = None
+    if refiner is not None:
+        frames, bilinear = refined_turntable(cfg, decoder, avatar.planes, views, size, refiner)
+        comparison = write_file(folder / f"{stem}-refine.png", encode_png(comparison_sheet(frames, bilinear)))
+    else:
+        frames = turntable_frames(cfg, decoder, avatar.planes, views, size, progress=True)
     paths = write_turntable(folder, stem, frames)
     result: dict[str, Any] = {"turntable": str(paths[0]), "frames": [str(p) for p in paths[1:]]}
+    if comparison is not None:
+        result |= {"refine_comparison": str(comparison), "frame_size": int(frames.shape[1])}
     if pipeline is not None:
         strip, drift = reverse_process_strip(pipeline, avatar, size, x0_tiles)
         result["x0_strip"] = str(write_file(folder / f"{stem}-x0.png", encode_png(strip)))
@@ -369,5 +397,6 @@ def render_avatar(out: str, avatar_path: str | Path, dest: str | Path, *, views:
         if drift > 1e-3:
             log.warning("the reverse process from %s's z and seed ends %.3g away from its planes (made with other "
                         "options or checkpoints?); the strip shows the re-run", avatar_path, drift)
-    log.info("rendered %s: %d views at %d px in %.1f s", avatar_path, views, size, time.perf_counter() - start)
+    log.info("rendered %s: %d views at %d px in %.1f s", avatar_path, views, int(frames.shape[1]),
+             time.perf_counter() - start)
     return result

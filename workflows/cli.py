@@ -5,6 +5,7 @@
     rodin fit --preset tiny --renders data/tiny --shards 3        # re-fit fitting shard 3 only
     rodin train base --preset tiny --out data/tiny                # train-base flow on Ray Train (§3.2)
     rodin train all --preset tiny --out data/tiny                 # base + upsampler, then the latent prior
+    rodin train refiner --out data/tiny --hr-renders data/tiny-hr # convolutional refiner (§3.3, Fig. 8)
     rodin config --preset small --set render.views=50            # print the resolved config
     rodin status --out data/tiny                                  # committed shards and failures
     rodin verify --out data/tiny                                  # every committed file against its sha256
@@ -15,6 +16,7 @@
     rodin interpolate a.safetensors b.safetensors --out data/tiny --frames 5 --dest interp/   # Fig. 6
     rodin mesh avatar.safetensors --out data/tiny --dest avatar.glb             # marching cubes (Fig. 5)
     rodin render-avatar avatar.safetensors --out data/tiny --x0 --dest views/   # turntable, x̂0 strip (Fig. 15)
+    rodin render-avatar avatar.safetensors --out data/tiny --refine --dest views/   # through the refiner (Fig. 8)
     rodin evaluate --out data/tiny --n 16                         # evaluate flow: sample quality (§4.3, Table 4, C.4)
     rodin demo --out data/tiny                                    # the main job: every stage, outputs in data/tiny/demo
 
@@ -49,6 +51,8 @@ FEATURE_CHOICES = ("vgg", "clip")
 TRAIN_FLOWS = {"base": "train_base", "upsampler": "train_upsampler", "prior": "train_latent_prior",
                "all": "train_all"}
 """``rodin train`` stage -> flow function of ``workflows.train_flows``."""
+REFINER_STAGE = "refiner"
+"""``rodin train refiner``: the convolutional refiner, trained in this process (no Prefect, no Ray)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -132,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(fit)
 
     train = sub.add_parser("train", help="train a diffusion stage on the fitted tri-planes (train-* flows, Ray Train)")
-    train.add_argument("stage", choices=TRAIN_FLOWS, help="base (§3.2), upsampler (§3.3), prior (B.4) or all three")
+    train.add_argument("stage", choices=(*TRAIN_FLOWS, REFINER_STAGE),
+                       help="base (§3.2), upsampler (§3.3), prior (B.4), all three, or the refiner (§3.3, Fig. 8)")
     _add_config_args(train)
     train.add_argument("--out", required=True, help="dataset root URI holding the committed tri-planes and decoder")
     train.add_argument("--renders", default=None, help="dataset root URI of the renders (default: --out)")
@@ -144,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fresh", action="store_true",
                        help="start a new run from scratch instead of resuming the stage's last checkpoint")
     train.add_argument("--run-name", help="Ray Train run name (default: the stage name; not with 'all')")
+    train.add_argument("--hr-renders", default=None,
+                       help="refiner: dataset root of the same subjects rendered at 2x or 4x the side of --renders "
+                            "(`rodin render --resolution`); --set refiner.FIELD=V / refiner.net.FIELD=V set its config")
+    train.add_argument("--device", default="cpu", help="refiner: torch device of its training (default: cpu)")
+    train.add_argument("--pairs-cache", default=None, metavar="DIR",
+                       help="refiner: local folder keeping the renders of the fitted tri-planes for the next run")
 
     show = sub.add_parser("config", help="print the resolved config as JSON")
     _add_config_args(show)
@@ -271,9 +282,13 @@ def _add_generation_parsers(sub: argparse._SubParsersAction) -> None:
     render.add_argument("avatar", help="avatar .safetensors")
     render.add_argument("--out", required=True, help="dataset root URI holding the decoder (and checkpoints for --x0)")
     render.add_argument("--views", type=positive_int, default=24, help="turntable frames (default 24)")
-    render.add_argument("--resolution", type=positive_int, default=128, help="rendered frame side in pixels (default 128)")
+    render.add_argument("--resolution", type=positive_int, default=None,
+                        help="rendered frame side in pixels (default 128; with --refine the refiner's input side)")
     render.add_argument("--x0", action="store_true",
                         help="also re-run the reverse process from the avatar's z and render x0 along it")
+    render.add_argument("--refine", action="store_true",
+                        help="pass the frames through the committed refiner of --out (§3.3, Fig. 8): frames at 2x or "
+                             "4x --resolution, and a PNG of bilinear vs refined frames")
     _add_generation_common(render)
     render.add_argument("--dest", required=True, help="local folder for the turntable GIF, frames and x0 strip")
 
@@ -458,6 +473,12 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     """Run the ``train-*`` flow of ``args.stage`` and print its summary."""
+    if args.stage == REFINER_STAGE:
+        return _train_refiner(args)
+    if args.hr_renders is not None:
+        print(f"rodin train: --hr-renders is the refiner's; `rodin train {args.stage}` reads no high-resolution "
+              "renders", file=sys.stderr)
+        return 2
     if args.stage == "all" and args.run_name:
         print("rodin: --run-name names one stage's run; train the stages one by one to name them", file=sys.stderr)
         return 2
@@ -492,7 +513,47 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_refiner(args: argparse.Namespace) -> int:
+    """``rodin train refiner``: train the refiner in this process, commit it under ``--out``; print its summary."""
+    given = [flag for flag, value in (("--workers", args.workers), ("--cpus-per-worker", args.cpus_per_worker),
+                                      ("--ray-address", args.ray_address), ("--run-name", args.run_name)) if value]
+    if given:
+        print(f"rodin train refiner: {', '.join(given)} apply to the Ray Train stages; the refiner trains in this "
+              "process, drop them", file=sys.stderr)
+        return 2
+    if args.hr_renders is None:
+        print("rodin train refiner: needs --hr-renders, the dataset root of the same subjects rendered at 2x or 4x "
+              f"(`rodin render --preset {args.preset} --resolution <2x side> --out <root>`)", file=sys.stderr)
+        return 2
+    for flag, uri in (("--out", args.out), ("--renders", args.renders), ("--hr-renders", args.hr_renders)):
+        folder = _local_folder(uri) if uri else None
+        if folder is not None and not os.path.isdir(folder):
+            print(f"rodin train refiner: {flag} {uri} is no folder; pass a dataset root", file=sys.stderr)
+            return 2
+    from rodin_core.config import load_config
+    from rodin_core.training.refiner import refiner_configs
+
+    ours = [item for item in args.overrides if item.strip().startswith(f"{REFINER_STAGE}.")]
+    cfg = load_config(args.preset, args.config_file, [item for item in args.overrides if item not in ours])
+    net, train = refiner_configs(ours + ([f"refiner.steps={args.steps}"] if args.steps else []))
+    from rodin_core.datasets.errors import StageInputError
+    from rodin_core.networks.perceptual import PerceptualUnavailableError
+    from rodin_core.storage import StorageError
+    from rodin_core.training.refiner_job import train_refiner_to_store
+
+    try:
+        summary = train_refiner_to_store(cfg, args.out, args.hr_renders, args.renders, net, train,
+                                         device=args.device, progress=True, cache=args.pairs_cache)
+    except (StageInputError, StorageError, PerceptualUnavailableError) as err:
+        print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 GENERATION_COMMANDS = ("sample", "invert", "interpolate", "mesh", "render-avatar")
+RENDER_AVATAR_RESOLUTION = 128
+"""``rodin render-avatar``'s frame side without --refine or --resolution."""
 
 
 def _generation(args: argparse.Namespace) -> int:
@@ -528,8 +589,9 @@ def _avatar_command(args: argparse.Namespace) -> dict:
         threshold = {} if args.threshold is None else {"threshold": args.threshold}
         return commands.mesh_avatar(args.out, args.avatar, args.dest, resolution=args.resolution, device=args.device,
                                     **threshold)
-    return commands.render_avatar(args.out, args.avatar, args.dest, views=args.views, resolution=args.resolution,
-                                  x0=args.x0, preset=args.preset, device=args.device)
+    resolution = args.resolution or (None if args.refine else RENDER_AVATAR_RESOLUTION)
+    return commands.render_avatar(args.out, args.avatar, args.dest, views=args.views, resolution=resolution,
+                                  x0=args.x0, refine=args.refine, preset=args.preset, device=args.device)
 
 
 def _sample(args: argparse.Namespace) -> int:

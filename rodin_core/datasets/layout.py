@@ -10,6 +10,7 @@ manifest (:mod:`rodin_core.storage`). docs/data-contracts.md describes what each
     stats/        shard "stats": the per-channel plane statistics
     latents/      shard "latents": z of every training subject (the latent prior's data)
     checkpoints/  one shard per diffusion stage (base, upsampler, prior): the latest checkpoint
+    refiner/      shard "refiner": the convolutional refiner, refiner.safetensors + refiner.json
     generated/    one shard per generation request: avatars, turntables, contact sheet
     evaluation/   plain files, rewritten by each evaluation: report.json, report.md, samples.png, neighbours.png
 """
@@ -71,6 +72,11 @@ CHECKPOINTS_STAGE = "checkpoints"
 RUNS_FOLDER = "runs"
 """Folder under :data:`CHECKPOINTS_STAGE` where training runs keep their working checkpoints."""
 
+REFINER_STAGE = "refiner"
+"""The convolutional refiner of the renders (paper §3.3, Fig. 8)."""
+REFINER_SHARD = "refiner"
+"""The only shard of :data:`REFINER_STAGE`."""
+
 GENERATED_STAGE = "generated"
 """Generated avatars, one shard per generation request (paper §4.2)."""
 FRAMES_FILE = "frames.parquet"
@@ -81,7 +87,7 @@ GENERATION_JSON = "generation.json"
 """Generated: the request and the checkpoints it was made with."""
 
 STAGES = (RENDERS_STAGE, DECODER_STAGE, TRIPLANES_STAGE, FRONTALS_STAGE, STATS_STAGE, LATENTS_STAGE, CHECKPOINTS_STAGE,
-          GENERATED_STAGE)
+          REFINER_STAGE, GENERATED_STAGE)
 """Every stage folder of a dataset root, in pipeline order (what ``rodin status``, ``verify`` and ``gc`` accept)."""
 
 EVALUATION_FOLDER = "evaluation"

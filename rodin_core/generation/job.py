@@ -71,6 +71,7 @@ from rodin_core.generation import (
 )
 from rodin_core.generation.pipeline import stage_respacing
 from rodin_core.imaging import contact_sheet, encode_png
+from rodin_core.networks.refiner_io import RefinerLoadError
 from rodin_core.rendering.renderer import RenderSettings
 from rodin_core.stage_specs import STAGE_NAMES
 from rodin_core.storage import (
@@ -113,7 +114,7 @@ class GenerateInputError(ValueError):
 
 GENERATION_ERRORS = (GenerateInputError, GenerationError, AvatarFileError, StageInputError,
                      CheckpointError, DecoderLoadError, PlaneStatsError, StorageError, ConfigError,
-                     EncoderUnavailableError)
+                     EncoderUnavailableError, RefinerLoadError)
 """Failures caused by the inputs, whose message says what to do (the CLI prints them as one line)."""
 
 

@@ -3,7 +3,12 @@
 from rodin_core.rendering.compositing import RenderOutput, composite
 from rodin_core.rendering.rays import camera_rays, ray_box_intersect, rays_for_pixels
 from rodin_core.rendering.regularisers import density_l1, distortion_loss, plane_tv
-from rodin_core.rendering.renderer import RenderSettings, render_image, render_rays
+from rodin_core.rendering.renderer import (
+    RenderSettings,
+    render_image,
+    render_layers,
+    render_rays,
+)
 from rodin_core.rendering.sampling import importance_samples, stratified_samples
 
 __all__ = [
@@ -18,6 +23,7 @@ __all__ = [
     "ray_box_intersect",
     "rays_for_pixels",
     "render_image",
+    "render_layers",
     "render_rays",
     "stratified_samples",
 ]

@@ -122,6 +122,25 @@ def render_image(
 
     For evaluation and previews: no gradient, rays in chunks of ``settings.chunk``, no jitter.
     """
+    rgb, opacity, _ = render_layers(planes, decoder, c2w, intrinsics, height, width, settings, background)
+    return rgb, opacity
+
+
+@torch.no_grad()
+def render_layers(
+    planes: Tensor,
+    decoder: TriplaneDecoder,
+    c2w: Tensor,
+    intrinsics: Tensor,
+    height: int,
+    width: int,
+    settings: RenderSettings,
+    background: Tensor | float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`render_image` plus the expected depth: rgb (H, W, 3), opacity (H, W), depth (H, W).
+
+    Depth is the distance along each unit ray (:class:`RenderOutput`), near 0 where the ray sees nothing.
+    """
     c2w = torch.as_tensor(c2w, dtype=torch.float32, device=planes.device)
     intrinsics = torch.as_tensor(intrinsics, dtype=torch.float32, device=planes.device)
     if c2w.shape != (4, 4) or intrinsics.shape != (3, 3):
@@ -130,11 +149,13 @@ def render_image(
     origins = origins.reshape(height * width, 3)  # (H*W, 3)
     directions = directions.reshape(height * width, 3)  # (H*W, 3)
     steady = dataclasses.replace(settings, perturb=False)
-    rgb, opacity = [], []
+    rgb, opacity, depth = [], [], []
     for start in range(0, height * width, settings.chunk):
         out = render_rays(planes, decoder, origins[start:start + settings.chunk],
                           directions[start:start + settings.chunk], steady, background)
         rgb.append(out.rgb)
         opacity.append(out.opacity)
+        depth.append(out.depth)
     return (torch.cat(rgb).reshape(height, width, 3),  # (H, W, 3)
-            torch.cat(opacity).reshape(height, width))  # (H, W)
+            torch.cat(opacity).reshape(height, width),  # (H, W)
+            torch.cat(depth).reshape(height, width))  # (H, W)
