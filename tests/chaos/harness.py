@@ -157,8 +157,9 @@ class ProcessTree:
         todo = [self.root]
         while todo:
             pid = todo.pop()
-            if pid not in self.seen:
-                self.seen[pid] = command_line(pid)
+            line = command_line(pid)  # re-read: a child seen between fork and exec has the parent's or none
+            if line or pid not in self.seen:
+                self.seen[pid] = line
             todo += children(pid)
 
     def matching(self, text: str) -> list[int]:
