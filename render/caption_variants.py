@@ -14,7 +14,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from render.caption import _FACIAL_HAIR_PHRASE, _GARMENT_NOUN, _accessory_phrase, _article, _join
+from render.caption import (
+    _accessory_phrase,
+    _article,
+    _join,
+)
 from render.recipe import AvatarRecipe
 
 CAPTION_ATTRIBUTES = ("gender", "expression", "hair", "facial_hair", "accessory", "skin", "garment")
