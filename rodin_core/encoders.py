@@ -9,6 +9,9 @@
   worker's hot path) and never unpickles: missing weights raise :class:`EncoderUnavailableError`.
 - :class:`LearnedImageEncoder`: a small CNN trained jointly with the base model (the "autoencoder"
   reading of §3.2), which needs no pretrained weights.
+- :class:`AvatarClipImageEncoder`: the frozen image tower of an avatar-CLIP embedding trained on the
+  corpus's own renders and caption variants (:mod:`rodin_core.text`): like CLIP, its image space is
+  shared with text prompts, but it needs no downloaded weights.
 
 Both composite RGBA input over white, and both return z scaled to norm ``sqrt(latent_dim)``
 (``z = sqrt(D) * e / |e|``): unit mean-square entries whatever the encoder, the scale AdaGN and the
@@ -28,11 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rodin_core.avatar_clip_file import (
+    IMAGE_TOWER_PREFIX,
+    AvatarClipFileError,
+    check_state,
+    read_file,
+)
 from rodin_core.config_dict import ConfigError, check_range
 
 CLIP_SAFE_WEIGHTS = "open_clip_model.safetensors"
 """Name of the safetensors weights in an open_clip Hugging Face repository."""
-ENCODER_KINDS = ("clip", "learned")
+ENCODER_KINDS = ("clip", "learned", "avatar_clip")
 """Values of :attr:`EncoderConfig.kind`."""
 LEARNED_POOLINGS = ("mean", "flatten")
 """Values of :attr:`EncoderConfig.learned_pooling`."""
@@ -44,7 +53,9 @@ class EncoderConfig:
 
     kind: str = "clip"
     """``clip``: frozen CLIP image encoder via open_clip (paper: ViT-B/32); ``learned``: an image
-    encoder trained jointly with the base model (the autoencoder reading of §3.2), no weights needed."""
+    encoder trained jointly with the base model (the autoencoder reading of §3.2), no weights needed;
+    ``avatar_clip``: the frozen image tower of an avatar-CLIP embedding trained on this corpus
+    (``rodin train text-embedding``), read from ``avatar_clip_weights``."""
     clip_model: str = "ViT-B-32"
     """open_clip architecture name."""
     clip_pretrained: str = "openai"
@@ -60,6 +71,9 @@ class EncoderConfig:
     map) or ``flatten`` (the whole map, its spatial layout kept, through a linear map). Frontal renders share
     most of their pixels (background, skin), and average-pooled features of a fresh encoder give z of
     different subjects a cosine similarity of about 0.96; the flattened map about 0.46 (tiny corpus)."""
+    avatar_clip_weights: str = ""
+    """``avatar_clip``: the ``avatar_clip.safetensors`` (local path or fsspec URI, its ``.json`` beside it)
+    that ``rodin train text-embedding`` wrote; its embedding size must equal ``latent_dim``."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first bad field, its value and the valid choices."""
@@ -68,6 +82,10 @@ class EncoderConfig:
         check_range("encoder.latent_dim", self.latent_dim, low=1)
         check_range("encoder.image_size", self.image_size, low=8)
         check_range("encoder.learned_channels", self.learned_channels, low=1)
+        if self.kind == "avatar_clip" and not self.avatar_clip_weights.endswith(".safetensors"):
+            raise ConfigError(f"encoder.avatar_clip_weights={self.avatar_clip_weights!r} is not an avatar-CLIP "
+                              "weights file; set it to the avatar_clip.safetensors that `rodin train text-embedding` "
+                              "reports")
         if self.learned_pooling not in LEARNED_POOLINGS:
             raise ConfigError(f"encoder.learned_pooling={self.learned_pooling!r} is not a pooling; choose one of "
                               f"{LEARNED_POOLINGS}")
@@ -258,10 +276,64 @@ class LearnedImageEncoder(nn.Module):
         return scale_to_sphere(self.head(pooled))  # (B, latent_dim)
 
 
+def image_tower_config(model: Mapping[str, Any]) -> EncoderConfig:
+    """The :class:`EncoderConfig` of the image tower an avatar-CLIP model config (its JSON ``model``) describes."""
+    return EncoderConfig(kind="learned", latent_dim=int(model["embed_dim"]), image_size=int(model["image_size"]),
+                         learned_channels=int(model["image_channels"]), learned_pooling=str(model["image_pooling"]))
+
+
+class AvatarClipImageEncoder(nn.Module):
+    """Frozen image tower of an avatar-CLIP file: frontal views -> z on the sqrt(D) sphere (§3.2, §4.5).
+
+    z is the direction the avatar-CLIP text tower maps prompts to, scaled to norm sqrt(latent_dim).
+    A file whose embedding size differs from ``latent_dim`` (when given) raises ConfigError.
+    """
+
+    trainable = False
+
+    def __init__(self, weights: str, latent_dim: int | None = None, storage_options: dict | None = None) -> None:
+        super().__init__()
+        try:
+            document, state = read_file(weights, storage_options)
+        except AvatarClipFileError as exc:
+            raise EncoderUnavailableError(str(exc)) from exc
+        try:
+            cfg = image_tower_config(document["model"])
+            cfg.validate()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EncoderUnavailableError(f"{weights}: the model config {document['model']} has no valid image "
+                                          f"tower ({exc}); train it again: `rodin train text-embedding --out OUT`"
+                                          ) from exc
+        if latent_dim is not None and cfg.latent_dim != latent_dim:
+            raise ConfigError(f"encoder.latent_dim={latent_dim} but the avatar-CLIP file {weights} embeds to "
+                              f"{cfg.latent_dim} dimensions; set encoder.latent_dim={cfg.latent_dim}")
+        self.tower = LearnedImageEncoder(cfg)
+        tower_state = {k[len(IMAGE_TOWER_PREFIX):]: v for k, v in state.items() if k.startswith(IMAGE_TOWER_PREFIX)}
+        try:
+            check_state(self.tower.state_dict(), tower_state, weights)
+        except AvatarClipFileError as exc:
+            raise EncoderUnavailableError(str(exc)) from exc
+        self.tower.load_state_dict(tower_state)
+        self.tower.eval().requires_grad_(False)
+        self.latent_dim, self.image_size, self.weights = cfg.latent_dim, cfg.image_size, weights
+
+    def train(self, mode: bool = True) -> AvatarClipImageEncoder:
+        """The encoder is frozen: it stays in eval mode."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        """Images (B, 4 or 3, H, W) in [0, 1] -> z (B, latent_dim), norm sqrt(latent_dim)."""
+        return self.tower(images)
+
+
 def build_encoder(cfg: EncoderConfig, device: str | torch.device = "cpu",
                   cache_dir: str | os.PathLike | None = None) -> nn.Module:
-    """The encoder of ``cfg.kind``: frozen CLIP (``clip``) or a fresh :class:`LearnedImageEncoder` (``learned``)."""
+    """The encoder of ``cfg.kind``: frozen CLIP (``clip``), a fresh :class:`LearnedImageEncoder` (``learned``)
+    or the frozen avatar-CLIP image tower (``avatar_clip``)."""
     cfg.validate()
     if cfg.kind == "clip":
         return CLIPImageEncoder(cfg.clip_model, cfg.clip_pretrained, cfg.latent_dim, device, cache_dir=cache_dir)
+    if cfg.kind == "avatar_clip":
+        return AvatarClipImageEncoder(cfg.avatar_clip_weights, cfg.latent_dim).to(device)
     return LearnedImageEncoder(cfg).to(device)

@@ -53,6 +53,8 @@ TRAIN_FLOWS = {"base": "train_base", "upsampler": "train_upsampler", "prior": "t
 """``rodin train`` stage -> flow function of ``workflows.train_flows``."""
 REFINER_STAGE = "refiner"
 """``rodin train refiner``: the convolutional refiner, trained in this process (no Prefect, no Ray)."""
+TEXT_EMBEDDING = "text-embedding"
+"""``rodin train`` stage of the avatar-CLIP text-image embedding (``workflows.text_embedding``)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -136,8 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(fit)
 
     train = sub.add_parser("train", help="train a diffusion stage on the fitted tri-planes (train-* flows, Ray Train)")
-    train.add_argument("stage", choices=(*TRAIN_FLOWS, REFINER_STAGE),
-                       help="base (§3.2), upsampler (§3.3), prior (B.4), all three, or the refiner (§3.3, Fig. 8)")
+    train.add_argument("stage", choices=(*TRAIN_FLOWS, REFINER_STAGE, TEXT_EMBEDDING),
+                       help="base (§3.2), upsampler (§3.3), prior (B.4), all three, the refiner (§3.3, Fig. 8), or "
+                            "the avatar-CLIP text-image embedding on the renders and their captions (text-embedding, "
+                            "§4.5)")
     _add_config_args(train)
     train.add_argument("--out", required=True, help="dataset root URI holding the committed tri-planes and decoder")
     train.add_argument("--renders", default=None, help="dataset root URI of the renders (default: --out)")
@@ -475,6 +479,8 @@ def _train(args: argparse.Namespace) -> int:
     """Run the ``train-*`` flow of ``args.stage`` and print its summary."""
     if args.stage == REFINER_STAGE:
         return _train_refiner(args)
+    if args.stage == TEXT_EMBEDDING:
+        return _train_text_embedding(args)
     if args.hr_renders is not None:
         print(f"rodin train: --hr-renders is the refiner's; `rodin train {args.stage}` reads no high-resolution "
               "renders", file=sys.stderr)
@@ -545,6 +551,41 @@ def _train_refiner(args: argparse.Namespace) -> int:
         summary = train_refiner_to_store(cfg, args.out, args.hr_renders, args.renders, net, train,
                                          device=args.device, progress=True, cache=args.pairs_cache)
     except (StageInputError, StorageError, PerceptualUnavailableError) as err:
+        print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _train_text_embedding(args: argparse.Namespace) -> int:
+    """Run the ``train-text-embedding`` flow and print its summary; Ray Train flags do not apply."""
+    given = [flag for flag, value in (("--workers", args.workers), ("--cpus-per-worker", args.cpus_per_worker),
+                                      ("--ray-address", args.ray_address), ("--run-name", args.run_name),
+                                      ("--fresh", args.fresh or None)) if value is not None]
+    if given:
+        print(f"rodin train text-embedding: {given[0]} applies to the diffusion stages only; leave it out (the text "
+              "embedding trains in this process and always from scratch)", file=sys.stderr)
+        return 2
+    renders = args.renders or args.out
+    folder = _local_folder(renders)
+    if folder is not None and not os.path.isdir(folder):
+        print(f"rodin train text-embedding: --renders {renders} is no folder; pass the dataset root `rodin render "
+              "--out` wrote", file=sys.stderr)
+        return 2
+    from workflows.flow_config import text_embedding_config
+
+    text_embedding_config(args.preset, args.config_file, args.overrides, args.steps)  # before starting Prefect
+    from rodin_core.datasets.errors import StageInputError
+    from rodin_core.storage import StorageError
+    from rodin_core.text.sentence import TextUnavailableError
+    from workflows.text_embedding import train_text_embedding_flow
+
+    try:
+        with prefect_backend():
+            summary = train_text_embedding_flow(out=args.out, renders=args.renders, preset=args.preset,
+                                                config_file=args.config_file, overrides=args.overrides,
+                                                steps=args.steps)
+    except (StageInputError, StorageError, TextUnavailableError) as err:
         print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str))

@@ -47,6 +47,13 @@ def training_config(preset: str, config_file: str | None, overrides: list[str] |
     return load_config(preset, config_file, [*(overrides or []), *extra])
 
 
+def text_embedding_config(preset: str, config_file: str | None, overrides: list[str] | None,
+                          steps: int | None) -> RodinConfig:
+    """Preset, YAML file, ``overrides``, then ``steps`` of the text embedding (``text_embedding.train.steps``)."""
+    extra = [] if steps is None else [f"text_embedding.train.steps={steps}"]
+    return load_config(preset, config_file, [*(overrides or []), *extra])
+
+
 def check_local_capacity(cfg: RodinConfig, stages: tuple[str, ...], cpus: int, gpus: int,
                          cpus_per_worker: int | None = None) -> None:
     """Refuse training workers a local Ray of ``cpus`` CPUs and ``gpus`` GPUs can never start all at once.

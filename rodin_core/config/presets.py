@@ -72,6 +72,7 @@ TINY: dict[str, Any] = {
         "train": {"steps": 1000, "batch_size": 16, "lr": 4e-4, "ema_decay": 0.99, "checkpoint_every": 250,
                   "log_every": 50},
     },
+    "text_embedding": {"train": {"holdout_subjects": 4}},
 }
 """The ``tiny`` preset: 16 subjects, 8 x 64^2 tri-planes, a learned encoder; the whole pipeline in minutes."""
 

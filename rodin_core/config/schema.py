@@ -25,6 +25,7 @@ from rodin_core.config.derived import derive, derived_note
 from rodin_core.config.fit import FitConfig
 from rodin_core.config.keys import merge
 from rodin_core.config.preset_names import PRESETS
+from rodin_core.config.text_embedding import TextEmbeddingSection
 from rodin_core.config.train import TrainConfig
 from rodin_core.config_dict import ConfigError, check_component, check_range
 from rodin_core.diffusion.config import DiffusionConfig
@@ -149,6 +150,8 @@ class RodinConfig:
     """The diffusion upsampler (§3.3)."""
     prior: PriorStageConfig = field(default_factory=PriorStageConfig)
     """The latent prior (appendix B.4)."""
+    text_embedding: TextEmbeddingSection = field(default_factory=TextEmbeddingSection)
+    """The avatar-CLIP text-image embedding (§4.5, B.3, B.5)."""
 
     def __post_init__(self) -> None:
         derive(self, {})

@@ -12,6 +12,7 @@ manifest (:mod:`rodin_core.storage`). docs/data-contracts.md describes what each
     checkpoints/  one shard per diffusion stage (base, upsampler, prior): the latest checkpoint
     refiner/      shard "refiner": the convolutional refiner, refiner.safetensors + refiner.json
     generated/    one shard per generation request: avatars, turntables, contact sheet
+    text_embedding/  shard "avatar_clip": avatar_clip.safetensors + avatar_clip.json (text-image embedding)
     evaluation/   plain files, rewritten by each evaluation: report.json, report.md, samples.png, neighbours.png
 """
 
@@ -86,8 +87,17 @@ CONTACT_SHEET_FILE = "contact-sheet.png"
 GENERATION_JSON = "generation.json"
 """Generated: the request and the checkpoints it was made with."""
 
+TEXT_EMBEDDING_STAGE = "text_embedding"
+"""The avatar-CLIP text-image embedding trained on the renders and their captions (§4.5, B.3, B.5)."""
+TEXT_EMBEDDING_SHARD = "avatar_clip"
+"""The only shard of :data:`TEXT_EMBEDDING_STAGE`."""
+TEXT_EMBEDDING_WEIGHTS = "avatar_clip.safetensors"
+"""Text embedding: the model's tensors (image tower, text projection, temperature)."""
+TEXT_EMBEDDING_CONFIG = "avatar_clip.json"
+"""Text embedding: its config and retrieval figures."""
+
 STAGES = (RENDERS_STAGE, DECODER_STAGE, TRIPLANES_STAGE, FRONTALS_STAGE, STATS_STAGE, LATENTS_STAGE, CHECKPOINTS_STAGE,
-          REFINER_STAGE, GENERATED_STAGE)
+          REFINER_STAGE, GENERATED_STAGE, TEXT_EMBEDDING_STAGE)
 """Every stage folder of a dataset root, in pipeline order (what ``rodin status``, ``verify`` and ``gc`` accept)."""
 
 EVALUATION_FOLDER = "evaluation"

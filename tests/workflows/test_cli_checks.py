@@ -106,6 +106,10 @@ def test_a_bad_flag_is_one_line_before_torch_is_imported(args: list[str], messag
     (["train", "base", "--out", "RENDERS", "--set", "base.train.lr=nan"], "base.train.lr: 'nan' is not a finite"),
     (["train", "base", "--out", "RENDERS", "--workers", "1000"], ("base.train.workers: 1000 is outside the valid "
                                                                   "range [1, 256]")),
+    (["train", "text-embedding", "--out", "RENDERS", "--workers", "2"], ("rodin train text-embedding: --workers "
+                                                                         "applies to the diffusion stages only")),
+    (["train", "text-embedding", "--out", "RENDERS", "--set", "text_embedding.train.holdout_subjects=1"],
+     "rodin: config error: bad value for text_embedding.train.holdout_subjects: 1 is outside the valid range [2, inf]"),
     (["render", "--out", "OUT", "--set", "render.views=1000000000"], ("render.views: 1000000000 is outside the valid "
                                                                       "range [1, 4096]")),
     (["fit", "--renders", "RENDERS", "--shards", "99"], ("rodin fit: shards [99] are not fitting shards: rendered "

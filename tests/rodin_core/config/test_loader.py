@@ -55,7 +55,7 @@ def test_set_at_depth_three_reaches_every_component_config():
         ("base.diffusion.mean_type=w", r"bad value in base.diffusion: .*mean_type: 'w'; choices: 'eps', 'x0', 'v'"),
         ("prior.mlp.depth=0", r"bad value in prior.mlp: LatentMLPConfig.depth must be an int >= 1, got 0"),
         ("triplane.decoder.layers=1", r"bad value in triplane.decoder: DecoderConfig.layers must be an int >= 2"),
-        ("encoder.kind=vae", r"encoder.kind='vae' is not an encoder; choose one of \('clip', 'learned'\)"),
+        ("encoder.kind=vae", r"encoder.kind='vae' is not an encoder; choose one of \('clip', 'learned', 'avatar_clip'\)"),
         ("upsampler.train.precision=fp8", r"upsampler.train.precision='fp8' is not one of"),
         ("prior.train.ema_decay=1.5", r"prior.train.ema_decay: 1.5 is outside the valid range \[0.0, 1.0\]"),
         ("render.views", r"not of the form section.field=value"),
