@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from rodin_core.config import ConfigError
+from rodin_core.datasets.errors import TrainDataError
 from rodin_core.generation.sampling import sample_base
+from rodin_core.training.latents import latent_encoder
 from rodin_core.training.registry import build_stage
 
 from ...stage_data import plane_stats, small_config, synthetic_batch
@@ -90,13 +92,21 @@ def test_an_unconditional_base_model_samples_without_z_and_refuses_one() -> None
         stage.encode(torch.zeros(1, 4, 32, 32))
 
 
+def test_an_unconditional_base_has_no_latents_for_the_prior(tmp_path) -> None:
+    cfg = small_config(*VARIANTS["A. baseline"])
+    with pytest.raises(TrainDataError) as info:
+        latent_encoder(cfg, str(tmp_path))
+    assert str(info.value) == ("base.latent_conditioning is false: the base model is unconditional and reads no z, so "
+                               "there is no latent prior to train; set base.latent_conditioning=true, or skip the prior")
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (("base.unet.plane_layout=channels",),
      "bad value in base.unet: UNetConfig.aware_resolutions=(8,) needs plane_layout='rollout'"),
     (("base.unet.plane_layout=stacked",), "bad value in base.unet: UNetConfig.plane_layout must be one of"),
     (("base.latent_conditioning=maybe",), "bad value for base.latent_conditioning: 'maybe'"),
-    (("base.unet.latent_dim=0",), "base.unet.latent_dim=0 conflicts with encoder.latent_dim=32 and "
-                                  "base.latent_conditioning=True"),
+    (("base.unet.latent_dim=0",), ("base.unet.latent_dim=0 conflicts with encoder.latent_dim=32 and "
+                                  "base.latent_conditioning=True")),
 ])
 def test_bad_variant_settings_are_one_line_errors(overrides: tuple[str, ...], message: str) -> None:
     with pytest.raises(ConfigError) as info:
