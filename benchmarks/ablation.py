@@ -129,7 +129,7 @@ def reconstruct(pipeline: GenerationPipeline, renders: str, ids: list[int], sour
         scores = [s for group in result.scores["inverted"].values() for s in group.per_view]
         psnrs.append(statistics.mean(s.psnr for s in scores))
         distances.append(statistics.mean(s.lpips for s in scores))
-    return {"psnr": statistics.median(psnrs), "lpips": statistics.median(distances)}
+    return {"psnr": float(statistics.median(psnrs)), "lpips": float(statistics.median(distances))}
 
 
 def measure(stage: BaseStage, cfg: RodinConfig, corpus: Any, reference: ReferenceSet, features: VGGFeatures,
