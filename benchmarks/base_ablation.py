@@ -105,9 +105,9 @@ def batches(corpus: Corpus, batch_size: int, seed: int):
 def train(cfg: RodinConfig, corpus: Corpus, stats, budget_s: float, max_steps: int | None
           ) -> tuple[BaseStage, int, float, float]:
     """A base stage trained for ``max_steps`` steps, or ``budget_s`` seconds when None; returns it, the steps, the mean loss
-    of the last 20 steps and the z cosine of the freshly initialised encoder."""
+    of the last 20 steps and the z cosine of the freshly initialised encoder (NaN without latent conditioning)."""
     stage = BaseStage(cfg, stats)
-    initial_cosine = mean_cosine(latents(stage, corpus))
+    initial_cosine = mean_cosine(latents(stage, corpus)) if stage.encoder is not None else float("nan")
     start, step, losses = time.perf_counter(), 0, []
     stream = batches(corpus, cfg.base.train.batch_size, cfg.base.train.seed)
     while step < max_steps if max_steps is not None else time.perf_counter() - start < budget_s:

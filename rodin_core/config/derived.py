@@ -39,9 +39,15 @@ class Derived:
     """How it follows, in words (errors quote it)."""
     follow: Callable[[Any], Any] = _same
     """The field's value from the source's value (from None when there is no source)."""
+    switch: str | None = None
+    """Dotted key of a bool that turns the field off: while it is false, the field is ``off``, not derived."""
+    off: Any = None
+    """The field's value while ``switch`` is false."""
 
     def value(self, cfg: Any) -> Any:
         """The field's value in ``cfg``."""
+        if self.switch is not None and not get_key(cfg, self.switch):
+            return self.off
         return self.follow(get_key(cfg, self.source) if self.source else None)
 
     def conflict(self, cfg: Any, given: Any) -> str:
@@ -49,6 +55,10 @@ class Derived:
         if self.source is None:
             return (f"{self.key}={given!r} is fixed by its stage ({self.rule}: always {self.value(cfg)!r}); "
                     f"leave {self.key} out")
+        if self.switch is not None:
+            return (f"{self.key}={given!r} conflicts with {self.source}={get_key(cfg, self.source)!r} and "
+                    f"{self.switch}={get_key(cfg, self.switch)!r}: {self.key} is derived from them ({self.rule}); "
+                    f"leave {self.key} out and set {self.source} or {self.switch} instead")
         return (f"{self.key}={given!r} conflicts with {self.source}={get_key(cfg, self.source)!r}: {self.key} is "
                 f"derived from {self.source} ({self.rule}); leave {self.key} out and set {self.source} instead")
 
@@ -60,7 +70,8 @@ DERIVED = (
     Derived("triplane.decoder.channels", "triplane.channels", _CHANNELS),
     Derived("base.unet.in_channels", "triplane.channels", _CHANNELS),
     Derived("base.unet.out_channels", "triplane.channels", _CHANNELS),
-    Derived("base.unet.latent_dim", "encoder.latent_dim", "the size of z"),
+    Derived("base.unet.latent_dim", "encoder.latent_dim", "the size of z; 0 when base.latent_conditioning is false",
+            switch="base.latent_conditioning", off=0),
     Derived("base.unet.cond_channels", None, "the base model is conditioned on z, not on a tri-plane", lambda _: 0),
     Derived("base.unet.image_size", "triplane.rescale_min", "the base model's plane size"),
     Derived("base.unet.learn_sigma", "base.diffusion.var_type", _LEARN_SIGMA, _learned),

@@ -55,8 +55,8 @@ class BaseStageConfig:
     """The latent-conditioned base diffusion model at the lowest resolution (§3.2, appendix B.1)."""
 
     unet: UNetConfig = field(default_factory=UNetConfig)
-    """The U-Net (paper: 192 channels, attention at 8, 16, 32); its channels, latent_dim, image_size and
-    learn_sigma are derived."""
+    """The U-Net (paper: 192 channels, attention at 8, 16, 32, 3D-aware convolution at 64 and 32, roll-out layout); its
+    channels, latent_dim, image_size and learn_sigma are derived."""
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     """ε prediction, learned-range variance and the hybrid loss (§3.2); 1,000 linear steps, 100 to sample."""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -65,9 +65,15 @@ class BaseStageConfig:
     """Probability of zeroing z in a training sample (classifier-free guidance, §3.2: 20%)."""
     guidance_scale: float = 3.0
     """Default CFG scale λ of Eq. 3 when sampling."""
+    latent_conditioning: bool = True
+    """Condition the U-Net on z from the frontal view (§3.2); false: an unconditional model with no encoder, the
+    baseline of Table 2 (``unet.latent_dim`` becomes 0; ``cfg_drop`` and ``guidance_scale`` are then unused)."""
 
     def validate(self, where: str = "base") -> None:
         """Raise :class:`ConfigError` naming the first bad key, its value and the valid range."""
+        if type(self.latent_conditioning) is not bool:
+            raise ConfigError(f"bad value for {where}.latent_conditioning: {self.latent_conditioning!r} is not a "
+                              "bool; set true or false")
         _check_stage(where, "unet", self)
         check_range(f"{where}.cfg_drop", self.cfg_drop, low=0.0, high=1.0)
         check_range(f"{where}.guidance_scale", self.guidance_scale, low=0.0)

@@ -186,8 +186,12 @@ def base_encoder(checkpoint: Checkpoint, cfg: RodinConfig) -> tuple[nn.Module | 
 
     ``learned``: the EMA of the encoder trained with the base (``encoder_ema``); ``clip``: the frozen
     CLIP encoder of ``cfg.encoder``, or ``(None, reason)`` when its weights are not on this machine
-    (sampling works without it; portrait inversion does not).
+    (sampling works without it; portrait inversion does not). A base model trained without latent
+    conditioning has no encoder.
     """
+    if not cfg.base.latent_conditioning:
+        return None, ("the base model was trained without latent conditioning (base.latent_conditioning=false), so "
+                      "it reads no image; retrain the base stage with base.latent_conditioning=true to invert portraits")
     if cfg.encoder.kind != "learned":
         try:
             return build_encoder(cfg.encoder).eval(), None

@@ -222,12 +222,14 @@ class GenerationPipeline:
                  on_x0: X0Hook | None = None) -> Tensor:
         """Raw tri-planes (3, C, H, H) on the CPU from a latent z (D,) or (1, D) (§3.2 Eq. 3, §3.3).
 
-        The base model samples (3, C, h, h) with CFG, the upsampler (3, C, H, H) from it; one generator
+        The base model samples (3, C, h, h) with CFG (unconditionally, z only recorded, when it was trained without
+        latent conditioning), the upsampler (3, C, H, H) from it; one generator
         seeded with ``seed`` drives both, so the output is a deterministic function of (z, seed, options).
         ``on_x0(stage, step, x̂0)`` is called at every reverse step with the raw predicted clean planes,
         (3, C, h, h) for ``"base"`` and (3, C, H, H) for ``"upsampler"``, on the pipeline's device (Fig. 15).
         """
         latent = self._latent(z)  # (1, D)
+        conditioned = self.cfg.base.latent_conditioning  # without it the base model ignores z (Table 2 baseline)
         generator = self._generator(seed)
         spacing = {stage: self._respacing(stage, options) for stage in ("base", "upsampler")}
 
@@ -235,7 +237,7 @@ class GenerationPipeline:
             return None if on_x0 is None else lambda step, x0: on_x0(stage, step, x0[0])
 
         with torch.no_grad():
-            low = sample_base(self.base, self.cfg, self.stats, latent, generator=generator,
+            low = sample_base(self.base, self.cfg, self.stats, latent if conditioned else None, n=1, generator=generator,
                               guidance_scale=self.guidance_scale(options), progress=self.progress,
                               sampler=options.sampler, respacing=spacing["base"], on_x0=hook("base"))  # (1, 3, C, h, h)
             high = sample_upsampler(self.upsampler, self.cfg, self.stats, low, generator=generator,

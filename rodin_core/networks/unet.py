@@ -13,7 +13,13 @@ adapted to rolled-out tri-planes:
   timestep embedding, which every residual block reads through AdaGN; the unconditional branch of
   classifier-free guidance (Eq. 3) feeds z = 0, which is what ``z=None`` means;
 - the upsampler (§3.3) is conditioned on the low-resolution tri-plane, upsampled bilinearly per
-  plane to the input size and concatenated on channels (as ADM's super-resolution model).
+  plane to the input size and concatenated on channels (as ADM's super-resolution model);
+- ``plane_layout`` (:mod:`rodin_core.triplane.layout`, §4.4 Table 2): ``rollout`` is the above;
+  ``channels`` is the baseline of Table 2, the planes concatenated on channels into one map
+  (B, 1, 3C, H, W) that a plain 2D U-Net of the same width convolves as a whole, then split back into
+  planes at the output. The input and output stay rolled tri-planes, so the diffusion process, the
+  samplers and everything after them see the same tensors whatever the layout (the noise is i.i.d.
+  per element, so diffusing the rolled tensor is diffusing the stacked one, reordered).
 
 The middle block has its attention only when the lowest plane size is an attention resolution, so
 that a configuration without attention has no cross-plane path besides the 3D-aware convolution.
@@ -39,6 +45,7 @@ from rodin_core.networks.blocks import (
     timestep_embedding,
     zero_module,
 )
+from rodin_core.triplane.layout import PLANE_LAYOUTS, stack_channels, unstack_channels
 from rodin_core.triplane.rollout import roll_in, roll_out
 
 
@@ -59,7 +66,10 @@ class UNetConfig(DictConfig):
     attention_resolutions: tuple[int, ...] = (8, 16, 32)
     """Plane sizes at which blocks are followed by self-attention over the three planes (paper: 8, 16, 32)."""
     aware_resolutions: tuple[int, ...] = (64, 32)
-    """Plane sizes at which residual blocks use the 3D-aware convolution (paper: the higher scales)."""
+    """Plane sizes at which residual blocks use the 3D-aware convolution (paper: the higher scales); () for none."""
+    plane_layout: str = "rollout"
+    """How the network arranges the planes: ``rollout`` (the paper's) or ``channels`` (concatenated on channels, the
+    baseline of Table 2; no 3D-aware convolution)."""
     num_head_channels: int = 64
     """Channels per attention head (ADM: 64)."""
     dropout: float = 0.1
@@ -95,6 +105,13 @@ class UNetConfig(DictConfig):
             raise ValueError(f"UNetConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if type(self.learn_sigma) is not bool:
             raise ValueError(f"UNetConfig.learn_sigma must be a bool, got {self.learn_sigma!r}")
+        if self.plane_layout not in PLANE_LAYOUTS:
+            raise ValueError(f"UNetConfig.plane_layout must be one of {PLANE_LAYOUTS}, got {self.plane_layout!r}")
+        if self.plane_layout == "channels" and self.aware_resolutions:
+            raise ValueError(
+                f"UNetConfig.aware_resolutions={self.aware_resolutions!r} needs plane_layout='rollout': the 3D-aware "
+                "convolution works on three separate planes; set aware_resolutions to [] for plane_layout='channels'"
+            )
         downsamplings = len(self.channel_mult) - 1
         if self.image_size % 2**downsamplings != 0:
             raise ValueError(
@@ -134,11 +151,12 @@ class TriplaneUNet(nn.Module):
         def res_block(channels: int, out_channels: int, size: int) -> ResBlock:
             return ResBlock(channels, emb_channels, out_channels, cfg.dropout, aware=size in cfg.aware_resolutions)
 
+        self.stacked = cfg.plane_layout == "channels"
+        planes_per_map = 3 if self.stacked else 1  # planes whose channels one map of the network holds
         levels = cfg.resolutions()
         channels = cfg.model_channels * cfg.channel_mult[0]
-        self.input_blocks = nn.ModuleList(
-            [EmbedSequential(PlaneConv2d(cfg.in_channels + cfg.cond_channels, channels, 3, padding=1))]
-        )
+        self.input_blocks = nn.ModuleList([EmbedSequential(
+            PlaneConv2d(planes_per_map * (cfg.in_channels + cfg.cond_channels), channels, 3, padding=1))])
         skip_channels = [channels]
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
@@ -172,7 +190,7 @@ class TriplaneUNet(nn.Module):
 
         self.out_norm = TriplaneGroupNorm(channels)
         self.out_channels = cfg.out_channels * (2 if cfg.learn_sigma else 1)
-        self.out_conv = zero_module(PlaneConv2d(channels, self.out_channels, 3, padding=1))
+        self.out_conv = zero_module(PlaneConv2d(channels, planes_per_map * self.out_channels, 3, padding=1))
 
     def forward(self, x: Tensor, t: Tensor, z: Tensor | None = None, low_res: Tensor | None = None) -> Tensor:
         """x (B, in_channels, H, 3H) rolled, t (B,) timesteps, z (B, latent_dim) or None (= zeros),
@@ -192,7 +210,7 @@ class TriplaneUNet(nn.Module):
             latent = z if z is not None else x.new_zeros(batch, self.cfg.latent_dim)
             emb = emb + self.latent_proj(latent)  # (B, E)
 
-        h = planes
+        h = stack_channels(planes)[:, None] if self.stacked else planes  # (B, 1, 3C', H, H) or (B, 3, C', H, H)
         skips = []
         for block in self.input_blocks:
             h = block(h, emb)
@@ -200,7 +218,9 @@ class TriplaneUNet(nn.Module):
         h = self.middle_block(h, emb)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=2), emb)  # (B, 3, C + C_skip, H', H') in
-        out = self.out_conv(F.silu(self.out_norm(h)))  # (B, 3, C_out, H, H)
+        out = self.out_conv(F.silu(self.out_norm(h)))  # (B, 3, C_out, H, H) or (B, 1, 3 C_out, H, H)
+        if self.stacked:
+            out = unstack_channels(out[:, 0])  # (B, 3, C_out, H, H)
         return roll_out(out)  # (B, C_out, H, 3H)
 
     def _check_inputs(self, x: Tensor, t: Tensor, z: Tensor | None, low_res: Tensor | None) -> None:

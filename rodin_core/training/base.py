@@ -13,13 +13,15 @@ with ``encoder.kind = learned`` the image encoder is trained jointly, in the sam
 EMA (the autoencoder reading of §3.2); with ``clip`` it is frozen and z is cached per subject id.
 Dropped samples get z = 0 (``keep`` multiplies z), the unconditional branch of classifier-free
 guidance (Eq. 3). The random draws of a step come from :func:`~.stages.step_generator` in the
-order: keep mask, timesteps, noise.
+order: keep mask, timesteps, noise. With ``base.latent_conditioning`` false (the baseline of Table 2)
+there is no encoder and no z; the keep mask is still drawn, so that the timesteps and noise of every
+step are those of the conditioned model with the same seed.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from rodin_core.config import RodinConfig
 from rodin_core.datasets.triplanes import TriplaneBatch
@@ -42,7 +44,8 @@ def cfg_dropout_mask(batch: int, drop_prob: float, generator: torch.Generator) -
 
 
 class BaseStage(DiffusionStage):
-    """The base stage: ``model`` (TriplaneUNet), ``ema``, and ``encoder``/``encoder_ema`` when learned."""
+    """The base stage: ``model`` (TriplaneUNet), ``ema``, and ``encoder``/``encoder_ema`` when learned (``encoder`` is
+    None without latent conditioning)."""
 
     name = "base"
 
@@ -50,6 +53,12 @@ class BaseStage(DiffusionStage):
                  rank: int = 0) -> None:
         super().__init__(cfg, device, rank, lambda: TriplaneUNet(cfg.base.unet), stats)
         self.unet_cfg = cfg.base.unet
+        self._latent_cache: dict[int, Tensor] = {}
+        self.encoder: nn.Module | None = None
+        self.learned_encoder = False
+        if not cfg.base.latent_conditioning:
+            self.optimise({"model": self.model})
+            return
         self.encoder = seeded_init(self.train_cfg.seed + 1, lambda: build_encoder(cfg.encoder, self.device)).to(
             self.device)
         self.learned_encoder = bool(getattr(self.encoder, "trainable", False))
@@ -58,7 +67,6 @@ class BaseStage(DiffusionStage):
         else:
             self.encoder.eval().requires_grad_(False)
             self.optimise({"model": self.model})
-        self._latent_cache: dict[int, Tensor] = {}
 
     def targets(self, planes: Tensor) -> Tensor:
         """Raw planes (B, 3, C, H, W) -> the diffusion data x_0, rolled at the base resolution (B, C, h, 3h)."""
@@ -68,6 +76,9 @@ class BaseStage(DiffusionStage):
     def encode(self, frontal: Tensor, subject_ids: Tensor | None = None) -> Tensor:
         """z (B, D) of frontal views (B, 4, Hi, Wi): through the learned encoder (with gradient), or the
         frozen one with a per-subject cache when ``subject_ids`` (B,) are given."""
+        if self.encoder is None:
+            raise ValueError("this base model has no latent conditioning (base.latent_conditioning=false), so it "
+                             "encodes no frontal views; set base.latent_conditioning=true to condition it on z")
         if self.learned_encoder:
             return self.encoder(frontal)  # (B, D)
         if subject_ids is None:
@@ -83,19 +94,22 @@ class BaseStage(DiffusionStage):
         return torch.stack([self._latent_cache[s] for s in ids]).to(self.device)  # (B, D)
 
     def train_step(self, batch: TriplaneBatch, step: int) -> dict[str, float]:
-        """One AdamW step on a batch of subjects; returns loss, mse, vb (hybrid loss only), cfg_kept, lr, grad_norm."""
+        """One AdamW step on a batch of subjects; returns loss, mse, vb (hybrid loss only), cfg_kept (with latent
+        conditioning), lr, grad_norm."""
         batch, generator = self.start_step(batch, step)
         if self.learned_encoder:
             self.encoder.train()
         x0 = self.targets(batch.planes)  # (B, C, h, 3h)
         size = x0.shape[0]
         keep = cfg_dropout_mask(size, self.cfg.base.cfg_drop, generator)  # (B,)
-        z = self.encode(batch.frontal, batch.subject_ids) * keep[:, None].to(x0.dtype)  # (B, D)
+        z = None
+        if self.encoder is not None:
+            z = self.encode(batch.frontal, batch.subject_ids) * keep[:, None].to(x0.dtype)  # (B, D)
         t = torch.randint(0, self.diffusion.num_timesteps, (size,), generator=generator, device=self.device)
         noise = torch.randn(x0.shape, generator=generator, device=self.device)  # (B, C, h, 3h)
         terms = self.diffusion.training_losses(self._forward, x0, t, noise=noise, model_kwargs={"z": z})
         loss = terms["loss"].mean()
         update = self.optimisation.step(loss, step, terms, self.name)
         vb = {"vb": terms["vb"].mean().item()} if "vb" in terms else {}  # the hybrid loss's L_vlb term
-        return {"loss": loss.item(), "mse": terms["mse"].mean().item(), **vb, "cfg_kept": float(keep.float().mean()),
-                **update}
+        kept = {"cfg_kept": float(keep.float().mean())} if z is not None else {}
+        return {"loss": loss.item(), "mse": terms["mse"].mean().item(), **vb, **kept, **update}

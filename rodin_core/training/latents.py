@@ -45,12 +45,20 @@ def latent_encoder(cfg: RodinConfig, out: str, storage_options: dict | None = No
     """The frozen encoder whose z the prior learns, and what identifies it (JSON).
 
     ``encoder.kind = learned``: the EMA of the encoder trained with the committed base checkpoint;
-    ``clip``: the frozen CLIP encoder of ``cfg.encoder``.
+    ``clip``: the frozen CLIP encoder of ``cfg.encoder``. A base model without latent conditioning reads no z,
+    so it has no latents to learn.
     """
+    if not cfg.base.latent_conditioning:
+        raise TrainDataError("base.latent_conditioning is false: the base model is unconditional and reads no z, so "
+                             "there is no latent prior to train; set base.latent_conditioning=true, or skip the prior")
     if cfg.encoder.kind != "learned":
         return build_encoder(cfg.encoder, device).eval(), {"encoder": dataclasses.asdict(cfg.encoder)}
     checkpoint, manifest = read_stage_checkpoint(out, "base", storage_options)
     base_cfg = RodinConfig.from_dict(checkpoint.config["rodin"])
+    if not base_cfg.base.latent_conditioning:
+        raise TrainDataError(f"the committed base checkpoint of {out} was trained without latent conditioning and has "
+                             "no encoder, so there are no latents for the prior; retrain the base with "
+                             "base.latent_conditioning=true")
     if base_cfg.encoder.kind != "learned" or base_cfg.encoder.latent_dim != cfg.encoder.latent_dim:
         raise TrainDataError(f"the committed base checkpoint of {out} uses encoder.kind={base_cfg.encoder.kind!r}, "
                              f"latent_dim={base_cfg.encoder.latent_dim}; the prior is configured for "

@@ -155,6 +155,14 @@ def sample_sheet(stage_name: str, out: str, count: int, seed: int = 0,
     generator = torch.Generator().manual_seed(seed)
     if stage_name == "base":
         subjects = first_subjects(out, count, storage_options, trained.cfg.corpus.first_held_out)
+        if not trained.cfg.base.latent_conditioning:
+            planes = sample_base(trained.ema, trained.cfg, trained.stats, n=len(subjects), generator=generator)
+            images = [im for s, p in zip(subjects, planes, strict=True) for im in (render(s.planes), render(p))]
+            labels = [lb for s in subjects for lb in (f"#{s.subject_id} fitted", "sampled")]
+            caption = (f"Base model (EMA) at step {trained.checkpoint.step}, trained without latent conditioning: "
+                       f"fitted training tri-planes beside unconditional samples "
+                       f"({trained.cfg.base.diffusion.sampling_steps} sampling steps).")
+            return contact_sheet(images, 2 * min(2, count), labels), caption
         encoder = build_encoder(trained.cfg.encoder)
         if trained.cfg.encoder.kind == "learned":
             encoder = trained.module("encoder_ema", encoder)
