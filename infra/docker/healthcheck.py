@@ -41,7 +41,7 @@ def probe_process(name: str, proc: Path = Path("/proc")) -> str | None:
     return f"no process named {name!r} is running"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     checks = parser.add_subparsers(dest="check", required=True)
     http = checks.add_parser("http")
@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     http.add_argument("--timeout", type=float, default=5.0)
     process = checks.add_parser("process")
     process.add_argument("name")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     why = probe_http(args.url, args.ok_below, args.timeout) if args.check == "http" else probe_process(args.name)
     if why is not None:
         print(why, file=sys.stderr)

@@ -26,7 +26,7 @@ def compose_command() -> tuple[str, ...] | None:
     """``("docker", "compose")`` when the plugin answers, else the ``docker-compose`` binary, else None."""
     docker = shutil.which("docker")
     if docker is not None:
-        probe = subprocess.run([docker, "compose", "version"], capture_output=True, timeout=60)
+        probe = subprocess.run([docker, "compose", "version"], check=False, capture_output=True, timeout=60)
         if probe.returncode == 0:
             return (docker, "compose")
     for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
@@ -48,8 +48,8 @@ def run_config(compose_file: Path = COMPOSE_FILE, env_file: Path | None = ENV_EX
     if env_file is not None:
         args += ["--env-file", str(env_file)]
     clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"), **(env or {})}
-    return subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True, env=clean,
-                          timeout=120)
+    return subprocess.run([*args, "config", "--format", "json"], check=False, capture_output=True, text=True,
+                          env=clean, timeout=120)
 
 
 def load_config(compose_file: Path = COMPOSE_FILE, env_file: Path | None = ENV_EXAMPLE,

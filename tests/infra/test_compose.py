@@ -7,18 +7,24 @@ specification's schema, references between services), never by a YAML parser of 
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from .compose_cli import COMPOSE_FILE, ENV_EXAMPLE, INSTALL_HINT, REPO, compose_command, example_config, run_config
+from .compose_cli import (
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    INSTALL_HINT,
+    REPO,
+    compose_command,
+    example_config,
+    run_config,
+)
 
 README = REPO / "README.md"
 LONG_RUNNING = {"postgres", "prefect-server", "s3", "ray-head", "ray-worker", "prefect-worker"}
@@ -131,6 +137,39 @@ def test_healthchecks_and_start_order(config: dict[str, Any]) -> None:
         "ray-head: no healthcheck"]
 
 
+def listening_ports(name: str, service: dict[str, Any]) -> set[int]:
+    """Container ports a service listens on: its published targets, the ports its command sets, and
+    for the Prefect worker the port of its health server (Prefect's setting)."""
+    ports = {int(port["target"]) for port in service.get("ports", [])}
+    command = service.get("command") or []
+    ports |= {int(arg.split("=", 1)[1]) for arg in command if re.fullmatch(r"-{1,2}[\w.-]*port=\d+", arg)}
+    ports |= {int(value) for flag, value in itertools.pairwise(command) if flag == "--port"}
+    if "--with-healthcheck" in command:
+        from prefect.settings import get_current_settings
+
+        ports.add(get_current_settings().worker.webserver.port)
+    return ports
+
+
+def test_healthchecks_probe_what_the_service_serves(config: dict[str, Any]) -> None:
+    from .test_healthcheck import healthcheck
+
+    probed = {}
+    for name, service in config["services"].items():
+        test = service.get("healthcheck", {}).get("test") or []
+        if "/opt/rodin/infra/docker/healthcheck.py" not in test:
+            continue
+        args = healthcheck.build_parser().parse_args(test[test.index("/opt/rodin/infra/docker/healthcheck.py") + 1:])
+        if args.check == "http":
+            url = urlsplit(args.url)
+            assert url.hostname == LOOPBACK and url.port in listening_ports(name, service), (name, args.url)
+        probed[name] = args.check
+    assert probed == {"prefect-server": "http", "s3": "http", "ray-head": "http", "prefect-worker": "http",
+                      "ray-worker": "process"}
+    assert listening_ports("ray-head", config["services"]["ray-head"]) >= {8265, 10001, 6379}
+    assert 9999 not in listening_ports("s3", config["services"]["s3"])
+
+
 def test_ray_workers_scale_without_fixed_names(config: dict[str, Any]) -> None:
     worker = config["services"]["ray-worker"]
     assert "container_name" not in worker and not worker.get("ports")
@@ -215,18 +254,24 @@ def test_the_store_reads_the_settings_compose_gives(config: dict[str, Any], s3_s
     s3fs.S3FileSystem.clear_instance_cache()
 
 
-def test_the_bucket_service_creates_its_bucket_once(config: dict[str, Any], s3_store_uri: tuple[str, dict]) -> None:
-    """s3-init's own command, run against a real S3 server, creates the bucket and may run again."""
+def test_the_bucket_service_creates_its_bucket_once(config: dict[str, Any], s3_store_uri: tuple[str, dict],
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """s3-init's own program, run against a real S3 server, creates the bucket and may run again."""
     import s3fs
 
     _, options = s3_store_uri
     command = config["services"]["s3-init"]["command"]
-    assert command[:2] == ["python", "-c"], command
+    assert command[:2] == ["python", "-c"] and len(command) == 3, command
     env = {"AWS_ACCESS_KEY_ID": options["key"], "AWS_SECRET_ACCESS_KEY": options["secret"],
-           "AWS_ENDPOINT_URL": options["client_kwargs"]["endpoint_url"], "RODIN_BUCKET": "compose-init-test",
-           "PATH": "/usr/bin:/bin"}
-    for _ in range(2):
-        run = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, text=True, timeout=120)
-        assert run.returncode == 0, f"{shlex.join(command)}\n{run.stderr}"
-        assert run.stdout.strip() == "bucket compose-init-test ready"
+           "AWS_ENDPOINT_URL": options["client_kwargs"]["endpoint_url"], "RODIN_BUCKET": "compose-init-test"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        for _ in range(2):  # `docker compose up` runs it on every start
+            s3fs.S3FileSystem.clear_instance_cache()
+            exec(compile(command[2], "s3-init", "exec"), {})  # noqa: S102 - the service's program itself
+            assert capsys.readouterr().out.strip() == "bucket compose-init-test ready"
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
     assert s3fs.S3FileSystem(skip_instance_cache=True, **options).exists("compose-init-test")
