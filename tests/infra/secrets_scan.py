@@ -5,8 +5,9 @@ a credential (password, secret, token, API or access key, private key, credentia
 allowed when it is empty, a reference resolved elsewhere (``${VAR}``, ``$VAR``, ``{{ ... }}``,
 ``<placeholder>``, a ``secretKeyRef``) or a clearly test-only value (it says ``test``, ``example``,
 ``placeholder`` or ``dummy``). In Python files only quoted literals count: code such as
-``token = match.group()`` is no credential. The password of a URL (``scheme://user:password@host``)
-follows the same rules.
+``token = match.group()`` is no credential, and in Markdown only code blocks count. The password of
+a URL (``scheme://user:<password>@host``) follows the same rules, and so does a value that names an
+environment variable (``SECRET_NAME = "AWS_SECRET_ACCESS_KEY"``).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ SECRET_KEY = re.compile(r"password|passwd|secret|token|api[_-]?key|access[_-]?ke
                         re.IGNORECASE)
 ASSIGNMENT = re.compile(r"""(?P<key>[A-Za-z_][\w.-]*)["']?[ \t]*(?:=|:)[ \t]*(?P<value>"[^"\n]*"|'[^'\n]*'|[^\s#,;)}\]]+)""")
 ALLOWED_WORDS = ("test", "example", "placeholder", "dummy")
-REFERENCE = re.compile(r"^\$|^\{\{|^<|\$\{|\$\(|^\{?secretKeyRef")
+REFERENCE = re.compile(r"^\$|^\{\{|^<|\$\{|\$\(|^\{?secretKeyRef|^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
 URL_PASSWORD = re.compile(r"://[^\s/:@]+:(?P<value>[^\s/@]+)@")
-"""The password of a URL such as ``postgresql://user:password@host/db``."""
+"""The password of a URL such as ``postgresql://user:<password>@host/db``."""
 EXPANSION = re.compile(r"\$\{[^}]*\}")
 BINARY_SUFFIXES = {".png", ".gif", ".glb", ".jpg", ".jpeg", ".safetensors", ".parquet", ".blend", ".ply"}
 
@@ -45,11 +46,24 @@ def allowed(value: str) -> bool:
             or any(word in bare.lower() for word in ALLOWED_WORDS))
 
 
+def code_lines(text: str) -> list[str]:
+    """The lines of a Markdown ``text`` with everything outside fenced code blocks blanked."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+            lines.append("")
+        else:
+            lines.append(line if fenced else "")
+    return lines
+
+
 def scan_text(text: str, path: str) -> list[Finding]:
     """The secret-looking assignments of one file's ``text`` whose values are not allowed."""
     python = path.endswith(".py")
     found = []
-    for number, line in enumerate(text.splitlines(), 1):
+    lines = code_lines(text) if path.endswith(".md") else text.splitlines()
+    for number, line in enumerate(lines, 1):
         line = EXPANSION.sub("${}", line)  # what a ${VAR:?message} names is resolved elsewhere
         found.extend(Finding(path, number, "URL password", m.group("value")) for m in URL_PASSWORD.finditer(line)
                      if not allowed(m.group("value")))
