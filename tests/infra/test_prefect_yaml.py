@@ -101,6 +101,7 @@ def test_a_deployment_that_ignores_the_environment_is_seen(monkeypatch: pytest.M
     assert unset["ray_address"] == "{{ $RAY_ADDRESS }}", "without the variable the placeholder stays as written"
 
 
+@pytest.mark.slow
 def test_the_compose_setup_deploys_them(tmp_path: Path) -> None:
     """prefect-setup's command, with its environment, against a throw-away server, twice (every `up` runs it)."""
     from prefect.client.orchestration import get_client
