@@ -61,6 +61,19 @@ def flow_signature(entrypoint: str) -> inspect.Signature:
     return inspect.signature(load_flow_from_entrypoint(entrypoint).fn)
 
 
+def test_prefect_accepts_the_file() -> None:
+    """`prefect deploy` skips a prefect.yaml its model refuses (a warning, then no deployment at all)."""
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    raw = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    model = PrefectYamlModel.model_validate(raw)
+    assert [d.name for d in model.deployments].count("cluster") == 5
+    assert [d.name for d in model.deployments].count("tiny") == 9
+    raw["deployments"][-1]["pull"] = "/opt/rodin"
+    with pytest.raises(ValueError, match="pull"):
+        PrefectYamlModel.model_validate(raw)
+
+
 def test_cluster_deployments_run_existing_flows_with_the_environments_store_and_ray(
         monkeypatch: pytest.MonkeyPatch) -> None:
     deployments = cluster_deployments()
