@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ("docs/architecture.md", "docs/data-contracts.md")
-REPO_FOLDERS = ("benchmarks", "docs", "render", "rodin_core", "tests", "workflows")
+REPO_FOLDERS = ("benchmarks", "docs", "infra", "render", "rodin_core", "tests", "workflows")
 """Top-level folders of the repository: a backticked token starting with one of them is a repository path."""
 PATH_SUFFIXES = (".py", ".md", ".toml", ".yaml")
 MOVED_SECTION = "moved modules"
