@@ -1,11 +1,13 @@
 # The two set-up commands of the README: `make demo` (the main job) and `make test`.
+# `make test-cluster` runs the end-to-end test on the local cluster (docs/local-cluster.md);
+# `make cluster-deps` installs the Postgres server it needs through the system package manager.
 # Each creates or refreshes the virtual environment itself, then runs.
 PYTHON ?= python3.11
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 OUT    ?= data/tiny
 
-.PHONY: demo test env clean-env
+.PHONY: demo test test-cluster cluster-deps env clean-env
 
 env: $(STAMP)
 
@@ -23,6 +25,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -q -ra --durations=15
+
+test-cluster: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -ra --durations=5 -m cluster tests/infra
+
+cluster-deps:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ command -v apt-get >/dev/null && apt-get update && apt-get install -y --no-install-recommends postgresql; } || \
+		{ echo "PostgreSQL server binaries (initdb, pg_ctl) not found and apt-get is unavailable: install the PostgreSQL server with your package manager"; exit 1; }
 
 clean-env:
 	rm -rf $(VENV)

@@ -2,7 +2,7 @@
 docs/data-contracts.md exists, and every ``path.py:Name`` is defined in its file.
 
 A backticked token is a repository path when it is made of path characters and either starts with
-one of the repository's top-level folders (``rodin_core/``, ``render/``, ``workflows/``, ...) or
+one of the repository's top-level folders (``rodin_core/``, ``render/``, ``workflows/``, ``infra/``, ...) or
 ends in ``.py``, ``.md``, ``.toml`` or ``.yaml`` (then it is resolved from the repository root).
 Store paths such as ``renders/`` or ``data/tiny``, URIs and commands are not repository paths.
 ``path.py:Name`` / ``path.py::name`` also need ``def Name``, ``class Name`` or ``Name =`` in the
@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ("docs/architecture.md", "docs/data-contracts.md")
-REPO_FOLDERS = ("benchmarks", "docs", "render", "rodin_core", "tests", "workflows")
+REPO_FOLDERS = ("benchmarks", "docs", "infra", "render", "rodin_core", "tests", "workflows")
 """Top-level folders of the repository: a backticked token starting with one of them is a repository path."""
 PATH_SUFFIXES = (".py", ".md", ".toml", ".yaml")
 MOVED_SECTION = "moved modules"
