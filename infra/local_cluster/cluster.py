@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +81,24 @@ class _Starter:
         return env
 
 
+def _launch(starter: _Starter, what: str, log: Path,
+            start: Callable[[], tuple[subprocess.Popen, Callable[[], str | None]]],
+            cleanup: Callable[[], None] | None = None) -> subprocess.Popen:
+    """Start a component and wait until it is ready; on fresh ports again after a failure (``start`` picks them)."""
+    for attempt in range(ATTEMPTS):
+        process, ready = start()
+        try:
+            wait_for(ready, starter.config.timeout_s, what, process, log)
+            return process
+        except BaseException as exc:
+            stop_session(process.pid, STOP_GRACE_S)
+            if cleanup is not None:
+                cleanup()
+            if attempt == ATTEMPTS - 1 or not isinstance(exc, ClusterError):
+                raise
+    raise AssertionError("unreachable")
+
+
 def _running(state: ClusterState) -> list[Component]:
     return [c for c in state.components if is_alive(c.pid) or session_members(c.pid)]
 
@@ -113,6 +133,7 @@ def _start_postgres(starter: _Starter) -> None:
     pg_data, scratch = postgres.data_dir(starter.config.run_dir)
     if scratch:
         starter.state.scratch_dirs.append(scratch)
+        starter.state.save()
     shutil.rmtree(pg_data, ignore_errors=True)  # the Prefect database is new on every `up`
     postgres.init_cluster(pg_data, log)
     for attempt in range(ATTEMPTS):
@@ -132,48 +153,44 @@ def _start_postgres(starter: _Starter) -> None:
 def _start_prefect_server(starter: _Starter) -> None:
     log = starter.log("prefect-server")
     home = starter.config.run_dir / "prefect-home"
-    env = prefect_services.server_env(home, starter.state.env["LOCAL_CLUSTER_DATABASE_URL"])
-    for attempt in range(ATTEMPTS):
+    env = starter.process_env(**prefect_services.server_env(home, starter.state.env["LOCAL_CLUSTER_DATABASE_URL"]))
+    port = 0
+
+    def start() -> tuple[subprocess.Popen, Callable[[], str | None]]:
+        nonlocal port
         (port,) = free_ports(1)
-        api_url = f"http://127.0.0.1:{port}/api"
-        process = spawn(prefect_services.server_command(port), log, starter.process_env(**env), starter.config.run_dir)
-        try:
-            wait_for(lambda url=api_url: prefect_services.health(url), starter.config.timeout_s, "the Prefect server",
-                     process, log)
-            break
-        except ClusterError:
-            stop_session(process.pid, STOP_GRACE_S)
-            if attempt == ATTEMPTS - 1:
-                raise
+        process = spawn(prefect_services.server_command(port), log, env, starter.config.run_dir)
+        return process, lambda: prefect_services.health(f"http://127.0.0.1:{port}/api")
+
+    process = _launch(starter, "the Prefect server", log, start)
     starter.env["PREFECT_HOME"] = str(home)
-    starter.state.env["PREFECT_API_URL"] = api_url
+    starter.state.env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
     starter.record(Component("prefect-server", process.pid, str(log), {"api": port}))
 
 
 def _start_seaweedfs(starter: _Starter) -> None:
     log = starter.log("seaweedfs")
-    key, secret = "rodin", secrets.token_hex(16)
+    key, secret, bucket = "rodin", secrets.token_hex(16), starter.config.bucket
     data_dir = starter.config.run_dir / "seaweedfs"
     data_dir.mkdir(exist_ok=True)
     socket_dir = tempfile.mkdtemp(prefix="rodin-weed-")  # Unix socket paths must stay short
     starter.state.scratch_dirs.append(socket_dir)
-    env = {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret, "TMPDIR": socket_dir}
-    for attempt in range(ATTEMPTS):
-        ports = dict(zip(seaweed.PORT_FLAGS, free_ports(len(seaweed.PORT_FLAGS))))
+    starter.state.save()
+    env = starter.process_env(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, TMPDIR=socket_dir)
+    ports: dict[str, int] = {}
+
+    def start() -> tuple[subprocess.Popen, Callable[[], str | None]]:
+        ports.clear()
+        ports.update(zip(seaweed.PORT_FLAGS, free_ports(len(seaweed.PORT_FLAGS)), strict=True))
         endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-        process = spawn(seaweed.weed_command(data_dir, socket_dir, ports), log, starter.process_env(**env), data_dir)
-        try:
-            wait_for(lambda url=endpoint: seaweed.bucket_ready(url, key, secret, starter.config.bucket),
-                     starter.config.timeout_s, "SeaweedFS", process, log)
-            break
-        except ClusterError:
-            stop_session(process.pid, STOP_GRACE_S)
-            seaweed.remove_sockets(ports)
-            if attempt == ATTEMPTS - 1:
-                raise
-    starter.state.env.update({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret, "AWS_ENDPOINT_URL": endpoint,
-                              "LOCAL_CLUSTER_BUCKET": f"s3://{starter.config.bucket}"})
-    starter.record(Component("seaweedfs", process.pid, str(log), ports))
+        process = spawn(seaweed.weed_command(data_dir, socket_dir, ports), log, env, data_dir)
+        return process, lambda: seaweed.bucket_ready(endpoint, key, secret, bucket)
+
+    process = _launch(starter, "SeaweedFS", log, start, cleanup=lambda: seaweed.remove_sockets(ports))
+    starter.state.env.update({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
+                              "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['s3.port']}",
+                              "LOCAL_CLUSTER_BUCKET": f"s3://{bucket}"})
+    starter.record(Component("seaweedfs", process.pid, str(log), dict(ports)))
 
 
 def _start_ray(starter: _Starter) -> None:
@@ -184,23 +201,22 @@ def _start_ray(starter: _Starter) -> None:
     starter.state.env.update(ray_nodes.ray_env(token_path))
     temp_dir = tempfile.mkdtemp(prefix="rodin-ray-")  # Ray's socket paths must stay short
     starter.state.scratch_dirs.append(temp_dir)
+    starter.state.save()
     log = starter.log("ray-head")
-    for attempt in range(ATTEMPTS):
-        ports = dict(zip(("gcs", "dashboard", "client", "agent"), free_ports(4)))
+    ports: dict[str, int] = {}
+
+    def start() -> tuple[subprocess.Popen, Callable[[], str | None]]:
+        ports.clear()
+        ports.update(zip(("gcs", "dashboard", "client", "agent"), free_ports(4), strict=True))
+        process = spawn(ray_nodes.head_command(ports, temp_dir, config.object_store_mb), log, starter.process_env(),
+                        PROJECT_ROOT)
         dashboard = f"http://127.0.0.1:{ports['dashboard']}"
-        process = spawn(ray_nodes.head_command(ports, temp_dir, config.object_store_mb), log,
-                        starter.process_env(), PROJECT_ROOT)
-        try:
-            wait_for(lambda url=dashboard: None if ray_nodes.alive_nodes(url, token_path) else "no node alive yet",
-                     config.timeout_s, "the Ray head", process, log)
-            break
-        except ClusterError:
-            stop_session(process.pid, STOP_GRACE_S)
-            if attempt == ATTEMPTS - 1:
-                raise
-    gcs_address = f"127.0.0.1:{ports['gcs']}"
+        return process, lambda: None if ray_nodes.alive_nodes(dashboard, token_path) else "no node alive yet"
+
+    process = _launch(starter, "the Ray head", log, start)
+    gcs_address, dashboard = f"127.0.0.1:{ports['gcs']}", f"http://127.0.0.1:{ports['dashboard']}"
     starter.state.env.update({"RAY_ADDRESS": gcs_address, "LOCAL_CLUSTER_RAY_DASHBOARD": dashboard})
-    starter.record(Component("ray-head", process.pid, str(log), ports,
+    starter.record(Component("ray-head", process.pid, str(log), dict(ports),
                              {"raylet": ray_nodes.raylet_pid(process.pid) or 0}))
     for index in range(config.workers):
         _start_ray_worker(starter, index, gcs_address, dashboard, token_path)
@@ -209,35 +225,34 @@ def _start_ray(starter: _Starter) -> None:
 def _start_ray_worker(starter: _Starter, index: int, gcs_address: str, dashboard: str, token_path: Path) -> None:
     config, label = starter.config, ray_nodes.node_label(index)
     log = starter.log(f"ray-{label}")
+    agent_port = 0
 
     def joined() -> str | None:
         names = [node.get("node_name") for node in ray_nodes.alive_nodes(dashboard, token_path)]
         return None if label in names else f"alive nodes: {names}"
 
-    for attempt in range(ATTEMPTS):
+    def start() -> tuple[subprocess.Popen, Callable[[], str | None]]:
+        nonlocal agent_port
         (agent_port,) = free_ports(1)
         command = ray_nodes.worker_command(gcs_address, label, config.cpus_per_worker, agent_port,
                                            config.object_store_mb)
-        process = spawn(command, log, starter.process_env(), PROJECT_ROOT)
-        try:
-            wait_for(joined, config.timeout_s, f"Ray worker node {label}", process, log)
-            break
-        except ClusterError:
-            stop_session(process.pid, STOP_GRACE_S)
-            if attempt == ATTEMPTS - 1:
-                raise
-    raylet = ray_nodes.raylet_pid(process.pid) or 0
+        return spawn(command, log, starter.process_env(), PROJECT_ROOT), joined
+
+    process = _launch(starter, f"Ray worker node {label}", log, start)
     starter.record(Component(f"ray-{label}", process.pid, str(log), {"dashboard-agent": agent_port},
-                             {"raylet": raylet}))
+                             {"raylet": ray_nodes.raylet_pid(process.pid) or 0}))
 
 
 def _start_prefect_worker(starter: _Starter) -> None:
     log, config = starter.log("prefect-worker"), starter.config
     api_url = starter.state.env["PREFECT_API_URL"]
     env = starter.process_env(PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="2")
-    process = spawn(prefect_services.worker_command(config.pool), log, env, config.run_dir)
-    wait_for(lambda: None if prefect_services.online_workers(api_url, config.pool) else "not online yet",
-             config.timeout_s, "the Prefect worker", process, log)
+
+    def start() -> tuple[subprocess.Popen, Callable[[], str | None]]:
+        process = spawn(prefect_services.worker_command(config.pool), log, env, config.run_dir)
+        return process, lambda: None if prefect_services.online_workers(api_url, config.pool) else "not online yet"
+
+    process = _launch(starter, "the Prefect worker", log, start)
     starter.state.env["LOCAL_CLUSTER_WORK_POOL"] = config.pool
     starter.record(Component("prefect-worker", process.pid, str(log)))
 

@@ -5,19 +5,45 @@ replaces a loopback ``--node-ip-address`` by the machine's network address on Li
 to add a worker node when told not to (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``). The cluster sets
 that variable for every Ray process, so that the raylets, workers and drivers all resolve their
 node address to 127.0.0.1, and this wrapper lets ``ray start`` itself keep the address it is given.
+
+``ray start`` also gives a new raylet a fixed 30 s to register with the GCS, which a busy machine
+(several nodes starting on shared cores) can miss; here the node is waited for up to
+:data:`NODE_START_WAIT_S`.
 """
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
 from ray._private import ray_constants, services
 from ray.scripts.scripts import cli
+
+NODE_START_WAIT_S = 300.0
+
+
+def patient(get_node: Callable[..., Any], wait_s: float) -> Callable[..., Any]:
+    """``get_node`` retried on RuntimeError (node not registered yet) for up to ``wait_s`` seconds."""
+
+    def get(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return get_node(*args, **kwargs)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
+    return get
 
 
 def main(argv: list[str]) -> int:
     ray_constants.ENABLE_RAY_CLUSTER = True  # worker nodes may join
     services.resolve_ip_for_localhost = lambda host: host  # the given address is the node's
+    services.get_node = patient(services.get_node, NODE_START_WAIT_S)
     return cli.main(args=["start", *argv], prog_name="ray", standalone_mode=True)
 
 
