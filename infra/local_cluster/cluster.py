@@ -46,7 +46,7 @@ class ClusterConfig:
     object_store_mb: int = 128
     bucket: str = "rodin"
     pool: str = prefect_services.WORK_POOL
-    timeout_s: float = 300.0
+    timeout_s: float = 600.0
     """How long each component may take to answer (generous: Ray's nodes start slowly on a busy machine)."""
 
     def __post_init__(self) -> None:
@@ -84,17 +84,19 @@ class _Starter:
 def _launch(starter: _Starter, what: str, log: Path,
             start: Callable[[], tuple[subprocess.Popen, Callable[[], str | None]]],
             cleanup: Callable[[], None] | None = None) -> subprocess.Popen:
-    """Start a component and wait until it is ready; on fresh ports again after a failure (``start`` picks them)."""
+    """Start a component and wait until it is ready; again on fresh ports (``start`` picks them) when it exited
+    while starting (e.g. a port taken in between); a component that is only slow is not restarted."""
     for attempt in range(ATTEMPTS):
         process, ready = start()
         try:
             wait_for(ready, starter.config.timeout_s, what, process, log)
             return process
         except BaseException as exc:
+            exited = process.poll() is not None and isinstance(exc, ClusterError)
             stop_session(process.pid, STOP_GRACE_S)
             if cleanup is not None:
                 cleanup()
-            if attempt == ATTEMPTS - 1 or not isinstance(exc, ClusterError):
+            if attempt == ATTEMPTS - 1 or not exited:
                 raise
     raise AssertionError("unreachable")
 

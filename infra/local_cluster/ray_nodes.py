@@ -26,10 +26,11 @@ def node_label(index: int) -> str:
 
 def ray_env(token_path: Path) -> dict[str, str]:
     """Environment of every Ray process and driver of the cluster: loopback addresses, token auth, and
-    worker processes given 10 minutes to start (importing torch on a busy machine takes minutes)."""
+    worker processes and Ray Train's worker group given 10 minutes to start (importing torch on a busy
+    machine takes minutes)."""
     return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": str(token_path), "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_worker_register_timeout_seconds": "600"}
+            "RAY_worker_register_timeout_seconds": "600", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
 
 
 def _start_command(args: list[str]) -> list[str]:

@@ -41,7 +41,7 @@ from .cluster_client import (
     wait_run,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(7200)]
 
 SUBJECTS = 6
 MICRO = [
@@ -79,7 +79,7 @@ def running(state: ClusterState) -> dict[str, list[int]]:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
     run_dir = tmp_path_factory.mktemp("local-cluster")
     start = time.perf_counter()
-    done = cli("up", "--run-dir", str(run_dir), "--workers", "2")
+    done = cli("up", "--run-dir", str(run_dir), "--workers", "2", "--timeout", "1500", timeout_s=3000)
     print(f"`up` took {time.perf_counter() - start:.0f} s\n{done.stdout}")
     try:
         assert done.returncode == 0, done.stdout + done.stderr
