@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted; run `python -m infra.local_cluster down` to stop what started", file=sys.stderr)
+        print("error: interrupted; what had started was stopped (`status` tells)", file=sys.stderr)
         return 130
 
 

@@ -24,13 +24,24 @@ def node_label(index: int) -> str:
     return NODE_LABELS[index]
 
 
+BUSY_MACHINE_SETTINGS = {
+    "RAY_worker_register_timeout_seconds": "600",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
+    "RAY_raylet_liveness_self_check_interval_ms": "3600000",
+    "RAY_health_check_timeout_ms": "30000",
+}
+"""All nodes share the machine's cores: worker processes and Ray Train's worker group get 10 minutes
+to start (importing torch on a busy machine takes minutes); a raylet does not ask the GCS every few
+seconds whether it is still alive (a reply that comes late aborts the raylet), and the GCS waits
+30 s for each health-check answer. A killed raylet is still seen dead within seconds: its port refuses
+the checks at once."""
+
+
 def ray_env(token_path: Path) -> dict[str, str]:
-    """Environment of every Ray process and driver of the cluster: loopback addresses, token auth, and
-    worker processes and Ray Train's worker group given 10 minutes to start (importing torch on a busy
-    machine takes minutes)."""
+    """Environment of every Ray process and driver of the cluster: loopback addresses, token auth,
+    :data:`BUSY_MACHINE_SETTINGS`."""
     return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN_PATH": str(token_path), "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_worker_register_timeout_seconds": "600", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}
+            "RAY_AUTH_TOKEN_PATH": str(token_path), "RAY_USAGE_STATS_ENABLED": "0", **BUSY_MACHINE_SETTINGS}
 
 
 def _start_command(args: list[str]) -> list[str]:

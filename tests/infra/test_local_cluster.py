@@ -83,7 +83,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterState]:
     print(f"`up` took {time.perf_counter() - start:.0f} s\n{done.stdout}")
     try:
         assert done.returncode == 0, done.stdout + done.stderr
-        assert done.stderr.count("\n") <= 1 or "Traceback" not in done.stderr, done.stderr
         yield ClusterState.load(run_dir)
     finally:
         if (run_dir / "cluster.json").exists() and running(ClusterState.load(run_dir)):
