@@ -209,7 +209,8 @@ def _start_ray(starter: _Starter) -> None:
 
     def start() -> tuple[subprocess.Popen, Callable[[], str | None]]:
         ports.clear()
-        ports.update(zip(("gcs", "dashboard", "client", "agent"), free_ports(4), strict=True))
+        names = ("gcs", "dashboard", "client", *ray_nodes.AGENT_PORTS)
+        ports.update(zip(names, free_ports(len(names)), strict=True))
         process = spawn(ray_nodes.head_command(ports, temp_dir, config.object_store_mb), log, starter.process_env(),
                         PROJECT_ROOT)
         dashboard = f"http://127.0.0.1:{ports['dashboard']}"
@@ -227,21 +228,21 @@ def _start_ray(starter: _Starter) -> None:
 def _start_ray_worker(starter: _Starter, index: int, gcs_address: str, dashboard: str, token_path: Path) -> None:
     config, label = starter.config, ray_nodes.node_label(index)
     log = starter.log(f"ray-{label}")
-    agent_port = 0
+    agent_ports: dict[str, int] = {}
 
     def joined() -> str | None:
         names = [node.get("node_name") for node in ray_nodes.alive_nodes(dashboard, token_path)]
         return None if label in names else f"alive nodes: {names}"
 
     def start() -> tuple[subprocess.Popen, Callable[[], str | None]]:
-        nonlocal agent_port
-        (agent_port,) = free_ports(1)
-        command = ray_nodes.worker_command(gcs_address, label, config.cpus_per_worker, agent_port,
+        agent_ports.clear()
+        agent_ports.update(zip(ray_nodes.AGENT_PORTS, free_ports(len(ray_nodes.AGENT_PORTS)), strict=True))
+        command = ray_nodes.worker_command(gcs_address, label, config.cpus_per_worker, agent_ports,
                                            config.object_store_mb)
         return spawn(command, log, starter.process_env(), PROJECT_ROOT), joined
 
     process = _launch(starter, f"Ray worker node {label}", log, start)
-    starter.record(Component(f"ray-{label}", process.pid, str(log), {"dashboard-agent": agent_port},
+    starter.record(Component(f"ray-{label}", process.pid, str(log), dict(agent_ports),
                              {"raylet": ray_nodes.raylet_pid(process.pid) or 0}))
 
 

@@ -29,6 +29,7 @@ BUSY_MACHINE_SETTINGS = {
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
     "RAY_raylet_liveness_self_check_interval_ms": "3600000",
     "RAY_health_check_timeout_ms": "30000",
+    "RAY_agent_register_timeout_ms": "600000",
 }
 """All nodes share the machine's cores: worker processes and Ray Train's worker group get 10 minutes
 to start (importing torch on a busy machine takes minutes); a raylet does not ask the GCS every few
@@ -44,26 +45,31 @@ def ray_env(token_path: Path) -> dict[str, str]:
             "RAY_AUTH_TOKEN_PATH": str(token_path), "RAY_USAGE_STATS_ENABLED": "0", **BUSY_MACHINE_SETTINGS}
 
 
-def _start_command(args: list[str]) -> list[str]:
+AGENT_PORTS = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+               "runtime-env-agent-port")
+"""The agents' ports of a node, all given: with one left to pick, the raylet waits a few seconds for the
+agent to report it and aborts when the agent (slow to import on a busy machine) misses that window."""
+
+
+def _start_command(agent_ports: dict[str, int], args: list[str]) -> list[str]:
     return [sys.executable, "-m", "infra.local_cluster.ray_start", "--block", "--disable-usage-stats",
-            "--node-ip-address=127.0.0.1", *args]
+            "--node-ip-address=127.0.0.1", *(f"--{name}={agent_ports[name]}" for name in AGENT_PORTS), *args]
 
 
 def head_command(ports: dict[str, int], temp_dir: str, object_store_mb: int) -> list[str]:
     """The head: GCS, dashboard (state API) and client server; no CPUs, so tasks run on worker nodes."""
-    return _start_command([
+    return _start_command(ports, [
         "--head", f"--port={ports['gcs']}", "--num-cpus=0", "--dashboard-host=127.0.0.1",
         f"--dashboard-port={ports['dashboard']}", f"--ray-client-server-port={ports['client']}",
-        f"--dashboard-agent-listen-port={ports['agent']}", f"--temp-dir={temp_dir}",
-        f"--object-store-memory={object_store_mb * 2**20}"])
+        f"--temp-dir={temp_dir}", f"--object-store-memory={object_store_mb * 2**20}"])
 
 
-def worker_command(gcs_address: str, label: str, cpus: int, agent_port: int, object_store_mb: int) -> list[str]:
+def worker_command(gcs_address: str, label: str, cpus: int, agent_ports: dict[str, int],
+                   object_store_mb: int) -> list[str]:
     """A worker node with ``cpus`` CPUs and the custom resource ``{label: 1}`` (also its node name)."""
-    return _start_command([
+    return _start_command(agent_ports, [
         f"--address={gcs_address}", f"--num-cpus={cpus}", f"--resources={json.dumps({label: 1})}",
-        f"--node-name={label}", f"--dashboard-agent-listen-port={agent_port}",
-        f"--object-store-memory={object_store_mb * 2**20}"])
+        f"--node-name={label}", f"--object-store-memory={object_store_mb * 2**20}"])
 
 
 def state_api(dashboard_url: str, token_path: Path, path: str, timeout_s: float = 10.0) -> list[dict]:
