@@ -63,14 +63,22 @@ def is_alive(pid: int | None) -> bool:
 
 
 def session_members(sid: int) -> list[int]:
-    """Live PIDs whose session id is ``sid``."""
-    members = []
+    """Live PIDs whose session id is ``sid``, and the live descendants of those (Postgres' backends each
+    open a session of their own)."""
+    parents, members = {}, set()
     for entry in PROC.iterdir():
         if entry.name.isdigit():
             fields = _stat_fields(int(entry.name))
-            if fields is not None and fields[0] not in ("Z", "X") and int(fields[3]) == sid:
-                members.append(int(entry.name))
-    return members
+            if fields is not None and fields[0] not in ("Z", "X"):
+                parents[int(entry.name)] = int(fields[1])
+                if int(fields[3]) == sid:
+                    members.add(int(entry.name))
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in members} - members
+        members |= children
+        grew = bool(children)
+    return sorted(members)
 
 
 def process_name(pid: int) -> str:

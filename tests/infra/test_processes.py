@@ -70,3 +70,13 @@ def test_wait_for_names_the_component_its_exit_code_and_its_log(tmp_path: Path) 
     assert str(caught.value) == f"the thing exited with code 3 while starting; see {log}"
     with pytest.raises(ClusterError, match=r"^the thing was not ready after 0.3 s \(still booting\); see "):
         wait_for(lambda: "still booting", 0.3, "the thing", None, log)
+
+
+def test_children_that_open_a_session_of_their_own_still_belong_to_the_component(tmp_path: Path) -> None:
+    forks_a_session = "import subprocess, time; subprocess.Popen(['setsid', 'sleep', '600']); time.sleep(600)"
+    process = spawn([sys.executable, "-c", forks_a_session], tmp_path / "log", {}, tmp_path)
+    members = _wait_members(process.pid, 2)
+    assert len(members) == 2
+    stop_session(process.pid, grace_s=10)
+    process.wait(10)
+    assert not any(is_alive(pid) for pid in members)
