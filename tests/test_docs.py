@@ -2,7 +2,7 @@
 docs/data-contracts.md exists, and every ``path.py:Name`` is defined in its file.
 
 A backticked token is a repository path when it is made of path characters and either starts with
-one of the repository's top-level folders (``rodin_core/``, ``render/``, ``workflows/``, ...) or
+one of the repository's top-level folders (``rodin_core/``, ``render/``, ``workflows/``, ``infra/``, ...) or
 ends in ``.py``, ``.md``, ``.toml`` or ``.yaml`` (then it is resolved from the repository root).
 Store paths such as ``renders/`` or ``data/tiny``, URIs and commands are not repository paths.
 ``path.py:Name`` / ``path.py::name`` also need ``def Name``, ``class Name`` or ``Name =`` in the
