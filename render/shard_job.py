@@ -192,7 +192,8 @@ def render_shard_to_store(cfg: RodinConfig, out_uri: str, shard_index: int,
         writer.write_table(SUBJECTS_TABLE, _subjects_table(workdir, subject_ids, run.subject_seconds))
         seconds = time.perf_counter() - start
         writer.commit(subject_ids, digest, extra={
-            "preset": cfg.preset, "views": cfg.render.views, "resolution": cfg.render.resolution,
+            "preset": cfg.preset, "corpus_subjects": cfg.corpus.subjects, "views": cfg.render.views,
+            "resolution": cfg.render.resolution,
             "seconds": round(seconds, 3), "blender_seconds": round(run.seconds, 3),
             "blender_version": run.blender_version,
         })

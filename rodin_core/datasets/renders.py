@@ -157,6 +157,13 @@ def renders_index(stage: StageStore) -> dict[int, RenderSource]:
     return dict(sorted(index.items()))
 
 
+def rendered_corpus_size(stage: StageStore) -> int:
+    """Subjects of the corpus the committed renders shards were rendered for (``corpus.subjects`` at render time,
+    from their manifests; 0 when no manifest says): ids past the last committed one are missing, not absent."""
+    sizes = [stage.read_manifest(shard_id).extra.get("corpus_subjects", 0) for shard_id in stage.committed_shards()]
+    return max((int(size) for size in sizes if isinstance(size, int) and not isinstance(size, bool)), default=0)
+
+
 def iter_subjects(stage: StageStore, subject_ids: list[int], sources: dict[int, RenderSource]) -> Iterator[SubjectViews]:
     """Views of ``subject_ids`` as :class:`SubjectViews`, one subject decoded at a time.
 

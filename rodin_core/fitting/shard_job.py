@@ -50,7 +50,12 @@ from rodin_core.datasets.layout import (
     RENDERS_STAGE,
     TRIPLANES_STAGE,
 )
-from rodin_core.datasets.renders import RenderSource, iter_subjects, renders_index
+from rodin_core.datasets.renders import (
+    RenderSource,
+    iter_subjects,
+    rendered_corpus_size,
+    renders_index,
+)
 from rodin_core.datasets.triplane_records import (
     FitResult,
     planes_from_safetensors,
@@ -132,8 +137,9 @@ class FitShardReport:
     """Subjects of the shard whose fit failed (recorded in records.parquet with their error)."""
 
 
-def fitting_plan(subject_ids: list[int], shared_subjects: int, shard_size: int) -> FitPlan:
-    """The shards of both phases over the corpus ids 0..N-1 (N: the largest rendered id + 1).
+def fitting_plan(subject_ids: list[int], shared_subjects: int, shard_size: int, corpus_size: int = 0) -> FitPlan:
+    """The shards of both phases over the corpus ids 0..N-1 (N: the largest rendered id + 1, or ``corpus_size``,
+    the subjects the renders were made for, when larger).
 
     Phase A's shards cut ids ``0 .. min(shared_subjects, N) - 1`` into ``shard_size`` ids each, phase
     B's the ids after them; each shard holds the rendered ids of its range, and ids of its range
@@ -144,7 +150,7 @@ def fitting_plan(subject_ids: list[int], shared_subjects: int, shard_size: int) 
     rendered = set(subject_ids)
     if any(s < 0 for s in rendered):
         raise ValueError(f"subject ids must be >= 0, got {sorted(s for s in rendered if s < 0)[:10]}")
-    span = max(rendered, default=-1) + 1
+    span = max(max(rendered, default=-1) + 1, corpus_size)
     shared_span = min(shared_subjects, span)
     if shared_span < shared_subjects:
         log.warning("only %d rendered subjects for fit.shared_subjects=%d: phase A fits the decoder on all of them",
@@ -166,7 +172,7 @@ def plan_over_renders(cfg: RodinConfig, renders: StageStore,
     or when ``shards`` (fitting shards to re-fit) holds an index that is not a shard of the plan.
     """
     sources = renders_index(renders)
-    plan = fitting_plan(list(sources), cfg.fit.shared_subjects, cfg.fit.shard_size)
+    plan = fitting_plan(list(sources), cfg.fit.shared_subjects, cfg.fit.shard_size, rendered_corpus_size(renders))
     unrendered = [s for i, ids in plan.missing.items() if i < plan.shared_shards for s in ids]
     if unrendered:
         raise FitDataError(f"phase A fits the decoder on subjects 0..{len(plan.shared_ids) + len(unrendered) - 1} "

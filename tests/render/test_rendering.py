@@ -96,6 +96,7 @@ def test_committed_shard_has_every_view_and_subject(stored, views):
     assert {f.name: f.rows for f in manifest.files} == {"views.parquet": 2 * VIEWS, "subjects.parquet": 2}
     assert manifest.extra["views"] == VIEWS and manifest.extra["resolution"] == RES
     assert manifest.extra["blender_version"] and manifest.extra["preset"] == "tiny"
+    assert manifest.extra["corpus_subjects"] == cfg.corpus.subjects == 3  # the whole corpus, not this shard
     assert [(v.subject_id, v.view_index) for v in views] == [(s, k) for s in (0, 1) for k in range(VIEWS)]
     rig = make_rig(VIEWS, RES, cfg.render.fov_deg, cfg.render.camera_radius,
                    cfg.render.elevation_min_deg, cfg.render.elevation_max_deg)

@@ -48,7 +48,7 @@ def fitted(prefect_server: float, tmp_path_factory: pytest.TempPathFactory) -> P
         writer = renders.begin(shard_id_for(index))
         rows = [row for s in ids for row in subject_rows(s, cfg)]
         writer.write_table(VIEWS_TABLE, pa.Table.from_pylist(rows, schema=VIEWS_SCHEMA))
-        writer.commit(ids, "renders-config", extra={"views": cfg.render.views})
+        writer.commit(ids, "renders-config", extra={"views": cfg.render.views, "corpus_subjects": 8})
     summary = fit_triplanes(renders=str(root), overrides=FIT, task_runner="threads")
     assert summary["shards_fitted"] == 4
     return root
@@ -94,6 +94,21 @@ def test_fitting_plan_is_keyed_by_subject_ids() -> None:
     assert (gap.shared_ids, gap.shards, gap.missing) == ([0, 1], [[0, 1], [2, 3], [], [6, 7]], {2: [4, 5]})
     partial = shard_job.fitting_plan([0, 1, 2, 3, 4, 6, 7, 8], shared_subjects=3, shard_size=2)
     assert partial.shards == [[0, 1], [2], [3, 4], [6], [7, 8]] and partial.missing == {3: [5]}
+    tail = shard_job.fitting_plan([0, 1, 2, 3, 4, 5], shared_subjects=2, shard_size=2, corpus_size=8)  # 6, 7 gone
+    assert (tail.shards, tail.missing) == ([[0, 1], [2, 3], [4, 5], []], {3: [6, 7]})
+
+
+def test_a_deleted_last_renders_manifest_makes_its_fitting_shard_wait(
+        store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Deleting the manifest of the LAST renders shard does not shrink the corpus the fit plans over: the renders
+    manifests record how many subjects the corpus has."""
+    committed = attempts(store)
+    open_store(str(store)).stage("renders").delete_manifest("shard-000003")
+    assert main(["fit", "--renders", str(store), "--runner", "threads", *SETS]) == 1
+    error = last_line(capsys.readouterr().err)
+    assert error.startswith("rodin: 1 of 4 tri-plane shards failed") and "shard-000003: FitDataError" in error
+    assert "holds subjects 6..7 of this fitting shard" in error and f"`rodin render --out {store}`" in error
+    assert attempts(store) == committed and planned_subjects(store) == SUBJECTS
 
 
 def test_a_deleted_renders_manifest_never_overwrites_committed_tri_planes(
