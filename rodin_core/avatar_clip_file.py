@@ -21,6 +21,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from rodin_core.checkpoint import state_mismatches
+
 AVATAR_CLIP_KIND = "rodin.avatar_clip"
 AVATAR_CLIP_FORMAT_VERSION = 1
 IMAGE_TOWER_PREFIX = "image_tower."
@@ -86,10 +88,7 @@ def read_file(weights: str, storage_options: dict | None = None) -> tuple[dict[s
 
 def check_state(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str) -> None:
     """Raise one :class:`AvatarClipFileError` line naming missing, unexpected and mis-shaped keys."""
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: stored {tuple(state[k].shape)}, expected {tuple(v.shape)}"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    missing, unexpected, shapes = state_mismatches(expected, state)
     if missing or unexpected or shapes:
         raise AvatarClipFileError(f"avatar-CLIP weights {source} do not match the model its config builds: missing "
                                   f"keys {missing[:8]}, unexpected keys {unexpected[:8]}, shape mismatches "

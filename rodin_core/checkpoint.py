@@ -374,3 +374,14 @@ def download_checkpoint(uri: str, directory: str | os.PathLike, storage_options:
     for name in CHECKPOINT_FILES:
         (folder / name).write_bytes(files[name])
     return folder
+
+
+def state_mismatches(expected: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> tuple[list[str], list[str],
+                                                                                          list[str]]:
+    """How a stored ``state`` differs from the ``expected`` state dict of the model it should load into: its
+    missing keys, its unexpected keys, and one ``"key: stored (..), expected (..)"`` line per shape mismatch."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: stored {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    return missing, unexpected, shapes

@@ -27,6 +27,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
+from rodin_core.checkpoint import state_mismatches
 from rodin_core.config_dict import DictConfig, check_range
 
 KIND = "rodin.attribute_classifier"
@@ -222,10 +223,7 @@ def attributes_from_bytes(tensors: bytes, document_json: str, source: str = "<by
         raise AttributeLoadError(f"attribute classifier weights {source} are not readable safetensors ({exc}); "
                                  "train it again") from exc
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: stored {tuple(state[k].shape)}, expected {tuple(v.shape)}"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    missing, unexpected, shapes = state_mismatches(expected, state)
     if missing or unexpected or shapes:
         raise AttributeLoadError(f"attribute classifier weights {source} do not match its JSON: missing keys "
                                  f"{missing}, unexpected keys {unexpected}, shape mismatches {shapes}; the two "

@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from rodin_core.checkpoint import state_mismatches
 from rodin_core.networks.refiner import ConvRefiner, RefinerConfig
 
 REFINER_FORMAT_VERSION = 1
@@ -88,10 +89,7 @@ def refiner_from_bytes(tensors: bytes, config_json: str | bytes, source: str = "
                                "train the refiner again") from None
     model = ConvRefiner(cfg)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: stored {tuple(state[k].shape)}, expected {tuple(v.shape)}"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    missing, unexpected, shapes = state_mismatches(expected, state)
     if missing or unexpected or shapes:
         raise RefinerLoadError(f"refiner weights {source} do not match the refiner its JSON builds "
                                f"({cfg.to_dict()}): missing {missing}, unexpected {unexpected}, shapes {shapes}")

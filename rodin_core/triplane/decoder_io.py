@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from rodin_core.checkpoint import state_mismatches
 from rodin_core.triplane.field import DecoderConfig, TriplaneDecoder
 
 DECODER_FORMAT_VERSION = 2
@@ -71,10 +72,7 @@ def decoder_from_bytes(tensors: bytes, config_json: str, source: str = "<bytes>"
 
 def _check_state(decoder: TriplaneDecoder, state: dict[str, torch.Tensor], source: str) -> None:
     expected = decoder.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: stored {tuple(state[k].shape)}, expected {tuple(v.shape)}"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    missing, unexpected, shapes = state_mismatches(expected, state)
     if missing or unexpected or shapes:
         raise DecoderLoadError(
             f"decoder weights {source} do not match the decoder its config builds ({decoder.cfg.to_dict()}): "
