@@ -22,7 +22,8 @@ standardises z for the prior only, and the base model reads raw z.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import torch
@@ -39,7 +40,7 @@ from rodin_core.encoders import (
 )
 from rodin_core.text.files import load_avatar_clip
 from rodin_core.text.model import AvatarClip
-from rodin_core.text.sentence import PromptError
+from rodin_core.text.sentence import PromptError, SentenceEncoder
 
 TEXT_KINDS = ("avatar_clip", "clip")
 """The ``encoder.kind`` values whose z space has a text tower."""
@@ -66,6 +67,23 @@ class TextTower(Protocol):
     def embed(self, prompts: list[str]) -> Tensor: ...
 
 
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No progress bars while Hugging Face weights load (they would print to stderr)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 class AvatarClipTextTower:
     """The text side of an avatar-CLIP model: frozen sentence encoder + trained projection."""
 
@@ -73,6 +91,8 @@ class AvatarClipTextTower:
 
     def __init__(self, model: AvatarClip) -> None:
         self.model = model.eval()
+        with quiet_loading():  # a command's error stays one line
+            model.use_sentence_encoder(SentenceEncoder(max_tokens=model.cfg.max_prompt_tokens))
         self.latent_dim = model.cfg.embed_dim
         self.max_tokens = model.cfg.max_prompt_tokens
 
