@@ -17,6 +17,7 @@
     rodin mesh avatar.safetensors --out data/tiny --dest avatar.glb             # marching cubes (Fig. 5)
     rodin render-avatar avatar.safetensors --out data/tiny --x0 --dest views/   # turntable, x̂0 strip (Fig. 15)
     rodin render-avatar avatar.safetensors --out data/tiny --refine --dest views/   # through the refiner (Fig. 8)
+    rodin edit avatar.safetensors --to "a person with blonde hair" --out data/tiny --dest edited/   # text edit (B.3)
     rodin evaluate --out data/tiny --n 16                         # evaluate flow: sample quality (§4.3, Table 4, C.4)
     rodin demo --out data/tiny                                    # the main job: every stage, outputs in data/tiny/demo
 
@@ -186,9 +187,50 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--tile", type=positive_int, default=None, help="shrink tiles to this many pixels")
     sheet.add_argument("--no-labels", action="store_true", help="leave out the subject-id labels")
     _add_generation_parsers(sub)
+    _add_edit_parser(sub)
     _add_evaluate_parser(sub)
     _add_demo_parser(sub)
     return parser
+
+
+def prompt_text(text: str) -> str:
+    """A prompt flag: text that is not blank (its length in tokens is checked by the text tower)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a non-empty prompt, e.g. 'a person with blonde hair', got {text!r}")
+    return text
+
+
+def _add_edit_parser(sub: argparse._SubParsersAction) -> None:
+    edit = sub.add_parser("edit", help="text-guided edit of an avatar: z + s * (E(--to) - E(--from)), same seed "
+                                       "(§4.5, B.3)")
+    edit.add_argument("avatar", help="avatar .safetensors to edit (written by sample, invert, interpolate or edit)")
+    edit.add_argument("--to", required=True, type=prompt_text, metavar="PROMPT",
+                      help="target prompt T_tgt, e.g. 'a person with blonde hair'")
+    edit.add_argument("--from", dest="source", default=None, type=prompt_text, metavar="PROMPT",
+                      help="source prompt T_src (default: 'a person')")
+    edit.add_argument("--strength", type=finite_float, default=1.0,
+                      help="s in z' = z + s * delta (default 1; 0 gives back the avatar)")
+    edit.add_argument("--out", required=True,
+                      help="dataset root URI holding the checkpoints and decoder the avatar was made with")
+    edit.add_argument("--views", type=positive_int, default=24, help="turntable frames (default 24)")
+    edit.add_argument("--resolution", type=positive_int, help="rendered frame side in pixels (default: render.resolution)")
+    _add_generation_common(edit)
+    edit.add_argument("--dest", required=True, help="local folder for the edited avatar, its turntable and comparison")
+
+
+def _edit(args: argparse.Namespace) -> int:
+    """``rodin edit``: a plain function writing to ``--dest``; an input error is one line with exit code 2."""
+    from workflows.text_edit import EDIT_ERRORS, edit_avatar_file
+
+    try:
+        result = edit_avatar_file(args.out, args.avatar, args.dest, to=args.to, source=args.source,
+                                  strength=args.strength, views=args.views, resolution=args.resolution,
+                                  preset=args.preset, device=args.device)
+    except EDIT_ERRORS as err:
+        print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    return 0
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -376,6 +418,8 @@ def _command(args: argparse.Namespace) -> int:
         return _contact_sheet(args)
     if args.command in GENERATION_COMMANDS:
         return _generation(args)
+    if args.command == "edit":
+        return _edit(args)
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "demo":
