@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-COMMAND_LINE = {"cli.py", "avatar_commands.py", "store_commands.py", "flow_config.py"}
+COMMAND_LINE = {"cli.py", "avatar_commands.py", "store_commands.py", "flow_config.py", "text_commands.py"}
 """The ``rodin`` command, the plain functions behind its avatar and store commands, and the mapping from its flags
 to a config that the command line and the flows share."""
 
