@@ -48,6 +48,10 @@ def read_recipes(renders: str, storage_options: dict | None = None) -> dict[int,
     stage = open_store(renders, storage_options).stage(RENDERS_STAGE)
     recipes: dict[int, str] = {}
     for shard_id in stage.committed_shards():
+        if SUBJECTS_TABLE not in [f.name for f in stage.read_manifest(shard_id).files]:
+            raise TrainDataError(f"renders shard {shard_id} of {stage.uri} holds no {SUBJECTS_TABLE} (the subjects' "
+                                 f"recipes the captions are made from); render the corpus again: "
+                                 f"`rodin render --out {renders}`")
         with corrupt_inputs(renders):
             table = stage.read_table(shard_id, SUBJECTS_TABLE, columns=["subject_id", "recipe_json"]).to_pydict()
         recipes.update(zip(table["subject_id"], table["recipe_json"], strict=True))

@@ -5,43 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import torch
 
-from render.caption import caption_for
-from render.recipe import sample_recipe
 from rodin_core.datasets.checkpoints import committed_step, read_stage_checkpoint
-from rodin_core.datasets.layout import RENDERS_STAGE, SUBJECTS_TABLE, VIEWS_TABLE
-from rodin_core.datasets.renders import SUBJECTS_SCHEMA
 from rodin_core.generation.text_prior import TextPrior
-from rodin_core.storage import open_store
 from rodin_core.text.files import save_avatar_clip
 from rodin_core.text.model import AvatarClip, AvatarClipConfig
 from rodin_core.training.text_pairs import read_text_pairs
 from workflows.cli import main
 from workflows.text_prior import train_text_prior
 
-from ..training_corpus import TINY, make_corpus, tiny_config
+from ..training_corpus import TINY, add_recipes, make_corpus, tiny_config
 
 TEXT = ["text_prior.mlp.depth=2", "text_prior.mlp.width=32", "text_prior.diffusion.steps=50",
         "text_prior.diffusion.sampling_steps=5", "text_prior.train.batch_size=8", "text_prior.train.checkpoint_every=2",
         "text_prior.train.log_every=1", "text_prior.variants=3"]
-
-
-def add_recipes(out: str) -> None:
-    """Commit each renders shard again with its subjects' recipes and captions (the synthetic corpus has none)."""
-    stage = open_store(out).stage(RENDERS_STAGE)
-    for shard in stage.committed_shards():
-        manifest = stage.read_manifest(shard)
-        views = stage.read_table(shard, VIEWS_TABLE)
-        recipes = [sample_recipe(0, s) for s in manifest.subject_ids]
-        rows = [{"subject_id": r.subject_id, "recipe_json": r.to_json(), "caption": caption_for(r),
-                 "render_seconds": 1.0} for r in recipes]
-        writer = stage.begin(shard)
-        writer.write_table(VIEWS_TABLE, views)
-        writer.write_table(SUBJECTS_TABLE, pa.Table.from_pylist(rows, schema=SUBJECTS_SCHEMA))
-        writer.commit(list(manifest.subject_ids), manifest.config_hash, extra=manifest.extra)
 
 
 def test_train_text_prior_commits_pairs_and_a_checkpoint_then_resumes(prefect_server: float, local_ray: None,
