@@ -46,8 +46,9 @@ from rodin_core.generation.edit import (
 )
 from rodin_core.generation.job import GENERATION_ERRORS, load_pipeline, turntable_frames
 from rodin_core.imaging import contact_sheet, encode_png
-from rodin_core.text.directions import NoTextSpaceError, text_direction
+from rodin_core.text.directions import text_direction
 from rodin_core.text.sentence import PromptError, TextUnavailableError
+from rodin_core.text.towers import NoTextSpaceError
 
 DEFAULT_DEST = "outputs/benchmarks/text-edits"
 DEFAULT_JSON = "outputs/benchmarks/text-edits-report.json"

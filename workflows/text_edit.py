@@ -29,8 +29,9 @@ from rodin_core.generation.job import (
     write_file,
 )
 from rodin_core.imaging import contact_sheet, encode_png
-from rodin_core.text.directions import NoTextSpaceError, text_direction
+from rodin_core.text.directions import text_direction
 from rodin_core.text.sentence import PromptError, TextUnavailableError
+from rodin_core.text.towers import NoTextSpaceError
 from workflows.avatar_commands import (
     INVERSION_STAGES,
     check_avatar,

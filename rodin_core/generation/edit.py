@@ -23,7 +23,8 @@ from rodin_core.config import RodinConfig
 from rodin_core.generation.avatar import Avatar
 from rodin_core.generation.errors import GenerationError
 from rodin_core.generation.pipeline import GenerationPipeline, SampleOptions
-from rodin_core.text.directions import TextTower, text_direction, text_tower
+from rodin_core.text.directions import text_direction
+from rodin_core.text.towers import TextTower, text_tower
 
 log = logging.getLogger(__name__)
 

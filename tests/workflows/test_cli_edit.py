@@ -109,7 +109,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(text_root, learned_root, samp
     assert "is not an avatar file" in err
     err = _error(capsys, ["edit", str(sampled), "--to", TARGET, "--out", learned_root, *dest])
     assert ("rodin: encoder.kind=learned has no text space (it was trained on images only), so its z cannot be "
-            "edited with text; train the base model with encoder.kind avatar_clip or clip") in err
+            "edited or generated from text; train the base model with encoder.kind avatar_clip or clip") in err
     err = _error(capsys, ["edit", str(sampled), "--to", TARGET, "--out", str(tmp_path / "empty"), *dest])
     assert "no committed base, upsampler checkpoints" in err
     assert not (tmp_path / "x").exists()

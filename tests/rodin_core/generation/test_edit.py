@@ -25,7 +25,8 @@ from rodin_core.generation.edit import (
     edit_text_tower,
     recorded_options,
 )
-from rodin_core.text.directions import NoTextSpaceError, TextTower, text_direction
+from rodin_core.text.directions import text_direction
+from rodin_core.text.towers import NoTextSpaceError, TextTower
 
 from ...avatar_clip_data import avatar_clip_overrides, tiny_avatar_clip
 from .conftest import Stages, generation_config
