@@ -17,7 +17,7 @@ from rodin_core.checkpoint import save_checkpoint
 from rodin_core.config import RodinConfig, load_config
 from rodin_core.datasets.checkpoints import commit_stage_checkpoint
 from rodin_core.datasets.layout import DECODER_CONFIG, DECODER_SHARD, DECODER_STAGE, DECODER_WEIGHTS, STATS_PREFIX
-from rodin_core.stage_specs import STAGE_NAMES
+from rodin_core.stage_specs import STAGE_NAMES, TRAINED_STAGES
 from rodin_core.storage import open_store
 from rodin_core.training.registry import build_stage
 from rodin_core.training.stage import Stage
@@ -87,8 +87,8 @@ def commit_checkpoint(out: str, stage_name: str, cfg: RodinConfig) -> None:
     latents = torch.randn(8, cfg.encoder.latent_dim, generator=torch.Generator().manual_seed(1))  # (N, D)
     stage = build_stage(stage_name, cfg, stats, latents=latents)
     if stage_name != "prior":  # the prior's zero output already gives distinct z per seed (its noise)
-        fill_zero_layers(stage, seed=STAGE_NAMES.index(stage_name))
-    extra = stats.as_tensors(STATS_PREFIX) if stage_name != "prior" else {}
+        fill_zero_layers(stage, seed=TRAINED_STAGES.index(stage_name))
+    extra = stats.as_tensors(STATS_PREFIX) if stage_name in ("base", "upsampler") else {}
     with tempfile.TemporaryDirectory(prefix=f"rodin-test-{stage_name}-") as folder:
         save_checkpoint(folder, modules=stage.modules, optimizers=stage.optimizers, step=0, config=stage.config(),
                         extra_tensors=extra)

@@ -106,3 +106,23 @@ def make_corpus(root: Path, cfg: RodinConfig) -> str:
     writer.commit(SUBJECTS[:4], "decoder-config")
     return str(root)
 
+
+
+def add_recipes(out: str, seed: int = 0) -> None:
+    """Commit each renders shard again with its subjects' recipes and captions (``subjects.parquet``), as the
+    render stage writes them: what caption variants are made from."""
+    from render.caption import caption_for
+    from render.recipe import sample_recipe
+    from rodin_core.datasets.layout import RENDERS_STAGE, SUBJECTS_TABLE
+    from rodin_core.datasets.renders import SUBJECTS_SCHEMA
+
+    stage = open_store(out).stage(RENDERS_STAGE)
+    for shard in stage.committed_shards():
+        manifest = stage.read_manifest(shard)
+        views = stage.read_table(shard, VIEWS_TABLE)
+        rows = [{"subject_id": r.subject_id, "recipe_json": r.to_json(), "caption": caption_for(r),
+                 "render_seconds": 1.0} for r in (sample_recipe(seed, s) for s in manifest.subject_ids)]
+        writer = stage.begin(shard)
+        writer.write_table(VIEWS_TABLE, views)
+        writer.write_table(SUBJECTS_TABLE, pa.Table.from_pylist(rows, schema=SUBJECTS_SCHEMA))
+        writer.commit(list(manifest.subject_ids), manifest.config_hash, extra=manifest.extra)

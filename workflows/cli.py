@@ -13,10 +13,13 @@
     rodin contact-sheet --out data/tiny --dest sheet.png          # frontal views of the corpus
     rodin sample --out data/tiny --n 4 --dest samples/            # generate flow: avatars + turntables (§4.2)
     rodin invert portrait.png --out data/tiny --dest inverted/    # portrait inversion (§4.5)
+    rodin train text-prior --out data/tiny                        # text prior: z from a text embedding (B.5)
+    rodin text "a woman with afro hair in red" --out data/tiny --dest text/   # text to avatar (B.5)
     rodin interpolate a.safetensors b.safetensors --out data/tiny --frames 5 --dest interp/   # Fig. 6
     rodin mesh avatar.safetensors --out data/tiny --dest avatar.glb             # marching cubes (Fig. 5)
     rodin render-avatar avatar.safetensors --out data/tiny --x0 --dest views/   # turntable, x̂0 strip (Fig. 15)
     rodin render-avatar avatar.safetensors --out data/tiny --refine --dest views/   # through the refiner (Fig. 8)
+    rodin edit avatar.safetensors --to "a person with blonde hair" --out data/tiny --dest edited/   # text edit (B.3)
     rodin evaluate --out data/tiny --n 16                         # evaluate flow: sample quality (§4.3, Table 4, C.4)
     rodin demo --out data/tiny                                    # the main job: every stage, outputs in data/tiny/demo
 
@@ -55,6 +58,8 @@ REFINER_STAGE = "refiner"
 """``rodin train refiner``: the convolutional refiner, trained in this process (no Prefect, no Ray)."""
 TEXT_EMBEDDING = "text-embedding"
 """``rodin train`` stage of the avatar-CLIP text-image embedding (``workflows.text_embedding``)."""
+TEXT_PRIOR_STAGE = "text-prior"
+"""``rodin train`` stage of the text prior (``workflows.text_prior``), z from a text embedding (appendix B.5)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -138,10 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(fit)
 
     train = sub.add_parser("train", help="train a diffusion stage on the fitted tri-planes (train-* flows, Ray Train)")
-    train.add_argument("stage", choices=(*TRAIN_FLOWS, REFINER_STAGE, TEXT_EMBEDDING),
-                       help="base (§3.2), upsampler (§3.3), prior (B.4), all three, the refiner (§3.3, Fig. 8), or "
+    train.add_argument("stage", choices=(*TRAIN_FLOWS, REFINER_STAGE, TEXT_EMBEDDING, TEXT_PRIOR_STAGE),
+                       help="base (§3.2), upsampler (§3.3), prior (B.4), all three, the refiner (§3.3, Fig. 8), "
                             "the avatar-CLIP text-image embedding on the renders and their captions (text-embedding, "
-                            "§4.5)")
+                            "§4.5), or the text prior, z from a caption's embedding (text-prior, B.5)")
     _add_config_args(train)
     train.add_argument("--out", required=True, help="dataset root URI holding the committed tri-planes and decoder")
     train.add_argument("--renders", default=None, help="dataset root URI of the renders (default: --out)")
@@ -186,9 +191,51 @@ def build_parser() -> argparse.ArgumentParser:
     sheet.add_argument("--tile", type=positive_int, default=None, help="shrink tiles to this many pixels")
     sheet.add_argument("--no-labels", action="store_true", help="leave out the subject-id labels")
     _add_generation_parsers(sub)
+    _add_edit_parser(sub)
+    _add_text_parser(sub)
     _add_evaluate_parser(sub)
     _add_demo_parser(sub)
     return parser
+
+
+def prompt_text(text: str) -> str:
+    """A prompt flag: text that is not blank (its length in tokens is checked by the text tower)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must be a non-empty prompt, e.g. 'a person with blonde hair', got {text!r}")
+    return text
+
+
+def _add_edit_parser(sub: argparse._SubParsersAction) -> None:
+    edit = sub.add_parser("edit", help="text-guided edit of an avatar: z + s * (E(--to) - E(--from)), same seed "
+                                       "(§4.5, B.3)")
+    edit.add_argument("avatar", help="avatar .safetensors to edit (written by sample, invert, interpolate or edit)")
+    edit.add_argument("--to", required=True, type=prompt_text, metavar="PROMPT",
+                      help="target prompt T_tgt, e.g. 'a person with blonde hair'")
+    edit.add_argument("--from", dest="source", default=None, type=prompt_text, metavar="PROMPT",
+                      help="source prompt T_src (default: 'a person')")
+    edit.add_argument("--strength", type=finite_float, default=1.0,
+                      help="s in z' = z + s * delta (default 1; 0 gives back the avatar)")
+    edit.add_argument("--out", required=True,
+                      help="dataset root URI holding the checkpoints and decoder the avatar was made with")
+    edit.add_argument("--views", type=positive_int, default=24, help="turntable frames (default 24)")
+    edit.add_argument("--resolution", type=positive_int, help="rendered frame side in pixels (default: render.resolution)")
+    _add_generation_common(edit)
+    edit.add_argument("--dest", required=True, help="local folder for the edited avatar, its turntable and comparison")
+
+
+def _edit(args: argparse.Namespace) -> int:
+    """``rodin edit``: a plain function writing to ``--dest``; an input error is one line with exit code 2."""
+    from workflows.text_edit import EDIT_ERRORS, edit_avatar_file
+
+    try:
+        result = edit_avatar_file(args.out, args.avatar, args.dest, to=args.to, source=args.source,
+                                  strength=args.strength, views=args.views, resolution=args.resolution,
+                                  preset=args.preset, device=args.device)
+    except EDIT_ERRORS as err:
+        print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    return 0
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -206,6 +253,20 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
                           help="their weights: an open_clip tag cached locally or a .safetensors file (default openai)")
     evaluate.add_argument("--subjects", type=non_negative_int, nargs="+", metavar="ID",
                           help="reconstruct these subject ids (default: every held-out subject and 8 training ones)")
+
+
+def _add_text_parser(sub: argparse._SubParsersAction) -> None:
+    text = sub.add_parser("text", help="text to avatar: a prompt -> z from the text prior -> avatars + turntables "
+                                       "(appendix B.5)")
+    text.add_argument("prompt", help="one sentence about the avatar, e.g. 'a woman with afro hair in red'")
+    _add_sampling_args(text)
+    text.add_argument("--n", type=positive_int, default=1, help="avatars of the prompt; avatar i uses seed + i (default 1)")
+    text.add_argument("--guidance", dest="text_guidance", type=finite_float, default=None, metavar="SCALE",
+                      help="classifier-free guidance scale of the text prior (0: ignore the text; default: "
+                           "text_prior.guidance_scale of its checkpoint)")
+    text.add_argument("--views", type=positive_int, default=24, help="turntable frames per avatar (default 24)")
+    text.add_argument("--resolution", type=positive_int, help="rendered frame side in pixels (default: render.resolution)")
+    text.add_argument("--dest", required=True, help="local folder for the avatars, their turntables and a sheet")
 
 
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
@@ -376,6 +437,10 @@ def _command(args: argparse.Namespace) -> int:
         return _contact_sheet(args)
     if args.command in GENERATION_COMMANDS:
         return _generation(args)
+    if args.command == "edit":
+        return _edit(args)
+    if args.command == "text":
+        return _text(args)
     if args.command == "evaluate":
         return _evaluate(args)
     if args.command == "demo":
@@ -481,6 +546,8 @@ def _train(args: argparse.Namespace) -> int:
         return _train_refiner(args)
     if args.stage == TEXT_EMBEDDING:
         return _train_text_embedding(args)
+    if args.stage == TEXT_PRIOR_STAGE:
+        return _train_text_prior(args)
     if args.hr_renders is not None:
         print(f"rodin train: --hr-renders is the refiner's; `rodin train {args.stage}` reads no high-resolution "
               "renders", file=sys.stderr)
@@ -589,6 +656,60 @@ def _train_text_embedding(args: argparse.Namespace) -> int:
         print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _train_text_prior(args: argparse.Namespace) -> int:
+    """Run the ``train-text-prior`` flow and print its summary; the encoder must have a text tower."""
+    if args.hr_renders is not None:
+        print("rodin train: --hr-renders is the refiner's; `rodin train text-prior` reads no high-resolution renders",
+              file=sys.stderr)
+        return 2
+    folder = _local_folder(args.out)
+    if folder is not None and not os.path.isdir(folder):
+        print(f"rodin train: --out {args.out} is no folder; pass the dataset root `rodin fit --out` wrote",
+              file=sys.stderr)
+        return 2
+    from rodin_core.stage_specs import TEXT_PRIOR
+    from workflows.flow_config import check_local_capacity, text_prior_config
+
+    cfg = text_prior_config(args.preset, args.config_file, args.overrides, args.steps, args.workers)
+    if args.ray_address is None:  # before starting Prefect and the local Ray
+        import torch
+
+        check_local_capacity(cfg, (TEXT_PRIOR,), os.cpu_count() or 1, torch.cuda.device_count(), args.cpus_per_worker)
+    from rodin_core.encoders import EncoderUnavailableError
+    from rodin_core.text.sentence import TextUnavailableError
+    from rodin_core.text.towers import NoTextSpaceError
+    from workflows import train_flows as flows
+    from workflows.text_prior import train_text_prior
+
+    try:
+        with prefect_backend():
+            summary = train_text_prior(out=args.out, renders=args.renders, preset=args.preset,
+                                       config_file=args.config_file, overrides=args.overrides, steps=args.steps,
+                                       workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                                       ray_address=args.ray_address, resume=not args.fresh, run_name=args.run_name)
+    except (*flows.TRAINING_ERRORS, NoTextSpaceError, TextUnavailableError, EncoderUnavailableError) as err:
+        print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _text(args: argparse.Namespace) -> int:
+    """``rodin text``: a prompt -> avatars under ``--dest``, in this process; bad input is one line, exit code 2."""
+    from workflows import text_commands
+
+    try:
+        result = text_commands.text_to_avatar(
+            args.out, args.prompt, args.dest, n=args.n, seed=args.seed, text_guidance=args.text_guidance,
+            guidance_scale=args.guidance_scale, sampler=args.sampler, steps=args.steps, views=args.views,
+            resolution=args.resolution, preset=args.preset, device=args.device)
+    except text_commands.TEXT_ERRORS as err:
+        print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
     return 0
 
 

@@ -54,6 +54,20 @@ def text_embedding_config(preset: str, config_file: str | None, overrides: list[
     return load_config(preset, config_file, [*(overrides or []), *extra])
 
 
+def text_prior_config(preset: str, config_file: str | None, overrides: list[str] | None, steps: int | None,
+                      workers: int | None) -> RodinConfig:
+    """The text prior's training config (:func:`training_config` of ``text_prior``); a ConfigError when its encoder
+    has no text tower (``encoder.kind=learned``), naming what to train."""
+    from rodin_core.stage_specs import TEXT_PRIOR
+    from rodin_core.text.towers import TEXT_REMEDY
+
+    cfg = training_config(preset, config_file, overrides, (TEXT_PRIOR,), steps, workers)
+    if cfg.encoder.kind == "learned":
+        raise ConfigError("encoder.kind='learned' has no text tower, so there is no text to condition the text prior "
+                          f"on; {TEXT_REMEDY}")
+    return cfg
+
+
 def check_local_capacity(cfg: RodinConfig, stages: tuple[str, ...], cpus: int, gpus: int,
                          cpus_per_worker: int | None = None) -> None:
     """Refuse training workers a local Ray of ``cpus`` CPUs and ``gpus`` GPUs can never start all at once.

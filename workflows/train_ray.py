@@ -53,7 +53,7 @@ from rodin_core.config import RodinConfig, TrainConfig
 from rodin_core.datasets.checkpoints import committed_config, committed_step
 from rodin_core.datasets.errors import StageInputError
 from rodin_core.datasets.layout import CHECKPOINTS_STAGE, RUNS_FOLDER
-from rodin_core.stage_specs import STAGE_NAMES, train_config_for
+from rodin_core.stage_specs import TRAINED_STAGES, train_config_for
 from rodin_core.storage import Store, absolute_uri, open_store
 from rodin_core.training.latents import ensure_latents
 from workflows.ray_runner import ray_session
@@ -103,8 +103,8 @@ def run_training(
     Raises :class:`TrainingError` when the run fails after ``train.max_failures`` retries
     (:class:`TrainingDataError`, which is not resumed, when a worker failed on its input data).
     """
-    if stage_name not in STAGE_NAMES:
-        raise ValueError(f"unknown training stage {stage_name!r}; choose one of {STAGE_NAMES}")
+    if stage_name not in TRAINED_STAGES:
+        raise ValueError(f"unknown training stage {stage_name!r}; choose one of {TRAINED_STAGES}")
     out = absolute_uri(out)  # the workers run in Ray Train's own working directories
     store = open_store(out, storage_options)
     storage_path, filesystem = ray_storage(store)
@@ -238,4 +238,4 @@ def failure_message(stage_name: str, out: str, storage_options: dict | None, tra
     causes = sorted({f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
                      for exc in failures.values()}) or [f"{type(error).__name__}: {str(error).strip()[-400:]}"]
     return (f"training {stage_name} failed after {train.max_failures} retries ({'; '.join(causes)[:800]}). "
-            f"Launch the same command again to resume {where}: `rodin train {stage_name} --out {out}`")
+            f"Launch the same command again to resume {where}: `rodin train {stage_name.replace('_', '-')} --out {out}`")

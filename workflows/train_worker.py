@@ -35,12 +35,14 @@ from rodin_core.datasets.decoder import load_decoder
 from rodin_core.datasets.layout import CHECKPOINTS_STAGE, STATS_PREFIX
 from rodin_core.datasets.plane_stats import read_plane_stats
 from rodin_core.datasets.triplanes import TriplaneDataset, collate_samples
-from rodin_core.stage_specs import stage_config, train_config_for
+from rodin_core.stage_specs import TEXT_PRIOR, stage_config, train_config_for
 from rodin_core.training.latents import read_latents
 from rodin_core.training.loop import run_stage
 from rodin_core.training.prior import latent_batches
 from rodin_core.training.registry import build_stage
 from rodin_core.training.stage import Stage
+from rodin_core.training.text_pairs import read_text_pairs
+from rodin_core.training.text_prior import text_latent_batches
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.triplane.stats import PlaneStats
 
@@ -106,7 +108,11 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     device = ray.train.torch.get_device()
     point = find_resume_point(job)
     stats = _stats_for(job, point)
-    latents = read_latents(job.out, job.storage_options)[1] if job.stage == "prior" else None  # (N, D)
+    text = None  # the text prior's pairs: text (M, E) matched with latents (M, D)
+    if job.stage == TEXT_PRIOR:
+        _, text, latents = read_text_pairs(job.out, job.storage_options)
+    else:
+        latents = read_latents(job.out, job.storage_options)[1] if job.stage == "prior" else None  # (N, D)
     stage = build_stage(job.stage, cfg, stats, _decoder_for(job, cfg), device, latents, rank=rank)
     start, history, resumed = 0, [], None
     if point is not None:
@@ -120,7 +126,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     if start >= train.steps:
         progress.say(f"{job.stage}: already trained for {start} steps (train.steps={train.steps}); nothing to do")
     else:
-        batches = _fail_at(stage_batches(job, rank, world, start, latents), job, start)
+        batches = _fail_at(stage_batches(job, rank, world, start, latents, text), job, start)
         run_stage(stage, batches, start, train.steps, on_log=progress.on_log, on_checkpoint=progress.on_checkpoint,
                   log_every=train.log_every, checkpoint_every=train.checkpoint_every)
     return progress.summary(resumed) if rank == 0 else None
@@ -160,7 +166,8 @@ def check_compatible(stage_name: str, cfg: RodinConfig, saved: dict[str, Any], o
     if differences:
         raise ResumeMismatchError(f"cannot resume {stage_name} from the {origin}: it was trained with another setup "
                          f"({'; '.join(differences[:8])}). Train from scratch under a new run name "
-                         f"(`rodin train {stage_name} --fresh ...`) or go back to the checkpoint's config")
+                         f"(`rodin train {stage_name.replace('_', '-')} --fresh ...`) or go back to the checkpoint's "
+                         "config")
 
 
 def _from_words(held_out_from: int | None) -> str:
@@ -174,7 +181,7 @@ def _plain(value: Any) -> Any:
 
 def _stats_for(job: TrainJob, point: ResumePoint | None) -> PlaneStats | None:
     """The checkpoint's statistics when resuming (what the weights were trained with), else the store's."""
-    if job.stage == "prior":
+    if job.stage in ("prior", TEXT_PRIOR):
         return None
     if point is not None and f"{STATS_PREFIX}mean" in point.checkpoint.extra_tensors:
         return PlaneStats.from_tensors(point.checkpoint.extra_tensors, STATS_PREFIX)
@@ -235,8 +242,10 @@ def state_digest(modules: Mapping[str, Mapping[str, Tensor]], optimizers: Mappin
     return digest.hexdigest()
 
 
-def stage_batches(job: TrainJob, rank: int, world: int, start: int, latents: Tensor | None = None) -> Iterator[Any]:
-    """This rank's endless batches: ``batch_size / workers`` subjects (or rows of ``latents``, the prior's) per step.
+def stage_batches(job: TrainJob, rank: int, world: int, start: int, latents: Tensor | None = None,
+                  text: Tensor | None = None) -> Iterator[Any]:
+    """This rank's endless batches: ``batch_size / workers`` subjects (or rows of ``latents``, the prior's, or pairs
+    of ``text`` and ``latents``, the text prior's) per step.
 
     Held-out subjects (``corpus.holdout_subjects``, §4.5) are never read. The data order is drawn from
     ``train.seed + start``, so a resumed run gets a fresh shuffle.
@@ -249,6 +258,8 @@ def stage_batches(job: TrainJob, rank: int, world: int, start: int, latents: Ten
     if train.batch_size % world:
         log.warning("%s.train.batch_size=%d is not a multiple of %d workers: the global batch is %d", job.stage,
                     train.batch_size, world, per_rank * world)
+    if job.stage == TEXT_PRIOR:
+        return text_latent_batches(text, latents, per_rank, seed=train.seed + start, rank=rank, world_size=world)
     if job.stage == "prior":
         return latent_batches(latents, per_rank, seed=train.seed + start, rank=rank, world_size=world)
     dataset = TriplaneDataset(job.out, job.storage_options, rank=rank, world_size=world, seed=train.seed + start,

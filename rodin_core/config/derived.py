@@ -83,6 +83,10 @@ DERIVED = (
     Derived("upsampler.unet.learn_sigma", "upsampler.diffusion.var_type", _LEARN_SIGMA, _learned),
     Derived("prior.mlp.latent_dim", "encoder.latent_dim", "the size of z"),
     Derived("prior.mlp.learn_sigma", "prior.diffusion.var_type", _LEARN_SIGMA, _learned),
+    Derived("text_prior.mlp.latent_dim", "encoder.latent_dim", "the size of z"),
+    Derived("text_prior.mlp.text_dim", "encoder.latent_dim",
+            "the size of the text embedding: the text tower shares the image tower's space, so it is z's size"),
+    Derived("text_prior.mlp.learn_sigma", "text_prior.diffusion.var_type", _LEARN_SIGMA, _learned),
 )
 """Every derived field of :class:`~rodin_core.config.schema.RodinConfig`."""
 

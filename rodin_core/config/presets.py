@@ -2,7 +2,7 @@
 
 ``paper`` is :class:`~rodin_core.config.schema.RodinConfig`'s defaults (§4.1, appendix B.1, B.2, B.4:
 100K subjects rendered from 300 views at 256x256, 32 x 256^2 tri-planes, the 192-channel base U-Net
-at 64^2, the upsampler to 256^2, the 20 x 2,048 latent prior). The others change some of its keys,
+at 64^2, the upsampler to 256^2, the 20 x 2,048 latent prior and text prior). The others change some of its keys,
 written as a YAML file would be; derived fields follow from them (:mod:`rodin_core.config.derived`).
 """
 
@@ -31,6 +31,10 @@ SMALL: dict[str, Any] = {
         "patch_size": 56,
     },
     "prior": {
+        "mlp": {"depth": 8, "width": 1024},
+        "train": {"steps": 50_000, "batch_size": 96, "lr": 1e-4, "checkpoint_every": 2000},
+    },
+    "text_prior": {
         "mlp": {"depth": 8, "width": 1024},
         "train": {"steps": 50_000, "batch_size": 96, "lr": 1e-4, "checkpoint_every": 2000},
     },
@@ -73,6 +77,12 @@ TINY: dict[str, Any] = {
                   "log_every": 50},
     },
     "text_embedding": {"train": {"holdout_subjects": 4}},
+    "text_prior": {
+        "mlp": {"depth": 4, "width": 256},
+        "diffusion": {"sampling_steps": "50"},
+        "train": {"steps": 1500, "batch_size": 32, "lr": 4e-4, "ema_decay": 0.99, "checkpoint_every": 500,
+                  "log_every": 50},
+    },
 }
 """The ``tiny`` preset: 16 subjects, 8 x 64^2 tri-planes, a learned encoder; the whole pipeline in minutes."""
 

@@ -26,6 +26,7 @@ from rodin_core.config.fit import FitConfig
 from rodin_core.config.keys import merge
 from rodin_core.config.preset_names import PRESETS
 from rodin_core.config.text_embedding import TextEmbeddingSection
+from rodin_core.config.text_prior import TextPriorSection
 from rodin_core.config.train import TrainConfig
 from rodin_core.config_dict import ConfigError, check_component, check_range
 from rodin_core.diffusion.config import DiffusionConfig
@@ -158,6 +159,8 @@ class RodinConfig:
     """The latent prior (appendix B.4)."""
     text_embedding: TextEmbeddingSection = field(default_factory=TextEmbeddingSection)
     """The avatar-CLIP text-image embedding (§4.5, B.3, B.5)."""
+    text_prior: TextPriorSection = field(default_factory=TextPriorSection)
+    """The text prior: z from a text embedding (appendix B.5)."""
 
     def __post_init__(self) -> None:
         derive(self, {})

@@ -55,7 +55,7 @@ def read_stage_checkpoint(out: str, stage_name: str, storage_options: dict | Non
     stage = open_store(out, storage_options).stage(CHECKPOINTS_STAGE)
     if not stage.is_committed(stage_name):
         raise TrainDataError(f"no committed {stage_name} checkpoint under {stage.uri}; train that stage first: "
-                             f"`rodin train {stage_name} --out {out}`")
+                             f"`rodin train {stage_name.replace('_', '-')} --out {out}`")
     manifest = stage.read_manifest(stage_name)
     files = {entry.name: stage.read_bytes(stage_name, entry.name) for entry in manifest.files}
     return checkpoint_from_files(files, where=f"{stage.uri}/{stage_name}"), manifest

@@ -24,6 +24,7 @@ from rodin_core.datasets.layout import (
     LATENTS_STAGE,
     RENDERS_STAGE,
     STATS_STAGE,
+    TEXT_PAIRS_STAGE,
     TRIPLANES_STAGE,
 )
 from rodin_core.storage import ShardCheck, ShardCorruptError, StageStore, open_store
@@ -53,7 +54,9 @@ def repair_command(stage: str, shard_ids: Sequence[str], root: str, renders: str
         FRONTALS_STAGE: f"run the training command again, e.g. `rodin train base --out {root}` (it extracts {them} again)",
         STATS_STAGE: f"run the training command again, e.g. `rodin train base --out {root}` (it computes {them} again)",
         LATENTS_STAGE: f"encode {them} again: `rodin train prior --out {root}`",
-        CHECKPOINTS_STAGE: f"resume the run from its last checkpoint: `rodin train {shard_ids[0]} --out {root}`",
+        CHECKPOINTS_STAGE: f"resume the run from its last checkpoint: "
+                           f"`rodin train {shard_ids[0].replace('_', '-')} --out {root}`",
+        TEXT_PAIRS_STAGE: f"pair them again: `rodin train text-prior --out {root}`",
         GENERATED_STAGE: "run the `rodin sample` command that made " + them + " again",
     }.get(stage, "run the stage that wrote " + them + " again")
     return f"delete {manifests} and {then}"

@@ -69,7 +69,7 @@ LATENTS_FILE = "latents.safetensors"
 """Latents: ``subject_ids`` (N,) and ``z`` (N, D)."""
 
 CHECKPOINTS_STAGE = "checkpoints"
-"""The trained stages' latest checkpoints, one shard per stage (base, upsampler, prior)."""
+"""The trained stages' latest checkpoints, one shard per stage (base, upsampler, prior, text_prior)."""
 RUNS_FOLDER = "runs"
 """Folder under :data:`CHECKPOINTS_STAGE` where training runs keep their working checkpoints."""
 
@@ -96,8 +96,17 @@ TEXT_EMBEDDING_WEIGHTS = "avatar_clip.safetensors"
 TEXT_EMBEDDING_CONFIG = "avatar_clip.json"
 """Text embedding: its config and retrieval figures."""
 
+TEXT_PAIRS_STAGE = "text_pairs"
+"""(caption variant embedding, z) pairs of the training subjects, the data of the text prior (appendix B.5)."""
+TEXT_PAIRS_SHARD = "text_pairs"
+"""The only shard of :data:`TEXT_PAIRS_STAGE`."""
+TEXT_PAIRS_FILE = "text_pairs.safetensors"
+"""Text pairs: ``subject_ids`` (M,), ``text`` (M, E) unit embeddings and ``z`` (M, D) latents, row k a pair."""
+TEXT_PAIRS_CAPTIONS = "captions.json"
+"""Text pairs: the caption of each row, for people."""
+
 STAGES = (RENDERS_STAGE, DECODER_STAGE, TRIPLANES_STAGE, FRONTALS_STAGE, STATS_STAGE, LATENTS_STAGE, CHECKPOINTS_STAGE,
-          REFINER_STAGE, GENERATED_STAGE, TEXT_EMBEDDING_STAGE)
+          REFINER_STAGE, GENERATED_STAGE, TEXT_EMBEDDING_STAGE, TEXT_PAIRS_STAGE)
 """Every stage folder of a dataset root, in pipeline order (what ``rodin status``, ``verify`` and ``gc`` accept)."""
 
 EVALUATION_FOLDER = "evaluation"

@@ -4,7 +4,8 @@
 - :mod:`.pipeline`: :class:`GenerationPipeline` (prior -> base with CFG -> upsampler), sampling,
   portrait inversion and latent interpolation, with :class:`SampleOptions`;
 - :mod:`.checkpoints`: the strict checks and loading of the stage checkpoints;
-- :mod:`.interpolation` (slerp, Fig. 6) and :mod:`.portrait` (a photo -> the encoder's input, §4.5).
+- :mod:`.interpolation` (slerp, Fig. 6) and :mod:`.portrait` (a photo -> the encoder's input, §4.5);
+- :mod:`.edit`: text-guided editing, z + s·δ with the source avatar's seed (§4.5, B.3).
 """
 
 from rodin_core.generation.avatar import (

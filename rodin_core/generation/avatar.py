@@ -35,8 +35,9 @@ AVATAR_FORMAT_VERSION = "1"
 AVATAR_SUFFIX = ".safetensors"
 AVATAR_METADATA = ("format", "format_version", "meta", "sha256")
 """The header metadata entries of an avatar file (``sha256`` is missing from files written before it existed)."""
-AVATAR_KINDS = ("sample", "invert", "interpolate", "fitted")
-"""What made an avatar: prior sample (§3.2), portrait inversion (§4.5), interpolation (Fig. 6), a fitted subject."""
+AVATAR_KINDS = ("sample", "invert", "interpolate", "fitted", "edit", "text")
+"""What made an avatar: prior sample (§3.2), portrait inversion (§4.5), interpolation (Fig. 6), a fitted subject,
+a text edit of another avatar (§4.5, B.3), a prompt through the text prior (B.5)."""
 
 
 class AvatarFileError(ValueError):
@@ -54,7 +55,8 @@ class Avatar:
     meta: dict[str, Any] = field(default_factory=dict)
     """JSON-able description: ``kind`` (one of :data:`AVATAR_KINDS`), ``seed``, ``guidance_scale``, ``sampler``,
     ``steps``, ``preset``, ``decoder_sha256`` and kind-specific keys (interpolate: ``t``, ``sources``;
-    invert: ``image``, ``image_size``)."""
+    invert: ``image``, ``image_size``; edit: ``edit``, ``encoder``, ``source``, ``source_file``; text: ``prompt``,
+    ``text_guidance_scale``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.planes, Tensor) or self.planes.dim() != 4 or self.planes.shape[0] != 3:

@@ -202,6 +202,6 @@ def base_encoder(checkpoint: Checkpoint, cfg: RodinConfig) -> tuple[nn.Module | 
     return _load_strict(encoder, checkpoint, "encoder_ema", "base"), None
 
 
-def latent_normalizer(checkpoint: Checkpoint, cfg: RodinConfig) -> LatentNormalizer:
-    """The prior's latent standardisation (appendix B.4) saved as its ``latent_norm`` module."""
-    return _load_strict(LatentNormalizer(cfg.encoder.latent_dim), checkpoint, "latent_norm", "prior")
+def latent_normalizer(checkpoint: Checkpoint, cfg: RodinConfig, slot: str = "prior") -> LatentNormalizer:
+    """The latent standardisation of the prior (appendix B.4) or the text prior (B.5), its ``latent_norm`` module."""
+    return _load_strict(LatentNormalizer(cfg.encoder.latent_dim), checkpoint, "latent_norm", slot)

@@ -6,7 +6,11 @@ tri-plane U-Net of the base model and the upsampler (:mod:`.unet`), the latent M
 """
 
 from rodin_core.networks.aware_conv import PlaneConv2d, TriplaneAwareConv, aware_context
-from rodin_core.networks.latent_mlp import LatentMLP, LatentMLPConfig
+from rodin_core.networks.latent_mlp import (
+    LatentMLP,
+    LatentMLPConfig,
+    TextLatentMLPConfig,
+)
 from rodin_core.networks.summary import count_parameters, describe, forward_flops
 from rodin_core.networks.unet import TriplaneUNet, UNetConfig
 
@@ -14,6 +18,7 @@ __all__ = [
     "LatentMLP",
     "LatentMLPConfig",
     "PlaneConv2d",
+    "TextLatentMLPConfig",
     "TriplaneAwareConv",
     "TriplaneUNet",
     "UNetConfig",

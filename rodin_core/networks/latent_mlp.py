@@ -10,6 +10,10 @@ al. 2022, "Diffusion Autoencoders"). Here:
 
 with emb the MLP of the sinusoidal timestep embedding (as in the U-Net) injected into every block
 by its own linear layer E_k, as DDPM's residual blocks add the timestep (Ho et al. 2020).
+
+The text prior (appendix B.5, DALL-E 2's prior) is the same denoiser conditioned on a text embedding
+c (E,): with a :class:`TextLatentMLPConfig`, ``emb = MLP(sinusoid(t)) + W_c c``. A dropped text is
+c = 0, so W_c's bias is the learned null embedding of classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -52,6 +56,21 @@ class LatentMLPConfig(DictConfig):
         return self
 
 
+@dataclass
+class TextLatentMLPConfig(LatentMLPConfig):
+    """A :class:`LatentMLP` conditioned on a text embedding of ``text_dim`` values (appendix B.5)."""
+
+    text_dim: int = 512
+    """Size E of the text embedding added (through a linear map) to the timestep embedding."""
+
+    def validate(self) -> TextLatentMLPConfig:
+        """Raise ``ValueError`` naming the first invalid field and its value; return self."""
+        super().validate()
+        if not isinstance(self.text_dim, int) or isinstance(self.text_dim, bool) or self.text_dim < 1:
+            raise ValueError(f"TextLatentMLPConfig.text_dim must be an int >= 1, got {self.text_dim!r}")
+        return self
+
+
 class LatentMLPBlock(nn.Module):
     """h + W SiLU(LN(h) + E(emb)): one residual block of :class:`LatentMLP`."""
 
@@ -67,7 +86,10 @@ class LatentMLPBlock(nn.Module):
 
 
 class LatentMLP(nn.Module):
-    """Denoiser of latents: (z_t (B, D), t (B,)) -> (B, D * (2 if learn_sigma else 1))."""
+    """Denoiser of latents: (z_t (B, D), t (B,)[, text (B, E)]) -> (B, D * (2 if learn_sigma else 1)).
+
+    ``text`` is read only when the config is a :class:`TextLatentMLPConfig` (``text_dim`` E > 0).
+    """
 
     def __init__(self, cfg: LatentMLPConfig) -> None:
         super().__init__()
@@ -81,14 +103,26 @@ class LatentMLP(nn.Module):
         self.out_norm = nn.LayerNorm(cfg.width)
         self.out_dim = cfg.latent_dim * (2 if cfg.learn_sigma else 1)
         self.out_proj = zero_module(nn.Linear(cfg.width, self.out_dim))
+        self.text_dim = cfg.text_dim if isinstance(cfg, TextLatentMLPConfig) else 0
+        if self.text_dim:
+            self.text_proj = nn.Linear(self.text_dim, cfg.time_embed_dim)
 
-    def forward(self, z_t: Tensor, t: Tensor) -> Tensor:
-        """z_t (B, D), t (B,) integer or fractional timesteps -> (B, D) or (B, 2D) with learn_sigma."""
+    def forward(self, z_t: Tensor, t: Tensor, text: Tensor | None = None) -> Tensor:
+        """z_t (B, D), t (B,) integer or fractional timesteps, text (B, E) embeddings (rows of zeros, or None
+        for all rows: no text) -> (B, D) or (B, 2D) with learn_sigma."""
         if z_t.dim() != 2 or z_t.shape[1] != self.cfg.latent_dim:
             raise ValueError(f"z_t must be (B, {self.cfg.latent_dim}), got {tuple(z_t.shape)}")
         if tuple(t.shape) != (z_t.shape[0],):
             raise ValueError(f"t must be timesteps of shape ({z_t.shape[0]},), got {tuple(t.shape)}")
-        emb = self.time_embed(timestep_embedding(t, self.cfg.time_embed_dim).to(z_t.dtype))  # (B, E)
+        emb = self.time_embed(timestep_embedding(t, self.cfg.time_embed_dim).to(z_t.dtype))  # (B, T)
+        if self.text_dim:
+            text = z_t.new_zeros(z_t.shape[0], self.text_dim) if text is None else text
+            if tuple(text.shape) != (z_t.shape[0], self.text_dim):
+                raise ValueError(f"text must be embeddings ({z_t.shape[0]}, {self.text_dim}), got {tuple(text.shape)}")
+            emb = emb + self.text_proj(text.to(emb.dtype))  # (B, T)
+        elif text is not None:
+            raise ValueError("this latent denoiser has no text input (text_dim 0); build it with a "
+                             "TextLatentMLPConfig to condition it on text")
         h = self.in_proj(z_t)  # (B, width)
         for block in self.blocks:
             h = block(h, emb)

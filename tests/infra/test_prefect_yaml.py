@@ -68,7 +68,7 @@ def test_prefect_accepts_the_file() -> None:
     raw = yaml.safe_load((REPO / "prefect.yaml").read_text())
     model = PrefectYamlModel.model_validate(raw)
     assert [d.name for d in model.deployments].count("cluster") == 5
-    assert [d.name for d in model.deployments].count("tiny") == 9
+    assert [d.name for d in model.deployments].count("tiny") == 11
     raw["deployments"][-1]["pull"] = "/opt/rodin"
     with pytest.raises(ValueError, match="pull"):
         PrefectYamlModel.model_validate(raw)

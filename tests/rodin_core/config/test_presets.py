@@ -61,6 +61,15 @@ GOLDEN = {
                                  "init_temperature": 0.07, "max_prompt_tokens": 128},
         "text_embedding.train": {"steps": 600, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4,
                                  "holdout_subjects": 4, "variants": 8, "drop": 0.3, "shift": 4, "seed": 0},
+        "text_prior.mlp": {"latent_dim": 512, "width": 256, "depth": 4, "time_embed_dim": 512,
+                           "learn_sigma": False, "text_dim": 512},
+        "text_prior.diffusion": {"schedule": "linear", "steps": 1000, "mean_type": "eps", "var_type": "fixed_small",
+                                 "loss": "simple", "vlb_weight": 0.001, "sampling_steps": "50", "clip_x0": 4.0,
+                                 "loss_weighting": "uniform", "min_snr_gamma": 5.0},
+        "text_prior.train": {"steps": 1500, "batch_size": 32, "lr": 0.0004, "weight_decay": 0.0, "warmup_steps": 0,
+                             "ema_decay": 0.99, "grad_clip": 1.0, "checkpoint_every": 500, "log_every": 50,
+                             "workers": 1, "use_gpu": False, "precision": "bf16", "max_failures": 3, "seed": 0},
+        "text_prior": {"text_drop": 0.1, "guidance_scale": 2.0, "variants": 8, "drop": 0.3, "seed": 0},
     },
     "small": {
         "base.unet": {"in_channels": 16, "out_channels": 16, "model_channels": 64, "channel_mult": [1, 2, 2],
@@ -114,6 +123,15 @@ GOLDEN = {
                                  "init_temperature": 0.07, "max_prompt_tokens": 128},
         "text_embedding.train": {"steps": 600, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4,
                                  "holdout_subjects": 16, "variants": 8, "drop": 0.3, "shift": 4, "seed": 0},
+        "text_prior.mlp": {"latent_dim": 512, "width": 1024, "depth": 8, "time_embed_dim": 512,
+                           "learn_sigma": False, "text_dim": 512},
+        "text_prior.diffusion": {"schedule": "linear", "steps": 1000, "mean_type": "eps", "var_type": "fixed_small",
+                                 "loss": "simple", "vlb_weight": 0.001, "sampling_steps": "100", "clip_x0": 4.0,
+                                 "loss_weighting": "uniform", "min_snr_gamma": 5.0},
+        "text_prior.train": {"steps": 50000, "batch_size": 96, "lr": 0.0001, "weight_decay": 0.0, "warmup_steps": 0,
+                             "ema_decay": 0.9999, "grad_clip": 1.0, "checkpoint_every": 2000, "log_every": 100,
+                             "workers": 1, "use_gpu": False, "precision": "bf16", "max_failures": 3, "seed": 0},
+        "text_prior": {"text_drop": 0.1, "guidance_scale": 2.0, "variants": 8, "drop": 0.3, "seed": 0},
     },
     "paper": {
         "base.unet": {"in_channels": 32, "out_channels": 32, "model_channels": 192, "channel_mult": [1, 2, 3, 4],
@@ -167,6 +185,15 @@ GOLDEN = {
                                  "init_temperature": 0.07, "max_prompt_tokens": 128},
         "text_embedding.train": {"steps": 600, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4,
                                  "holdout_subjects": 16, "variants": 8, "drop": 0.3, "shift": 4, "seed": 0},
+        "text_prior.mlp": {"latent_dim": 512, "width": 2048, "depth": 20, "time_embed_dim": 512,
+                           "learn_sigma": False, "text_dim": 512},
+        "text_prior.diffusion": {"schedule": "linear", "steps": 1000, "mean_type": "eps", "var_type": "fixed_small",
+                                 "loss": "simple", "vlb_weight": 0.001, "sampling_steps": "100", "clip_x0": 4.0,
+                                 "loss_weighting": "uniform", "min_snr_gamma": 5.0},
+        "text_prior.train": {"steps": 500000, "batch_size": 96, "lr": 4e-05, "weight_decay": 0.0, "warmup_steps": 0,
+                             "ema_decay": 0.9999, "grad_clip": 1.0, "checkpoint_every": 5000, "log_every": 100,
+                             "workers": 1, "use_gpu": False, "precision": "bf16", "max_failures": 3, "seed": 0},
+        "text_prior": {"text_drop": 0.1, "guidance_scale": 2.0, "variants": 8, "drop": 0.3, "seed": 0},
     },
 }
 """Every section of each preset with its own fields: the network, diffusion process and decoder configs each preset
@@ -210,6 +237,10 @@ def test_presets_hold_their_numbers():
     assert (paper.prior.mlp.depth, paper.prior.mlp.width, paper.prior.train.batch_size, paper.prior.train.lr) == (
         20, 2048, 96, 4e-5)
     assert paper.base.cfg_drop == 0.2
+    text = paper.text_prior  # appendix B.5: 1,000 linear steps, AdamW batch 96 at lr 4e-5, EMA 0.9999
+    assert (text.diffusion.steps, text.diffusion.schedule, text.train.batch_size, text.train.lr,
+            text.train.ema_decay) == (1000, "linear", 96, 4e-5, 0.9999)
+    assert text.mlp.text_dim == text.mlp.latent_dim == paper.encoder.latent_dim
     tiny = preset_config("tiny")
     assert tiny.render.resolution == 64 and tiny.render.views < paper.render.views
     assert preset_config("small").preset == "small"

@@ -71,3 +71,15 @@ def test_a_config_is_derived_as_soon_as_it_is_built():
 
 def test_core_config_imports_no_orchestration():
     assert not {"prefect", "ray", "bpy"} & {m.split(".")[0] for m in sys.modules if m.startswith("rodin_core")}
+
+
+def test_the_text_prior_reads_text_and_z_of_the_encoders_size():
+    cfg = load_config("tiny", overrides=["encoder.latent_dim=128", "text_prior.text_drop=0.25"])
+    assert (cfg.text_prior.mlp.latent_dim, cfg.text_prior.mlp.text_dim, cfg.text_prior.text_drop) == (128, 128, 0.25)
+    with pytest.raises(ConfigError, match="text_prior.mlp.text_dim=64 conflicts with encoder.latent_dim=128"):
+        load_config("tiny", overrides=["encoder.latent_dim=128", "text_prior.mlp.text_dim=64"])
+    with pytest.raises(ConfigError, match="text_prior.text_drop"):
+        load_config("tiny", overrides=["text_prior.text_drop=1.5"])
+    saved = preset_config("tiny").to_dict()
+    del saved["text_prior"]  # a config saved before the text prior existed
+    assert RodinConfig.from_dict(saved).text_prior == preset_config("paper").text_prior

@@ -1,0 +1,239 @@
+"""Text edits judged by the attribute classifier: does the named attribute change, and only it? (§4.5, B.3)
+
+For each edit of :data:`EDITS` (glasses, blonde hair, a full beard, short hair: phrased with the
+caption vocabulary the text tower was trained on, ``render/caption_variants.py``) and each of
+``--n`` avatars, the avatar is judged by the trained attribute classifier (its near-frontal
+renders, :func:`rodin_core.evaluation.avatar_attributes.judge_avatar`), edited with
+``z + s·δ`` and the same seed (:func:`rodin_core.generation.edit.edit_avatar`), and judged again.
+Per edit it prints the share of the avatars not showing the target before whose target attribute
+flips to it, and the share of the other attributes left unchanged (the attributes that only exist
+with the target, e.g. the style of the glasses, are left out). A strip per edit, ``edit-<name>.png``
+under ``--dest``, shows each avatar's turntable frames before and after.
+
+It needs a dataset root whose base model conditions on a text-capable encoder (``encoder.kind``
+avatar_clip or clip) and the latent prior (or ``--avatars`` files), and a classifier saved by
+``benchmarks/attribute_classifier.py``.
+
+Run: ``.venv/bin/python benchmarks/text_edits.py --out data/text128 --classifier
+outputs/benchmarks/attribute-classifier [--n 8] [--strength 1] [--dest DIR] [--json PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rodin_core.encoders import EncoderUnavailableError
+from rodin_core.evaluation.attributes import (
+    AttributeClassifierError,
+    load_attribute_classifier,
+)
+from rodin_core.evaluation.avatar_attributes import judge_avatar
+from rodin_core.generation import load_avatar
+from rodin_core.generation.edit import (
+    DEFAULT_SOURCE_PROMPT,
+    TextEdit,
+    edit_avatar,
+    edit_text_tower,
+)
+from rodin_core.generation.job import GENERATION_ERRORS, load_pipeline, turntable_frames
+from rodin_core.imaging import contact_sheet, encode_png
+from rodin_core.text.directions import text_direction
+from rodin_core.text.sentence import PromptError, TextUnavailableError
+from rodin_core.text.towers import NoTextSpaceError
+
+DEFAULT_DEST = "outputs/benchmarks/text-edits"
+DEFAULT_JSON = "outputs/benchmarks/text-edits-report.json"
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One edit: the attribute it should set to ``target``, and how the prompt names it."""
+
+    name: str
+    attribute: str
+    """An attribute of ``render/attributes.py:RECIPE_ATTRIBUTES``."""
+    target: str
+    """The class of ``attribute`` the edit asks for."""
+    phrase: str
+    """The feature as the caption variants name it; the prompt is "a person with <phrase>"."""
+    follows: tuple[str, ...] = ()
+    """Attributes that only exist with the target (left out of the unchanged count)."""
+
+    @property
+    def prompt(self) -> str:
+        return f"a person with {self.phrase}"
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(" ", "-")
+
+
+EDITS = (
+    Edit("glasses", "accessory", "glasses", "glasses", ("accessory_style", "accessory_colour")),
+    Edit("blond hair", "hair_colour", "blonde", "blonde hair"),
+    Edit("beard", "facial_hair", "beard", "a full beard"),
+    Edit("short hair", "hairstyle", "short", "short hair"),
+)
+
+
+@dataclass(frozen=True)
+class EditScore:
+    """How one edit changed the judged attributes of a set of avatars."""
+
+    edit: str
+    avatars: int
+    eligible: int
+    """Avatars that did not show the target before the edit."""
+    flipped: int
+    """Eligible avatars that show the target after it."""
+    already: int
+    """Avatars that showed the target before (not counted in the flip share)."""
+    compared: int
+    """(avatar, other attribute) pairs compared before and after."""
+    unchanged: int
+    """Of those, the pairs judged the same after the edit."""
+
+    @property
+    def flip_share(self) -> float:
+        return self.flipped / self.eligible if self.eligible else math.nan
+
+    @property
+    def unchanged_share(self) -> float:
+        return self.unchanged / self.compared if self.compared else math.nan
+
+    def to_dict(self) -> dict:
+        shares = {"flip_share": self.flip_share, "unchanged_share": self.unchanged_share}
+        return {**asdict(self), **{k: None if math.isnan(v) else v for k, v in shares.items()}}
+
+
+def score_edit(edit: Edit, before: Sequence[Mapping[str, str]], after: Sequence[Mapping[str, str]]) -> EditScore:
+    """Count the flips to ``edit.target`` and the unchanged other attributes of avatars judged ``before`` and
+    ``after`` the edit (one attribute -> class mapping per avatar, in the same order)."""
+    if len(before) != len(after):
+        raise ValueError(f"got {len(before)} judgements before the edit and {len(after)} after; give one per avatar")
+    eligible = flipped = already = compared = unchanged = 0
+    for old, new in zip(before, after, strict=True):
+        if old[edit.attribute] == edit.target:
+            already += 1
+        else:
+            eligible += 1
+            flipped += new[edit.attribute] == edit.target
+        others = [name for name in old if name != edit.attribute and name not in edit.follows]
+        compared += len(others)
+        unchanged += sum(old[name] == new[name] for name in others)
+    return EditScore(edit.name, len(before), eligible, flipped, already, compared, unchanged)
+
+
+def format_scores(scores: Sequence[EditScore]) -> str:
+    """A text table: edit, avatars, eligible, flipped, flip share, unchanged share of the other attributes."""
+    lines = [f"{'edit':<12}{'avatars':>8}{'eligible':>9}{'flipped':>8}{'flip share':>11}{'others unchanged':>17}"]
+    for s in scores:
+        lines.append(f"{s.edit:<12}{s.avatars:>8}{s.eligible:>9}{s.flipped:>8}{s.flip_share:>11.3f}"
+                     f"{s.unchanged_share:>17.3f}")
+    return "\n".join(lines)
+
+
+def edit_strip(before: Sequence[np.ndarray], after: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:
+    """One row per avatar: its frames (F, R, R, 3) before, then after the edit -> RGB uint8 sheet."""
+    if not before or len(before) != len(after) or len(labels) != len(before):
+        raise ValueError(f"need the same positive number of frame sets before ({len(before)}), after ({len(after)}) "
+                         f"and labels ({len(labels)})")
+    frames = len(before[0])
+    tiles, names = [], []
+    for old, new, label in zip(before, after, labels, strict=True):
+        tiles += [*old, *new]
+        names += [f"{label} before", *[""] * (frames - 1), "after", *[""] * (frames - 1)]
+    return contact_sheet(tiles, 2 * frames, names)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="data/tiny", help="dataset root holding the checkpoints and the decoder")
+    parser.add_argument("--classifier", default="outputs/benchmarks/attribute-classifier",
+                        help="attribute classifier prefix (benchmarks/attribute_classifier.py --save)")
+    parser.add_argument("--n", type=int, default=8, help="avatars sampled from the prior, seeds seed..seed+n-1")
+    parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--avatars", nargs="+", default=None, metavar="FILE",
+                        help="edit these avatar files instead of sampling")
+    parser.add_argument("--edits", nargs="+", default=None, choices=[e.name for e in EDITS], metavar="EDIT",
+                        help=f"a subset of the edits ({', '.join(e.name for e in EDITS)})")
+    parser.add_argument("--strength", type=float, default=1.0, help="s in z' = z + s * delta (default 1)")
+    parser.add_argument("--from", dest="source", default=DEFAULT_SOURCE_PROMPT,
+                        help=f"source prompt (default {DEFAULT_SOURCE_PROMPT!r})")
+    parser.add_argument("--frames", type=int, default=4, help="turntable frames per avatar in the strips (default 4)")
+    parser.add_argument("--resolution", type=int, default=None, help="strip frame side (default render.resolution)")
+    parser.add_argument("--dest", default=DEFAULT_DEST, help=f"folder of the strips ({DEFAULT_DEST})")
+    parser.add_argument("--json", default=DEFAULT_JSON, help=f"where to write the JSON report ({DEFAULT_JSON})")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    return parser.parse_args(argv)
+
+
+ERRORS = (*GENERATION_ERRORS, AttributeClassifierError, PromptError, NoTextSpaceError, TextUnavailableError,
+          EncoderUnavailableError)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.n < 1 or args.frames < 1 or not math.isfinite(args.strength):
+        raise SystemExit(f"error: --n and --frames must be positive and --strength finite, got {args.n}, "
+                         f"{args.frames}, {args.strength}")
+    torch.set_num_threads(args.threads)
+    edits = [e for e in EDITS if args.edits is None or e.name in args.edits]
+    start = time.perf_counter()
+    try:
+        classifier = load_attribute_classifier(args.classifier)
+        unknown = [f"{e.attribute}={e.target}" for e in edits if e.target not in classifier.vocabulary.get(e.attribute, ())]
+        if unknown:
+            raise SystemExit(f"error: the classifier {args.classifier} cannot judge {unknown}; train it on the corpus "
+                             "vocabulary (benchmarks/attribute_classifier.py)")
+        pipeline = load_pipeline(args.out, device=args.device, require_prior=args.avatars is None)
+        tower = edit_text_tower(pipeline.cfg)
+        sources = ([load_avatar(path) for path in args.avatars] if args.avatars
+                   else pipeline.sample(args.n, seed=args.seed))
+        directions = {e.name: text_direction(tower, e.prompt, args.source) for e in edits}
+    except ERRORS as exc:
+        raise SystemExit(f"error: {' '.join(str(exc).split())}") from None
+    cfg, decoder = pipeline.cfg, pipeline.decoder
+    size = args.resolution or cfg.render.resolution
+    labels = [f"#{i} seed {a.meta.get('seed')}" for i, a in enumerate(sources)]
+    before = [judge_avatar(classifier, a.planes, decoder, cfg) for a in sources]
+    before_frames = [turntable_frames(cfg, decoder, a.planes, args.frames, size) for a in sources]
+    dest = Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    scores, strips = [], {}
+    for edit in edits:
+        text = TextEdit(edit.prompt, args.source, args.strength)
+        edited = [edit_avatar(pipeline, a, text, direction=directions[edit.name]) for a in sources]
+        after = [judge_avatar(classifier, a.planes, decoder, cfg) for a in edited]
+        scores.append(score_edit(edit, before, after))
+        frames = [turntable_frames(cfg, decoder, a.planes, args.frames, size) for a in edited]
+        strips[edit.name] = dest / f"edit-{edit.slug}.png"
+        strips[edit.name].write_bytes(encode_png(edit_strip(before_frames, frames, labels)))
+        print(f"{edit.name}: {edit.prompt!r} from {args.source!r}, |delta| {float(directions[edit.name].norm()):.3f}",
+              flush=True)
+    print()
+    print(format_scores(scores))
+    report = {"out": args.out, "classifier": args.classifier, "avatars": len(sources), "strength": args.strength,
+              "source_prompt": args.source, "encoder": cfg.encoder.kind,
+              "edits": [{**asdict(e), "prompt": e.prompt, "strip": str(strips[e.name]),
+                         "direction_norm": float(directions[e.name].norm())} for e in edits],
+              "scores": [s.to_dict() for s in scores], "seconds": round(time.perf_counter() - start, 1)}
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nstrips under {dest}; JSON report: {path}; {report['seconds']} s")
+    return report
+
+
+if __name__ == "__main__":
+    main()

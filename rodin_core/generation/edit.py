@@ -1,0 +1,116 @@
+"""Text-guided editing of an avatar (paper §4.5, appendix B.3).
+
+    δ  = scale_to_sphere(E_T(T_tgt)) − scale_to_sphere(E_T(T_src))   (D,)  (:mod:`rodin_core.text.directions`)
+    z' = z + s·δ                                                      (D,)  z: the source avatar's latent
+    y' = GenerationPipeline.generate(z', same seed, same options)     (3, C, H, W)
+
+The seed and sampling options are those recorded in the source avatar, so that only what the
+prompts name should change; with δ = 0 or s = 0 the result is the source avatar, bit for bit. The
+edited avatar's record (``kind`` = ``edit``) keeps the prompts and the strength (``edit``), the
+source avatar's own record (``source``) and, when given, its file name (``source_file``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torch import Tensor
+
+from rodin_core.config import RodinConfig
+from rodin_core.generation.avatar import Avatar
+from rodin_core.generation.errors import GenerationError
+from rodin_core.generation.pipeline import GenerationPipeline, SampleOptions
+from rodin_core.text.directions import text_direction
+from rodin_core.text.towers import TextTower, text_tower
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOURCE_PROMPT = "a person"
+"""T_src when none is given: the edit adds what the target prompt says beyond it."""
+
+
+@dataclass(frozen=True)
+class TextEdit:
+    """One edit: the prompts T_tgt and T_src and the strength s of z' = z + s·δ."""
+
+    target: str
+    source: str = DEFAULT_SOURCE_PROMPT
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        s = self.strength
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s):
+            raise GenerationError(f"the edit strength must be a finite number (z' = z + s·δ; 1 is the paper's edit, "
+                                  f"0 keeps the avatar), got {s!r}")
+        for name, prompt in (("target", self.target), ("source", self.source)):
+            if not isinstance(prompt, str):
+                raise GenerationError(f"the {name} prompt must be text, got {type(prompt).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record of the edit."""
+        return {**asdict(self), "strength": float(self.strength)}
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> TextEdit:
+        """The edit :meth:`to_dict` recorded."""
+        return cls(target=record["target"], source=record["source"], strength=float(record["strength"]))
+
+
+def edit_text_tower(cfg: RodinConfig, device: str = "cpu", storage_options: dict | None = None) -> TextTower:
+    """The text tower of the base model's encoder; raises when text cannot steer that base model."""
+    if not cfg.base.latent_conditioning:
+        raise GenerationError("the base model was trained without latent conditioning (base.latent_conditioning="
+                              "false), so z does not steer it and a text edit changes nothing; train the base stage "
+                              "with base.latent_conditioning=true")
+    return text_tower(cfg.encoder, device, storage_options=storage_options)
+
+
+def recorded_options(meta: dict[str, Any]) -> SampleOptions:
+    """The sampling options recorded in an avatar's ``meta``."""
+    return SampleOptions(guidance_scale=meta.get("guidance_scale"), sampler=meta.get("sampler") or "ancestral",
+                         steps=meta.get("steps"))
+
+
+def recorded_seed(avatar: Avatar) -> int:
+    """The seed recorded in an avatar's meta; :class:`GenerationError` when it has none."""
+    seed = avatar.meta.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise GenerationError(f"the avatar ({avatar.meta.get('kind', 'unknown kind')}) records no integer seed "
+                              f"(got {seed!r}), so an edit cannot re-run its reverse process; edit avatars written by "
+                              "sample, invert, interpolate or edit")
+    return seed
+
+
+def edit_avatar(pipeline: GenerationPipeline, avatar: Avatar, edit: TextEdit, *, direction: Tensor | None = None,
+                tower: TextTower | None = None, name: str | None = None) -> Avatar:
+    """The avatar generated from z + s·δ with the source avatar's seed and options (appendix B.3).
+
+    ``direction``: δ (D,) when already computed by :func:`rodin_core.text.directions.text_direction`
+    (else computed with ``tower``, by default the base model's own text tower). ``name``: the
+    source avatar's file name, recorded as ``source_file``.
+    """
+    if avatar.z is None:
+        raise GenerationError(f"the avatar ({avatar.meta.get('kind', 'unknown kind')}) has no latent z, so it cannot "
+                              "be edited in latent space; edit avatars written by sample, invert, interpolate or edit")
+    if tuple(avatar.z.shape) != (pipeline.latent_dim,):
+        raise GenerationError(f"the avatar has z of shape {tuple(avatar.z.shape)}, this model's latents are "
+                              f"({pipeline.latent_dim},); edit avatars generated by this model")
+    seed, options = recorded_seed(avatar), recorded_options(avatar.meta)
+    if direction is None:
+        tower = tower or edit_text_tower(pipeline.cfg)
+        direction = text_direction(tower, edit.target, edit.source)
+    if tuple(direction.shape) != (pipeline.latent_dim,):
+        raise GenerationError(f"the edit direction has shape {tuple(direction.shape)}, this model's latents are "
+                              f"({pipeline.latent_dim},)")
+    z = avatar.z.float() + edit.strength * direction.float().cpu()  # (D,)
+    planes = pipeline.generate(z, seed=seed, options=options)  # (3, C, H, W)
+    meta = pipeline._meta("edit", seed, options)
+    meta.update(edit=edit.to_dict(), encoder=pipeline.cfg.encoder.kind, source=dict(avatar.meta))
+    if name is not None:
+        meta["source_file"] = str(name)
+    log.info("edited avatar towards %r (from %r, strength %g, |s·δ| = %.3f)", edit.target, edit.source,
+             edit.strength, float((edit.strength * direction).norm()))
+    return Avatar(planes, z, meta)

@@ -1,0 +1,94 @@
+"""The pure helpers of benchmarks/text_edits.py: flip and unchanged counts, the strips, and the edits' vocabulary."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from render.attributes import RECIPE_ATTRIBUTES
+from render.caption_variants import attribute_phrases
+from render.recipe import ACCESSORY_STYLES, HAIR_COLOURS, Colour, sample_recipe
+from rodin_core.imaging import LABEL_HEIGHT
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "text_edits.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("text_edits", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while the script loads
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def judged(**changes: str) -> dict[str, str]:
+    base = {"gender": "man", "hairstyle": "long", "hair_colour": "black", "facial_hair": "none",
+            "accessory": "none", "accessory_style": "round", "accessory_colour": "black"}
+    return {**base, **changes}
+
+
+def test_flips_count_only_avatars_without_the_target_and_others_count_every_other_attribute(script) -> None:
+    glasses = next(e for e in script.EDITS if e.name == "glasses")
+    before = [judged(), judged(), judged(accessory="glasses"), judged()]
+    after = [judged(accessory="glasses", accessory_style="cat-eye"),  # flipped; the style follows the glasses
+             judged(accessory="hat", gender="woman"),                  # not flipped, and the gender changed
+             judged(accessory="glasses"),                              # already wearing them
+             judged(accessory="glasses", hair_colour="blonde")]        # flipped, and the hair colour changed
+    score = script.score_edit(glasses, before, after)
+    assert (score.avatars, score.eligible, score.flipped, score.already) == (4, 3, 2, 1)
+    assert score.compared == 4 * 4 and score.unchanged == 16 - 2  # gender, hairstyle, hair colour, facial hair
+    assert score.flip_share == pytest.approx(2 / 3) and score.unchanged_share == pytest.approx(14 / 16)
+    assert score.to_dict()["flip_share"] == pytest.approx(2 / 3)
+
+
+def test_an_edit_with_no_eligible_avatar_has_no_flip_share(script) -> None:
+    beard = next(e for e in script.EDITS if e.name == "beard")
+    score = script.score_edit(beard, [judged(facial_hair="beard")], [judged(facial_hair="beard")])
+    assert score.eligible == 0 and math.isnan(score.flip_share) and score.to_dict()["flip_share"] is None
+    assert score.unchanged_share == 1.0
+    with pytest.raises(ValueError, match="1 judgements before the edit and 0 after"):
+        script.score_edit(beard, [judged()], [])
+
+
+def test_the_table_has_one_row_per_edit(script) -> None:
+    scores = [script.score_edit(e, [judged()], [judged(**{e.attribute: e.target})]) for e in script.EDITS]
+    lines = script.format_scores(scores).splitlines()
+    assert len(lines) == 1 + len(script.EDITS) and "flip share" in lines[0]
+    assert all(line.split()[-2:] == ["1.000", "1.000"] for line in lines[1:])
+
+
+def test_the_strip_shows_each_avatar_before_and_after_side_by_side(script) -> None:
+    before = [np.full((2, 8, 8, 3), 10 * i, np.uint8) for i in range(3)]
+    after = [np.full((2, 8, 8, 3), 200 + i, np.uint8) for i in range(3)]
+    strip = script.edit_strip(before, after, ["#0", "#1", "#2"])
+    assert strip.shape == (3 * (8 + LABEL_HEIGHT), 4 * 8, 3)
+    row = 8 + LABEL_HEIGHT
+    assert (strip[row:row + 8, 8:16] == 10).all() and (strip[row:row + 8, 16:24] == 201).all()
+    with pytest.raises(ValueError, match="same positive number"):
+        script.edit_strip(before, after[:2], ["#0", "#1", "#2"])
+
+
+def test_the_edits_speak_the_attribute_and_caption_vocabulary(script) -> None:
+    """Each edit sets a class of the classifier's vocabulary, and its phrase uses the words the caption variants
+    give a recipe of that class (what the text tower was trained on)."""
+    assert [e.name for e in script.EDITS] == ["glasses", "blond hair", "beard", "short hair"]
+    recipe = sample_recipe(0, 1)
+    for edit in script.EDITS:
+        assert edit.target in RECIPE_ATTRIBUTES[edit.attribute]
+        assert all(name in RECIPE_ATTRIBUTES for name in edit.follows)
+        changes = {"glasses": {"accessory": "glasses", "accessory_style": ACCESSORY_STYLES["glasses"][0]},
+                   "blond hair": {"hair": Colour("blonde", HAIR_COLOURS["blonde"]), "hairstyle": "long"},
+                   "beard": {"gender": "man", "facial_hair": "beard"},
+                   "short hair": {"hairstyle": "short"}}[edit.name]
+        phrases = [p for options in attribute_phrases(dataclasses.replace(recipe, **changes)).values() for p in options]
+        words = set(edit.phrase.split())
+        assert any(words <= set(p.split()) for p in phrases), (edit.phrase, phrases)
+        assert edit.prompt == f"a person with {edit.phrase}"
