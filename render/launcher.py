@@ -4,8 +4,9 @@ A crash or a hang inside Blender must cost one shard attempt, never the flow.
 :func:`run_blender_shard` therefore runs :mod:`render.blender_worker` (paper §4.1 / appendix B.2,
 the multi-view renders of each subject) as a separate process in its own process group, kills
 the whole group when it outlives its timeout, and turns every failure into a typed exception that
-carries the end of Blender's log. :func:`validate_outputs` checks the files it produced before
-anything is published.
+carries the end of Blender's log. Blender dies with the thread that started it (Linux), so a Ray
+worker or shard job killed with SIGKILL leaves no Blender rendering behind it.
+:func:`validate_outputs` checks the files it produced before anything is published.
 
 This module never imports ``bpy``.
 """
@@ -27,6 +28,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from rodin_core.child_process import die_with_parent
 
 # File names shared with render.blender_worker, which imports them from here.
 DONE_NAME = "DONE"
@@ -165,7 +168,8 @@ def run_blender_shard(spec: dict[str, Any], workdir: Path, timeout_s: float) -> 
     start = time.perf_counter()
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   preexec_fn=die_with_parent)  # noqa: PLW1509 (it only calls prctl)
         try:
             returncode = _wait_relaying_progress(process, log_path, deadline=time.monotonic() + timeout_s)
         except subprocess.TimeoutExpired:

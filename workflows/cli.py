@@ -26,8 +26,9 @@
 The command sits on top of every layer. Each command imports the flow or library code it runs when
 it runs, and checks its flags, its config and its inputs before it starts Prefect or Ray: a bad flag
 is one line within a second, a bad config value or input one line before anything starts. SIGTERM
-and Ctrl-C stop a command with one line (exit code 143 or 130); a flow run stopped so is marked
-Crashed, and what it committed is kept.
+and Ctrl-C stop a command with one line (exit code 143 or 130) at any moment after :func:`main` is
+entered, while it imports torch or Prefect and starts its Prefect server included; a flow run stopped
+so is marked Crashed, and what it committed is kept.
 """
 
 from __future__ import annotations
@@ -389,27 +390,45 @@ def _sigterm_stops() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    for name, value in OFFLINE_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    """Run ``rodin ARGV``; its exit code. SIGTERM stops it from here on, however far it got: loading torch or
+    Prefect, starting the Prefect server, running the flow."""
+    with _sigterm_stops():
+        args: argparse.Namespace | None = None
+        try:
+            for name, value in OFFLINE_DEFAULTS.items():
+                os.environ.setdefault(name, value)
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit as done:  # --help, or a bad flag already printed as one line
+                return int(done.code or 0)
+            args.argv = list(sys.argv[1:] if argv is None else argv)
+            return _checked(args)
+        except KeyboardInterrupt as stop:
+            return _stopped(stop, args)
+
+
+def _checked(args: argparse.Namespace) -> int:
+    """Run the command; a config or Prefect backend error as one line."""
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as done:  # --help, or a bad flag already printed as one line
-        return int(done.code or 0)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        with _sigterm_stops():
-            return _command(args)
+        return _command(args)
     except ConfigError as err:
         print(f"rodin: config error: {err}", file=sys.stderr)
         return 2
     except _backend_error() as err:
         print(f"rodin: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as stop:
-        name = "SIGTERM" if isinstance(stop, Stopped) else "Ctrl-C"
-        print(f"rodin {args.command}: stopped by {name}; what was committed is kept, run the same command again "
-              "to go on", file=sys.stderr)
-        return 143 if isinstance(stop, Stopped) else 130
+
+
+def _stopped(stop: KeyboardInterrupt, args: argparse.Namespace | None) -> int:
+    """The one line of a command stopped by SIGTERM or Ctrl-C; exit code 143 or 130. A second SIGTERM while
+    it is printed changes nothing."""
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    name = "SIGTERM" if isinstance(stop, Stopped) else "Ctrl-C"
+    command = "rodin" if args is None else f"rodin {args.command}"
+    print(f"{command}: stopped by {name}; what was committed is kept, run the same command again to go on",
+          file=sys.stderr)
+    return 143 if isinstance(stop, Stopped) else 130
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -457,10 +476,12 @@ def prefect_backend() -> contextlib.AbstractContextManager[str]:
     return backend()
 
 
-def _backend_error() -> type[Exception]:
-    from workflows.prefect_backend import PrefectBackendError
-
-    return PrefectBackendError
+def _backend_error() -> type[Exception] | tuple[()]:
+    """:class:`PrefectBackendError` once the command imported the backend, else nothing (which then cannot have
+    raised it). Never an import: a SIGTERM may have stopped Prefect's import half-way, and importing it again
+    while the stop goes up fails in Prefect's own models."""
+    backend = sys.modules.get("workflows.prefect_backend")
+    return getattr(backend, "PrefectBackendError", ())
 
 
 def _run_flow(args: argparse.Namespace, flow: Callable[..., dict[str, Any]], **parameters: object) -> int:

@@ -10,9 +10,7 @@ On Linux the server dies with the process that started it, even when that proces
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,18 +26,13 @@ from prefect.settings import (
     temporary_settings,
 )
 
+from rodin_core.child_process import die_with_parent
+
 HOST = "127.0.0.1"
-PR_SET_PDEATHSIG = 1
 
 
 class PrefectBackendError(RuntimeError):
     """The run's temporary Prefect server did not start."""
-
-
-def die_with_parent() -> None:
-    """In a child, before exec: get SIGKILL when the thread that started it ends (Linux; no-op elsewhere)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def configured_api_url() -> str | None:

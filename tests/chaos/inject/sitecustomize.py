@@ -10,7 +10,9 @@ leave markers the test reads (``paused-*``, ``blender-*``). Without ``RODIN_CHAO
   ``paused-PID-N`` marker and sleeps, so that the test can kill the run at that moment; ``pause=once:TEXT``
   pauses the first such write of the run only;
 - ``blender=crash:N`` / ``blender=hang:N``: the first ``N`` Blender runs die of SIGSEGV / never end
-  after their first view (``N`` 0: every run).
+  after their first view (``N`` 0: every run);
+- ``sigterm=MODULE``: the ``rodin`` process sends itself SIGTERM right after it has imported ``MODULE``
+  (as a SIGTERM from outside landing at that moment of its start-up) and leaves a ``sigterm-*`` marker.
 """
 
 from __future__ import annotations
@@ -112,6 +114,11 @@ def _blender(how: str):
     return patch
 
 
+def _sigterm(module) -> None:
+    _marker("sigterm")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 _LOCAL = "fsspec.implementations.local"
 if "enospc" in FAULTS:
     sys.meta_path.insert(0, _AfterImport(_LOCAL, _full_disk(FAULTS["enospc"])))
@@ -121,3 +128,5 @@ if "blender" in FAULTS and "render.blender_worker" in sys.orig_argv:
     _patch = _blender(FAULTS["blender"])
     if _patch is not None:
         sys.meta_path.insert(0, _AfterImport("render.blender_scene", _patch))
+if "sigterm" in FAULTS and "workflows.cli" in sys.orig_argv:
+    sys.meta_path.insert(0, _AfterImport(FAULTS["sigterm"], _sigterm))
