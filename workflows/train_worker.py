@@ -123,6 +123,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     if resumed is not None:
         progress.say(f"{job.stage}: resumed at step {start} from the {resumed['origin']} "
                      f"(state sha256 {resumed['state_sha256'][:16]}, checked)")
+        progress.commit_restored(start)
     if start >= train.steps:
         progress.say(f"{job.stage}: already trained for {start} steps (train.steps={train.steps}); nothing to do")
     else:
@@ -320,6 +321,21 @@ class Progress:
                 checkpoint = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(self.last or {"step": float(done)}, checkpoint=checkpoint,
                              checkpoint_dir_name=f"step-{done:08d}")
+
+    def commit_restored(self, done: int) -> None:
+        """Commit the state restored at ``done`` steps when the store's checkpoint of the stage is missing or older.
+
+        Ray's run folder keeps its own copies of the checkpoints. When the store's manifest was deleted (the repair
+        of a damaged checkpoint file) or its commit was lost, the run resumes from Ray's copy; generation reads the
+        store, so the store gets it back here, before any further step (a run already at ``train.steps`` would
+        otherwise end without committing anything)."""
+        if self.rank != 0:
+            return
+        committed = committed_step(self.job.out, self.job.stage, self.job.storage_options)
+        if committed is not None and committed >= done:
+            return
+        with tempfile.TemporaryDirectory(prefix=f"rodin-{self.job.stage}-") as folder:
+            self._save(folder, done)
 
     def _averaged(self, metrics: dict[str, float]) -> dict[str, float]:
         """``metrics`` averaged over the workers (one all-reduce), ``step`` and ``steps_per_s`` as given."""

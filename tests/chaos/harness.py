@@ -255,6 +255,15 @@ def rerun_command(line: str) -> list[str]:
     return shlex.split(line[start:line.index("`", start)])
 
 
+def repair_command(line: str) -> list[str]:
+    """The arguments of the command of the repair a user line names: the first `` `rodin ...` `` after its
+    ``delete MANIFEST and`` where it has one. (A stage's error line may go on to name the command that re-runs the
+    stage itself.)"""
+    repair = line[line.find("delete ") + 1:]
+    start = repair.index("`rodin ") + len("`rodin ")
+    return shlex.split(repair[start:repair.index("`", start)])
+
+
 def attempts(root: str | Path, stage_name: str) -> dict[str, str]:
     """Committed shard -> the attempt that committed it."""
     stage = open_store(str(root)).stage(stage_name)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from rodin_core.datasets.checkpoints import committed_step
 from rodin_core.datasets.layout import (
     CHECKPOINTS_STAGE,
     PLANES_FILE,
@@ -20,6 +21,7 @@ from .harness import (
     attempts,
     outcome_figures,
     record,
+    repair_command,
     rerun_command,
     run,
     run_env,
@@ -50,11 +52,13 @@ def verify_names(root: Path, stage: str, shard_id: str) -> str:
 
 
 def follow_repair(line: str, root: Path, extra: list[str], env: dict[str, str]) -> float:
-    """Delete the manifest the repair names and run its command with the stage's options; its seconds."""
-    manifest = line[line.index("; delete ") + len("; delete "):].split(" and ", 1)[0]
-    assert manifest == f"{root}/{manifest.split(str(root) + '/', 1)[1]}"
-    Path(manifest).unlink()
-    args = [*rerun_command(line), *extra]
+    """Delete the manifest the repair names, if it names one, and run its command with the stage's options; its
+    seconds."""
+    if "; delete " in line:
+        manifest = line[line.index("; delete ") + len("; delete "):].split(" and ", 1)[0]
+        assert manifest == f"{root}/{manifest.split(str(root) + '/', 1)[1]}"
+        Path(manifest).unlink()
+    args = [*repair_command(line), *extra]
     done = run(args, run_env(env))
     assert done.code == 0, done.err[-4000:]
     return done.seconds
@@ -106,7 +110,7 @@ def test_damaged_triplanes_stop_training_with_one_line(damage: str, fitted_copy:
     args = ["train", "base", "--out", str(root), *FIT_ARGS, *TRAIN_ARGS]
     done = run(args, run_env(shared_env))
     error = assert_one_line_error(done, DAMAGED, "triplanes", "--shards 1")
-    seconds = follow_repair("; " + error[error.index("delete "):], root, [*FIT_ARGS, "--runner", "threads"], shared_env)
+    seconds = follow_repair(error, root, [*FIT_ARGS, "--runner", "threads"], shared_env)
     again = run(args, run_env(shared_env))
     assert again.code == 0, again.err[-4000:]
     after, counts = attempts(root, TRIPLANES_STAGE), store_counts(root, TRIPLANES_STAGE)
@@ -118,18 +122,20 @@ def test_damaged_triplanes_stop_training_with_one_line(damage: str, fitted_copy:
 
 @pytest.mark.chaos_long
 @pytest.mark.parametrize("damage", ["corrupted", "truncated"])
-def test_damaged_checkpoint_is_named_and_trained_again(damage: str, trained_copy: Path, tmp_path: Path,
+def test_damaged_checkpoint_is_named_and_trained_again(damage: str, trained_copy: Path,
                                                      shared_env: dict[str, str]) -> None:
+    """Resuming the training run reads the damaged checkpoint: one line naming it and its repair, which trains the
+    stage again."""
     root = trained_copy
     DAMAGE[damage](data_file(root, CHECKPOINTS_STAGE, "base", "model.safetensors"))
     line = verify_names(root, CHECKPOINTS_STAGE, "base")
-    done = run(["sample", "--out", str(root), "--n", "1", "--views", "1", "--dest", str(tmp_path / "samples")],
-               run_env(shared_env))
-    error = assert_one_line_error(done, "checkpoints", "base")
-    assert "rodin train base" in error or "rodin train base" in line
-    seconds = follow_repair(line[line.index("; delete "):], root, [*FIT_ARGS, *TRAIN_ARGS], shared_env)
+    assert line.endswith(f"`rodin train base --out {root}`")
+    resume = ["train", "base", "--out", str(root), *FIT_ARGS, *TRAIN_ARGS, "--steps", "4"]  # past the checkpoint
+    done = run(resume, run_env(shared_env))
+    error = assert_one_line_error(done, "checkpoints", "base", "model.safetensors", f"rodin train base --out {root}")
+    seconds = follow_repair(error, root, [*FIT_ARGS, *TRAIN_ARGS], shared_env)
     counts = store_counts(root, CHECKPOINTS_STAGE)
-    assert "base" in counts.shards and counts.damaged == []
+    assert counts.shards == ["base"] and counts.damaged == []
+    assert committed_step(str(root), "base") == 2
     record(f"{damage}_checkpoint", outcome_figures(f"{damage} file", "train", {}, attempts(root, CHECKPOINTS_STAGE),
-                                                   counts, 0, seconds, "verify names it; train again"))
-
+                                                   counts, 0, seconds, "resume names it; train again"))

@@ -165,10 +165,12 @@ def test_training_workers_must_fit_a_local_ray() -> None:
         check_local_capacity(gpu, ("prior",), cpus=8, gpus=1)
 
 
-STALLED = ("import sys, time\nfrom workflows import cli\n"
+STALLED = ("import signal, sys, time\nfrom workflows import cli\n"
+           "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
            "def stalled(args):\n    print('started', flush=True)\n    time.sleep(120)\n    return 0\n"
            "cli._render = stalled\nsys.exit(cli.main(['render', '--out', sys.argv[1]]))")
-"""``rodin render`` whose work never ends."""
+"""``rodin render`` whose work never ends. Ctrl-C is a KeyboardInterrupt in it as in a terminal, even when the tests
+run in the background (where a shell starts them with SIGINT ignored)."""
 
 
 @pytest.mark.parametrize(("stop", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])

@@ -113,6 +113,25 @@ def test_a_killed_run_resumes_from_its_checkpoint_with_the_same_state(local_ray:
     assert final.step == 6 and manifest.extra["final"] and manifest.extra["run"] == "base"
 
 
+def test_a_deleted_checkpoint_manifest_is_committed_again_from_the_ray_run(local_ray: None, tmp_path: Path) -> None:
+    """The repair of a damaged checkpoint file deletes its manifest; launched again, the run resumes from Ray's copy
+    (already at train.steps) and commits it to the store again instead of ending with nothing committed."""
+    out = prepared_corpus(tmp_path / "store")
+    cfg = tiny_config("base.train.steps=2", "base.train.checkpoint_every=2", "base.train.log_every=1")
+    run_training("base", cfg, out, cpus_per_worker=1)
+    first, _ = read_stage_checkpoint(out, "base")
+    (Path(out) / "checkpoints" / "manifests" / "base.json").unlink()
+    assert committed_step(out, "base") is None
+
+    summary = run_training("base", cfg, out, cpus_per_worker=1)
+
+    assert (summary["start_step"], summary["steps_run"]) == (2, 0)
+    assert summary["resumed"]["origin"].startswith("Ray run checkpoint")
+    again, manifest = read_stage_checkpoint(out, "base")
+    assert again.step == 2 and manifest.extra["run"] == "base"
+    assert checkpoint_digest(again) == checkpoint_digest(first)
+
+
 def test_two_workers_follow_the_loss_trend_of_one(local_ray: None, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     prepared_corpus(tmp_path / "store")
