@@ -52,7 +52,7 @@ from workflows.flow_config import check_local_capacity, training_config
 from workflows.logs import relay_logs
 from workflows.ray_runner import RayStartError, ray_session
 from workflows.shards import DATA_ERRORS, retry_unless_data_error
-from workflows.train_ray import TrainingError, run_training
+from workflows.train_ray import TrainingDiskFullError, TrainingError, run_training
 from workflows.train_worker import ResumeMismatchError, check_compatible
 
 STAGE_FLOWS = {"base": "train-base", "upsampler": "train-upsampler", "prior": "train-latent-prior"}
@@ -118,10 +118,11 @@ def compute_stats(out: str, storage_options: dict | None, corpus: CorpusConfig) 
 
 
 def retry_unless_a_setup_error(task: Any, task_run: Any, state: State) -> bool:
-    """Retry a failed training run (it resumes), but not a missing or damaged input or an incompatible checkpoint."""
+    """Retry a failed training run (it resumes), but not a missing or damaged input, an incompatible checkpoint or
+    a full disk."""
     try:
         state.result()
-    except (*DATA_ERRORS, ResumeMismatchError):
+    except (*DATA_ERRORS, ResumeMismatchError, TrainingDiskFullError):
         return False
     except Exception:  # noqa: BLE001 - any other failure may be transient
         return True

@@ -159,7 +159,8 @@ class TriplaneAwareConv(nn.Module):
         channels, weight = self.in_channels, self.conv.weight  # (C_out, 3C, k, k)
         batch, n_planes, _, size, _ = planes.shape
         out_channels, pad = weight.shape[0], self.conv.padding[0]
-        out = F.conv2d(planes.flatten(0, 1), weight[:, :channels], self.conv.bias, padding=pad)  # (B*3, C_out, S, S)
+        own_weight = weight[:, :channels].contiguous()  # a contiguous copy: the convolution reorders a slice slowly
+        out = F.conv2d(planes.flatten(0, 1), own_weight, self.conv.bias, padding=pad)  # (B*3, C_out, S, S)
         out = out.unflatten(0, (batch, n_planes))  # (B, 3, C_out, S, S)
         ranges, classes = border_tap_ranges(size, weight.shape[-1])
         pooled = torch.cat([planes.mean(dim=-2), planes.mean(dim=-1)], dim=1)  # (B, 6, C, S): over rows, columns
