@@ -526,6 +526,15 @@ def _render(args: argparse.Namespace) -> int:
                      asset_dir=args.asset_dir)
 
 
+def _fitted_root(out: str) -> bool:
+    """Whether ``--out`` of ``rodin train`` can be a fitted dataset root; if not, says so in one line."""
+    folder = _local_folder(out)
+    if folder is not None and not os.path.isdir(folder):
+        print(f"rodin train: --out {out} is no folder; pass the dataset root `rodin fit --out` wrote", file=sys.stderr)
+        return False
+    return True
+
+
 def _local_folder(uri: str) -> str | None:
     """The local folder a dataset root URI names, or None for an object store (``s3://``, ``memory://``...)."""
     if uri.startswith("file://"):
@@ -576,10 +585,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.stage == "all" and args.run_name:
         print("rodin: --run-name names one stage's run; train the stages one by one to name them", file=sys.stderr)
         return 2
-    folder = _local_folder(args.out)
-    if folder is not None and not os.path.isdir(folder):
-        print(f"rodin train: --out {args.out} is no folder; pass the dataset root `rodin fit --out` wrote",
-              file=sys.stderr)
+    if not _fitted_root(args.out):
         return 2
     from rodin_core.stage_specs import STAGE_NAMES
     from workflows.flow_config import check_local_capacity, training_config
@@ -686,10 +692,7 @@ def _train_text_prior(args: argparse.Namespace) -> int:
         print("rodin train: --hr-renders is the refiner's; `rodin train text-prior` reads no high-resolution renders",
               file=sys.stderr)
         return 2
-    folder = _local_folder(args.out)
-    if folder is not None and not os.path.isdir(folder):
-        print(f"rodin train: --out {args.out} is no folder; pass the dataset root `rodin fit --out` wrote",
-              file=sys.stderr)
+    if not _fitted_root(args.out):
         return 2
     from rodin_core.stage_specs import TEXT_PRIOR
     from workflows.flow_config import check_local_capacity, text_prior_config

@@ -25,16 +25,15 @@ from render.caption_variants import recipe_caption_variants
 from rodin_core.config import RodinConfig
 from rodin_core.stage_specs import TEXT_PRIOR
 from rodin_core.storage import open_store
-from rodin_core.training import report as train_report
 from rodin_core.training.text_pairs import ensure_text_pairs
-from workflows.artifacts import publish_image, write_report
+from workflows.artifacts import write_report
 from workflows.flow_config import check_local_capacity, text_prior_config
 from workflows.logs import relay_logs
 from workflows.ray_runner import ray_session
 from workflows.shards import retry_unless_data_error
 from workflows.train_flows import (
-    brief,
     prepare_training_data,
+    publish_loss_curve,
     summary_markdown,
     train_stage,
 )
@@ -56,13 +55,7 @@ def make_text_pairs(cfg: RodinConfig, out: str, renders: str, storage_options: d
 def publish_text_prior_report(out: str, storage_options: dict | None, summary: dict[str, Any]) -> dict[str, Any]:
     """The loss curve and a summary table of the run under ``reports/`` and as artifacts; the flow's summary."""
     store = open_store(out, storage_options)
-    result = brief(summary)
-    history = summary.get("history") or []
-    if history:
-        png = train_report.loss_curve_png(history, f"{FLOW_NAME} loss")
-        result["loss_curve"] = write_report(store, f"reports/{FLOW_NAME}-loss.png", png)
-        publish_image(f"{FLOW_NAME}-loss", f"{FLOW_NAME}: loss", png, result["loss_curve"],
-                      caption=f"Loss terms averaged over each {len(history)}-point log window and over workers.")
+    result = publish_loss_curve(store, FLOW_NAME, summary)
     write_report(store, f"reports/{FLOW_NAME}.md", summary_markdown(FLOW_NAME, result).encode("utf-8"))
     return result
 

@@ -44,7 +44,7 @@ from rodin_core.datasets.layout import (
 from rodin_core.datasets.plane_stats import ensure_stats
 from rodin_core.imaging import encode_png
 from rodin_core.stage_specs import STAGE_NAMES, train_config_for
-from rodin_core.storage import StorageError, open_store
+from rodin_core.storage import StorageError, Store, open_store
 from rodin_core.training import report as train_report
 from rodin_core.triplane.decoder_io import DecoderLoadError
 from workflows.artifacts import publish_image, write_report
@@ -52,7 +52,7 @@ from workflows.flow_config import check_local_capacity, training_config
 from workflows.logs import relay_logs
 from workflows.ray_runner import RayStartError, ray_session
 from workflows.shards import DATA_ERRORS, retry_unless_data_error
-from workflows.train_ray import TrainingError, run_training
+from workflows.train_ray import TrainingDiskFullError, TrainingError, run_training
 from workflows.train_worker import ResumeMismatchError, check_compatible
 
 STAGE_FLOWS = {"base": "train-base", "upsampler": "train-upsampler", "prior": "train-latent-prior"}
@@ -118,10 +118,11 @@ def compute_stats(out: str, storage_options: dict | None, corpus: CorpusConfig) 
 
 
 def retry_unless_a_setup_error(task: Any, task_run: Any, state: State) -> bool:
-    """Retry a failed training run (it resumes), but not a missing or damaged input or an incompatible checkpoint."""
+    """Retry a failed training run (it resumes), but not a missing or damaged input, an incompatible checkpoint or
+    a full disk."""
     try:
         state.result()
-    except (*DATA_ERRORS, ResumeMismatchError):
+    except (*DATA_ERRORS, ResumeMismatchError, TrainingDiskFullError):
         return False
     except Exception:  # noqa: BLE001 - any other failure may be transient
         return True
@@ -172,13 +173,7 @@ def publish_training_report(stage_name: str, out: str, storage_options: dict | N
     logger = get_run_logger()
     store = open_store(out, storage_options)
     key = STAGE_FLOWS[stage_name]
-    result = brief(summary)
-    history = summary.get("history") or []
-    if history:
-        png = train_report.loss_curve_png(history, f"{key} loss")
-        result["loss_curve"] = write_report(store, f"reports/{key}-loss.png", png)
-        publish_image(f"{key}-loss", f"{key}: loss", png, result["loss_curve"],
-                      caption=f"Loss terms averaged over each {len(history)}-point log window and over workers.")
+    result = publish_loss_curve(store, key, summary)
     state = make_sample_sheet(stage_name, out, storage_options, return_state=True)
     if state.is_completed():
         png, uri, caption = state.result()
@@ -190,6 +185,19 @@ def publish_training_report(stage_name: str, out: str, storage_options: dict | N
     write_report(store, f"reports/{key}.md", markdown.encode("utf-8"))
     logger.info("%s: loss %s -> %s over steps %d..%d, %.2f steps/s", stage_name, _fmt(result["loss_first"]),
                 _fmt(result["loss_last"]), result["start_step"], result["steps"], result["steps_per_s"] or 0.0)
+    return result
+
+
+def publish_loss_curve(store: Store, key: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """The run's :func:`brief` summary, with ``loss_curve``: the loss curve written to ``reports/{key}-loss.png``
+    and published as an artifact (when the run logged any step)."""
+    result = brief(summary)
+    history = summary.get("history") or []
+    if history:
+        png = train_report.loss_curve_png(history, f"{key} loss")
+        result["loss_curve"] = write_report(store, f"reports/{key}-loss.png", png)
+        publish_image(f"{key}-loss", f"{key}: loss", png, result["loss_curve"],
+                      caption=f"Loss terms averaged over each {len(history)}-point log window and over workers.")
     return result
 
 

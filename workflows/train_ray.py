@@ -74,6 +74,11 @@ class TrainingError(RuntimeError):
     """A training run failed after its retries; the message says how to resume it."""
 
 
+class TrainingDiskFullError(TrainingError):
+    """A training run stopped because its checkpoint could not be committed to a full disk (not retried: a retry would
+    meet the same disk); the message names the file and the command that resumes once there is space."""
+
+
 class TrainingDataError(TrainingError, StageInputError):
     """A training run stopped on a missing or damaged input; the message names it and the command that repairs it."""
 
@@ -101,7 +106,8 @@ def run_training(
     resumed, first, last, steps_per_s, seconds, history, checkpoint}``
     (see :func:`workflows.train_worker.train_worker`).
     Raises :class:`TrainingError` when the run fails after ``train.max_failures`` retries
-    (:class:`TrainingDataError`, which is not resumed, when a worker failed on its input data).
+    (:class:`TrainingDataError`, which is not resumed, when a worker failed on its input data), and
+    :class:`TrainingDiskFullError` at once when a checkpoint could not be committed to a full disk.
     """
     if stage_name not in TRAINED_STAGES:
         raise ValueError(f"unknown training stage {stage_name!r}; choose one of {TRAINED_STAGES}")
@@ -142,7 +148,11 @@ def run_training(
                    or TrainingError(failure_message(stage_name, out, storage_options, train, exc))) from exc
         finally:
             ray.kill(relay)
-    return result.return_value
+    summary = result.return_value
+    if isinstance(summary, dict) and summary.get("disk_full"):
+        raise TrainingDiskFullError(f"training {stage_name} stopped: {summary['disk_full']}; free space on that disk, "
+                                    f"then {resume_advice(stage_name, out, storage_options)}")
+    return summary
 
 
 @ray.remote(num_cpus=0)
@@ -232,10 +242,16 @@ def input_data_error(stage_name: str, error: Exception) -> TrainingDataError | N
 def failure_message(stage_name: str, out: str, storage_options: dict | None, train: TrainConfig,
                     error: Exception) -> str:
     """What failed (each failed worker's own error), and the command that resumes from the last checkpoint."""
-    step = committed_step(out, stage_name, storage_options)
-    where = f"from its committed checkpoint at step {step}" if step else "from scratch (no checkpoint was committed)"
     failures = getattr(error, "worker_failures", None) or {}
     causes = sorted({f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
                      for exc in failures.values()}) or [f"{type(error).__name__}: {str(error).strip()[-400:]}"]
-    return (f"training {stage_name} failed after {train.max_failures} retries ({'; '.join(causes)[:800]}). "
-            f"Launch the same command again to resume {where}: `rodin train {stage_name.replace('_', '-')} --out {out}`")
+    advice = resume_advice(stage_name, out, storage_options)
+    return f"training {stage_name} failed after {train.max_failures} retries ({'; '.join(causes)[:800]}). {advice}"
+
+
+def resume_advice(stage_name: str, out: str, storage_options: dict | None) -> str:
+    """The command that resumes ``stage_name`` from what the store holds, as one sentence."""
+    step = committed_step(out, stage_name, storage_options)
+    where = f"from its committed checkpoint at step {step}" if step else "from scratch (no checkpoint was committed)"
+    return (f"Launch the same command again to resume {where}: "
+            f"`rodin train {stage_name.replace('_', '-')} --out {out}`")

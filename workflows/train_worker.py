@@ -36,6 +36,7 @@ from rodin_core.datasets.layout import CHECKPOINTS_STAGE, STATS_PREFIX
 from rodin_core.datasets.plane_stats import read_plane_stats
 from rodin_core.datasets.triplanes import TriplaneDataset, collate_samples
 from rodin_core.stage_specs import TEXT_PRIOR, stage_config, train_config_for
+from rodin_core.storage import is_disk_full
 from rodin_core.training.latents import read_latents
 from rodin_core.training.loop import run_stage
 from rodin_core.training.prior import latent_batches
@@ -58,6 +59,10 @@ class ResumeMismatchError(ValueError):
 
 class InjectedFailure(RuntimeError):
     """The failure a drill asked for (``fail_at_step``): every worker raises it at that step."""
+
+
+class DiskFullStop(Exception):
+    """Every worker stops: rank 0 could not commit a checkpoint because the disk is full (the message says where)."""
 
 
 @dataclass(frozen=True)
@@ -123,13 +128,18 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     if resumed is not None:
         progress.say(f"{job.stage}: resumed at step {start} from the {resumed['origin']} "
                      f"(state sha256 {resumed['state_sha256'][:16]}, checked)")
-        progress.commit_restored(start)
-    if start >= train.steps:
-        progress.say(f"{job.stage}: already trained for {start} steps (train.steps={train.steps}); nothing to do")
-    else:
-        batches = _fail_at(stage_batches(job, rank, world, start, latents, text), job, start)
-        run_stage(stage, batches, start, train.steps, on_log=progress.on_log, on_checkpoint=progress.on_checkpoint,
-                  log_every=train.log_every, checkpoint_every=train.checkpoint_every)
+    try:
+        if resumed is not None:
+            progress.commit_restored(start)
+        if start >= train.steps:
+            progress.say(f"{job.stage}: already trained for {start} steps (train.steps={train.steps}); nothing to do")
+        else:
+            batches = _fail_at(stage_batches(job, rank, world, start, latents, text), job, start)
+            run_stage(stage, batches, start, train.steps, on_log=progress.on_log,
+                      on_checkpoint=progress.on_checkpoint, log_every=train.log_every,
+                      checkpoint_every=train.checkpoint_every)
+    except DiskFullStop as stop:  # returned, not raised: a retry would meet the same full disk
+        return {**progress.summary(resumed), "disk_full": str(stop)} if rank == 0 else None
     return progress.summary(resumed) if rank == 0 else None
 
 
@@ -314,13 +324,31 @@ class Progress:
             ray.train.report(self.last)
 
     def on_checkpoint(self, done: int) -> None:
+        """Commit the checkpoint of ``done`` steps (rank 0) and report it to Ray Train (every rank). A full disk
+        stops every worker with :class:`DiskFullStop` after the report, so that none waits for the others."""
+        full = None
         with tempfile.TemporaryDirectory(prefix=f"rodin-{self.job.stage}-") as folder:
             checkpoint = None
             if self.rank == 0:
-                self._save(folder, done)
-                checkpoint = ray.train.Checkpoint.from_directory(folder)
+                try:
+                    self._save(folder, done)
+                    checkpoint = ray.train.Checkpoint.from_directory(folder)
+                except OSError as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    full = f"the disk is full: the checkpoint of step {done} could not be committed ({exc})"
             ray.train.report(self.last or {"step": float(done)}, checkpoint=checkpoint,
                              checkpoint_dir_name=f"step-{done:08d}")
+        if self._any_rank(full is not None):
+            raise DiskFullStop(full or "the disk is full on rank 0")
+
+    def _any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any worker (one all-reduce when there are several)."""
+        if self.world == 1 or not dist.is_initialized():
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(value)
+        return bool(value.item() > 0)
 
     def commit_restored(self, done: int) -> None:
         """Commit the state restored at ``done`` steps when the store's checkpoint of the stage is missing or older.
@@ -329,13 +357,19 @@ class Progress:
         of a damaged checkpoint file) or its commit was lost, the run resumes from Ray's copy; generation reads the
         store, so the store gets it back here, before any further step (a run already at ``train.steps`` would
         otherwise end without committing anything)."""
-        if self.rank != 0:
-            return
-        committed = committed_step(self.job.out, self.job.stage, self.job.storage_options)
-        if committed is not None and committed >= done:
-            return
-        with tempfile.TemporaryDirectory(prefix=f"rodin-{self.job.stage}-") as folder:
-            self._save(folder, done)
+        full = None
+        if self.rank == 0:
+            committed = committed_step(self.job.out, self.job.stage, self.job.storage_options)
+            if committed is None or committed < done:
+                with tempfile.TemporaryDirectory(prefix=f"rodin-{self.job.stage}-") as folder:
+                    try:
+                        self._save(folder, done)
+                    except OSError as exc:
+                        if not is_disk_full(exc):
+                            raise
+                        full = f"the disk is full: the checkpoint of step {done} could not be committed ({exc})"
+        if self._any_rank(full is not None):
+            raise DiskFullStop(full or "the disk is full on rank 0")
 
     def _averaged(self, metrics: dict[str, float]) -> dict[str, float]:
         """``metrics`` averaged over the workers (one all-reduce), ``step`` and ``steps_per_s`` as given."""

@@ -29,7 +29,9 @@ constant along one axis, so its 2D convolution reduces to a 1D convolution of th
 the kernel summed along that axis; with zero padding, an output row (or column) within
 ``kernel_size // 2`` of the border sees only part of the kernel, so those rows use the kernel summed
 over the taps that land inside the plane (:func:`border_tap_ranges`). The 2C context channels then
-cost two 1D convolutions instead of 2/3 of a 2D convolution over 3C channels.
+cost two 1D convolutions instead of 2/3 of a 2D convolution over 3C channels: one for the column-aligned
+lines and one for the row-aligned lines of all three planes, with the kernels of every tap range
+stacked on the output channels; each range's result is broadcast over the rows (or columns) that use it.
 """
 
 from __future__ import annotations
@@ -111,11 +113,26 @@ def border_tap_ranges(size: int, kernel_size: int) -> tuple[list[tuple[int, int]
     return ranges, torch.tensor(classes)
 
 
-def _line_conv(line: Tensor, weight: Tensor, summed_dim: int, ranges: list[tuple[int, int]], pad: int) -> Tensor:
-    """1D convolutions of ``line`` (B, C, S) with ``weight`` (C_out, C, k, k) summed over each tap range of
-    ``summed_dim`` (2: kernel rows, 3: kernel columns): (B, C_out, R, S) for the R ranges."""
-    kernels = [weight.narrow(summed_dim, lo, hi - lo).sum(dim=summed_dim) for lo, hi in ranges]  # (C_out, C, k) each
-    return torch.stack([F.conv1d(line, kernel, padding=pad) for kernel in kernels], dim=2)  # (B, C_out, R, S)
+def _line_kernels(weight: Tensor, summed_dim: int, ranges: list[tuple[int, int]]) -> Tensor:
+    """``weight`` (C_out, C, k, k) summed over each tap range of ``summed_dim`` (2: kernel rows, 3: kernel
+    columns), the ranges stacked on the output channels: (R * C_out, C, k), range-major."""
+    return torch.cat([weight.narrow(summed_dim, lo, hi - lo).sum(dim=summed_dim) for lo, hi in ranges])
+
+
+def _context_sources() -> tuple[list[int], list[int]]:
+    """For output planes 0, 1, 2: where their column-aligned and row-aligned pooled lines come from, as indices
+    into the six pooled lines ``[plane 0, 1, 2 pooled over rows, plane 0, 1, 2 pooled over columns]``."""
+    column, row = [0] * len(PLANE_AXES), [0] * len(PLANE_AXES)
+    for plane in range(len(PLANE_AXES)):
+        for other in range(len(PLANE_AXES)):
+            if other != plane:
+                pool_dim, is_column = _shared_axis_layout(plane, other)
+                source = other + (0 if pool_dim == -2 else len(PLANE_AXES))
+                (column if is_column else row)[plane] = source
+    return column, row
+
+
+_COLUMN_SOURCES, _ROW_SOURCES = _context_sources()
 
 
 class TriplaneAwareConv(nn.Module):
@@ -140,25 +157,38 @@ class TriplaneAwareConv(nn.Module):
         if height != width:
             raise ValueError(f"the 3D-aware convolution needs square planes (H == W), got H={height}, W={width}")
         channels, weight = self.in_channels, self.conv.weight  # (C_out, 3C, k, k)
-        pad = self.conv.padding[0]
-        own = F.conv2d(planes.flatten(0, 1), weight[:, :channels], self.conv.bias, padding=pad)  # (B*3, C_out, S, S)
-        own = own.unflatten(0, planes.shape[:2])  # (B, 3, C_out, S, S)
-        ranges, classes = border_tap_ranges(height, weight.shape[-1])
-        classes = classes.to(planes.device)
-        column_weight, row_weight = weight[:, channels:2 * channels], weight[:, 2 * channels:]
-        outputs = []
-        for plane in range(len(PLANE_AXES)):
-            out = own[:, plane]  # (B, C_out, S, S)
-            for other in range(len(PLANE_AXES)):
-                if other == plane:
-                    continue
-                pool_dim, is_column = _shared_axis_layout(plane, other)
-                line = planes[:, other].mean(dim=pool_dim)  # (B, C, S)
-                if is_column:  # constant along rows: kernel summed over its rows; output row r takes its range
-                    lines = _line_conv(line, column_weight, 2, ranges, pad)  # (B, C_out, R, S)
-                    out = out + lines[:, :, classes, :]  # (B, C_out, S, S)
-                else:  # constant along columns: kernel summed over its columns; output column c takes its range
-                    lines = _line_conv(line, row_weight, 3, ranges, pad)  # (B, C_out, R, S)
-                    out = out + lines[:, :, classes, :].transpose(-1, -2)  # (B, C_out, S, S)
-            outputs.append(out)
-        return torch.stack(outputs, dim=1)  # (B, 3, C_out, S, S)
+        batch, n_planes, _, size, _ = planes.shape
+        out_channels, pad = weight.shape[0], self.conv.padding[0]
+        own_weight = weight[:, :channels].contiguous()  # a contiguous copy: the convolution reorders a slice slowly
+        out = F.conv2d(planes.flatten(0, 1), own_weight, self.conv.bias, padding=pad)  # (B*3, C_out, S, S)
+        out = out.unflatten(0, (batch, n_planes))  # (B, 3, C_out, S, S)
+        ranges, classes = border_tap_ranges(size, weight.shape[-1])
+        pooled = torch.cat([planes.mean(dim=-2), planes.mean(dim=-1)], dim=1)  # (B, 6, C, S): over rows, columns
+        for sources, block, summed_dim, along in ((_COLUMN_SOURCES, 1, 2, -2), (_ROW_SOURCES, 2, 3, -1)):
+            lines = pooled[:, sources].flatten(0, 1)  # (B*3, C, S): the pooled line each output plane reads
+            kernels = _line_kernels(weight[:, block * channels:(block + 1) * channels], summed_dim, ranges)
+            conv = F.conv1d(lines, kernels, padding=pad).unflatten(0, (batch, n_planes))  # (B, 3, R*C_out, S)
+            conv = conv.unflatten(2, (len(ranges), out_channels))  # (B, 3, R, C_out, S)
+            out = out + _broadcast_rows(conv, classes, along)
+        return out  # (B, 3, C_out, S, S)
+
+
+def _broadcast_rows(lines: Tensor, classes: Tensor, along: int) -> Tensor:
+    """Lines (B, 3, R, C_out, S), one per tap range, spread over the plane: (B, 3, C_out, S, S) whose index ``i``
+    along ``along`` (-2: rows, -1: columns) holds the line of range ``classes[i]``. Runs of equal ranges (the
+    interior, then each border index) are broadcast views joined once."""
+    runs: list[tuple[int, int]] = []  # (range, length) along the axis
+    for cls in classes.tolist():
+        if runs and runs[-1][0] == cls:
+            runs[-1] = (cls, runs[-1][1] + 1)
+        else:
+            runs.append((cls, 1))
+    size = lines.shape[-1]
+    pieces = []
+    for cls, length in runs:
+        line = lines[:, :, cls]  # (B, 3, C_out, S)
+        if along == -2:  # constant along rows: the line runs along the columns
+            pieces.append(line.unsqueeze(-2).expand(*line.shape[:-1], length, size))
+        else:
+            pieces.append(line.unsqueeze(-1).expand(*line.shape[:-1], size, length))
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=along)

@@ -12,7 +12,6 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from rodin_core.encoders import (
     AvatarClipImageEncoder,
@@ -24,11 +23,7 @@ from rodin_core.text.sentence import PromptError
 from rodin_core.text.towers import AvatarClipTextTower, CLIPTextTower, text_tower
 
 from ...avatar_clip_data import tiny_avatar_clip
-
-TINY_CLIP = {"embed_dim": 16,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-             "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1}}
-"""ViT-B-32 shrunk through open_clip.create_model's model-config overrides, with CLIP's vocabulary."""
+from ...clip_data import TINY_CLIP, save_tiny_clip
 
 
 @pytest.fixture(autouse=True)
@@ -82,15 +77,8 @@ def test_empty_or_over_long_prompts_are_one_line_naming_the_flag(tower: AvatarCl
     assert "\n" not in str(info.value)
 
 
-def clip_weights(path: Path) -> open_clip.model.CLIP:
-    torch.manual_seed(1)
-    model = open_clip.create_model("ViT-B-32", pretrained=None, **TINY_CLIP).eval()  # a local file: no quick GELU
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return model
-
-
 def test_clip_text_tower_reads_the_image_towers_weights_and_embeds_on_the_sphere(tmp_path: Path) -> None:
-    reference = clip_weights(tmp_path / "clip.safetensors")
+    reference = save_tiny_clip(tmp_path / "clip.safetensors", seed=1)
     tower = CLIPTextTower("ViT-B-32", str(tmp_path / "clip.safetensors"), 16, model_overrides=TINY_CLIP)
     prompts = ["a person with glasses", "a person"]
     tokens = open_clip.get_tokenizer("ViT-B-32", context_length=12)(prompts)

@@ -12,7 +12,6 @@ from pathlib import Path
 import open_clip
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from rodin_core.encoders import EncoderConfig, EncoderUnavailableError
 from rodin_core.text.files import load_avatar_clip
@@ -27,11 +26,7 @@ from rodin_core.text.towers import (
 )
 
 from ...avatar_clip_data import tiny_avatar_clip
-
-TINY_CLIP = {"embed_dim": 16,
-             "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-             "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1}}
-"""ViT-B-32 shrunk (random weights), with the real tokenizer's vocabulary and a 12-token context."""
+from ...clip_data import TINY_CLIP, save_tiny_clip
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +71,7 @@ def test_an_avatar_clip_file_of_another_size_or_missing_is_refused(weights: str,
 
 
 def test_clip_text_tower_reads_local_weights_and_embeds_on_the_sphere(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    reference = open_clip.create_model("ViT-B-32", pretrained=None, **TINY_CLIP).eval()  # a local file: no quick GELU
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(tmp_path / "clip.safetensors"))
+    reference = save_tiny_clip(tmp_path / "clip.safetensors")
     tower = CLIPTextTower("ViT-B-32", str(tmp_path / "clip.safetensors"), 16, model_overrides=TINY_CLIP)
     assert tower.latent_dim == 16 and tower.max_tokens == 12
     prompts = ["a bald man", "a woman with red hair"]
