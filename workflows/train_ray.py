@@ -150,8 +150,8 @@ def run_training(
             ray.kill(relay)
     summary = result.return_value
     if isinstance(summary, dict) and summary.get("disk_full"):
-        raise TrainingDiskFullError(f"training {stage_name} stopped: {summary['disk_full']}; free space on that disk, "
-                                    f"then {resume_advice(stage_name, out, storage_options)}")
+        raise TrainingDiskFullError(f"training {stage_name} stopped: {summary['disk_full']}; free space on that disk. "
+                                    f"{resume_advice(stage_name, out, storage_options)}")
     return summary
 
 

@@ -330,25 +330,31 @@ class Progress:
         with tempfile.TemporaryDirectory(prefix=f"rodin-{self.job.stage}-") as folder:
             checkpoint = None
             if self.rank == 0:
-                try:
-                    self._save(folder, done)
-                    checkpoint = ray.train.Checkpoint.from_directory(folder)
-                except OSError as exc:
-                    if not is_disk_full(exc):
-                        raise
-                    full = f"the disk is full: the checkpoint of step {done} could not be committed ({exc})"
+                full = self._save_unless_full(folder, done)
+                checkpoint = None if full else ray.train.Checkpoint.from_directory(folder)
             ray.train.report(self.last or {"step": float(done)}, checkpoint=checkpoint,
                              checkpoint_dir_name=f"step-{done:08d}")
-        if self._any_rank(full is not None):
-            raise DiskFullStop(full or "the disk is full on rank 0")
+        self._stop_if_full(full)
 
-    def _any_rank(self, flag: bool) -> bool:
-        """Whether ``flag`` holds on any worker (one all-reduce when there are several)."""
-        if self.world == 1 or not dist.is_initialized():
-            return flag
-        value = torch.tensor([1.0 if flag else 0.0])
-        dist.all_reduce(value)
-        return bool(value.item() > 0)
+    def _save_unless_full(self, folder: str, done: int) -> str | None:
+        """:meth:`_save`; when the disk is full, the reason instead (any other error is raised)."""
+        try:
+            self._save(folder, done)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            return f"the disk is full: the checkpoint of step {done} could not be committed ({exc})"
+        return None
+
+    def _stop_if_full(self, full: str | None) -> None:
+        """:class:`DiskFullStop` on every worker when rank 0 met a full disk (one all-reduce when there are several)."""
+        flag = full is not None
+        if self.world > 1 and dist.is_initialized():
+            value = torch.tensor([1.0 if flag else 0.0])
+            dist.all_reduce(value)
+            flag = bool(value.item() > 0)
+        if flag:
+            raise DiskFullStop(full or "the disk is full on rank 0")
 
     def commit_restored(self, done: int) -> None:
         """Commit the state restored at ``done`` steps when the store's checkpoint of the stage is missing or older.
@@ -362,14 +368,8 @@ class Progress:
             committed = committed_step(self.job.out, self.job.stage, self.job.storage_options)
             if committed is None or committed < done:
                 with tempfile.TemporaryDirectory(prefix=f"rodin-{self.job.stage}-") as folder:
-                    try:
-                        self._save(folder, done)
-                    except OSError as exc:
-                        if not is_disk_full(exc):
-                            raise
-                        full = f"the disk is full: the checkpoint of step {done} could not be committed ({exc})"
-        if self._any_rank(full is not None):
-            raise DiskFullStop(full or "the disk is full on rank 0")
+                    full = self._save_unless_full(folder, done)
+        self._stop_if_full(full)
 
     def _averaged(self, metrics: dict[str, float]) -> dict[str, float]:
         """``metrics`` averaged over the workers (one all-reduce), ``step`` and ``steps_per_s`` as given."""
