@@ -209,7 +209,7 @@ def prompt_text(text: str) -> str:
 def _add_edit_parser(sub: argparse._SubParsersAction) -> None:
     edit = sub.add_parser("edit", help="text-guided edit of an avatar: z + s * (E(--to) - E(--from)), same seed "
                                        "(§4.5, B.3)")
-    edit.add_argument("avatar", help="avatar .safetensors to edit (written by sample, invert, interpolate or edit)")
+    edit.add_argument("avatar", help="avatar .safetensors to edit (written by sample, invert, interpolate, edit or text)")
     edit.add_argument("--to", required=True, type=prompt_text, metavar="PROMPT",
                       help="target prompt T_tgt, e.g. 'a person with blonde hair'")
     edit.add_argument("--from", dest="source", default=None, type=prompt_text, metavar="PROMPT",
