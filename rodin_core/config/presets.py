@@ -46,7 +46,7 @@ TINY: dict[str, Any] = {
     "render": {"views": 64, "resolution": 64, "samples": 16, "max_bounces": 3, "timeout_s": 900.0},
     "triplane": {"channels": 8, "resolution": 64, "rescale_min": 32,
                  "decoder": {"hidden": 64, "feature_frequencies": 0}},
-    "fit": {"shared_subjects": 4, "shared_steps": 2000, "shared_batch": 4, "steps": 800, "target_psnr": 28.5,
+    "fit": {"shared_subjects": 4, "shared_steps": 1400, "shared_batch": 4, "steps": 600, "target_psnr": 28.5,
             "holdout_views": 4, "rays_per_step": 2048, "coarse_samples": 16, "fine_samples": 16, "lr_planes": 0.1,
             "lr_decoder": 0.003, "rescale_prob": 0.6, "eval_every": 50, "patience": 3, "shard_size": 4,
             "occupancy_resolution": 32, "occupancy_opacity": 0.03},

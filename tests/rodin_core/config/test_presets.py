@@ -34,7 +34,7 @@ GOLDEN = {
         "render": {"views": 64, "resolution": 64, "samples": 16, "denoise": True, "max_bounces": 3, "fov_deg": 30.0,
                    "camera_radius": 4.0, "elevation_min_deg": -25.0, "elevation_max_deg": 50.0, "timeout_s": 900.0,
                    "threads": 1},
-        "fit": {"shared_subjects": 4, "shared_steps": 2000, "shared_batch": 4, "steps": 800, "target_psnr": 28.5,
+        "fit": {"shared_subjects": 4, "shared_steps": 1400, "shared_batch": 4, "steps": 600, "target_psnr": 28.5,
                 "holdout_views": 4, "rays_per_step": 2048, "coarse_samples": 16, "fine_samples": 16, "lr_planes": 0.1,
                 "lr_decoder": 0.003, "rescale_prob": 0.6, "sparsity_weight": 0.0001, "tv_weight": 0.0001,
                 "distortion_weight": 0.001, "background": 1.0, "eval_every": 50, "patience": 3, "min_improvement": 0.05,
