@@ -50,7 +50,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--subjects", type=int, nargs="+",
                         help="measure these subject ids instead of the held-out ones (flagged when seen in training)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every inversion (default 0)")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="ancestral", help="reverse sampler (default ancestral)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default=None,
+                        help="reverse sampler (default: each stage's, DDIM for a 'ddimN' diffusion.sampling_steps)")
     parser.add_argument("--steps", type=int, help="reverse steps of both stages (default: the trained config's)")
     parser.add_argument("--cfg", type=float, help="classifier-free guidance scale λ (default: base.guidance_scale)")
     parser.add_argument("--other-views", type=int, default=DEFAULT_OTHER_VIEWS,

@@ -152,12 +152,12 @@ def options_for(meta: dict[str, Any], guidance_scale: float | None = None, sampl
                 steps: int | None = None) -> SampleOptions:
     """The sampling options recorded in an avatar's ``meta``, overridden by those given."""
     return SampleOptions(guidance_scale=meta.get("guidance_scale") if guidance_scale is None else guidance_scale,
-                         sampler=(meta.get("sampler") or "ancestral") if sampler is None else sampler,
+                         sampler=meta.get("sampler") if sampler is None else sampler,
                          steps=meta.get("steps") if steps is None else steps)
 
 
 def invert_portrait(out: str, image_path: str | Path, dest: str | Path, *, seed: int = 0,
-                    guidance_scale: float | None = None, sampler: str = "ancestral", steps: int | None = None,
+                    guidance_scale: float | None = None, sampler: str | None = None, steps: int | None = None,
                     views: int = 24, resolution: int | None = None, preset: str | None = None,
                     storage_options: dict | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Portrait inversion (§4.5): image -> encoder z -> avatar, with its turntable, written under ``dest``.

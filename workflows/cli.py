@@ -296,9 +296,10 @@ def _add_sampling_args(parser: argparse.ArgumentParser, inherit: bool = False) -
     parser.add_argument("--cfg", dest="guidance_scale", type=finite_float, default=None, metavar="SCALE",
                         help="classifier-free guidance scale (Eq. 3; default: " +
                              ("avatar A's)" if inherit else "base.guidance_scale of the checkpoints)"))
-    parser.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None if inherit else "ancestral",
+    parser.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None,
                         help="reverse process: ancestral or DDIM (eta 0) (default: " +
-                             ("avatar A's)" if inherit else "ancestral)"))
+                             ("avatar A's)" if inherit else "each stage's: DDIM when its diffusion.sampling_steps "
+                              "reads 'ddimN', else ancestral)"))
     parser.add_argument("--steps", type=positive_int, default=None,
                         help="reverse steps of the base model and the upsampler (default: " +
                              ("avatar A's)" if inherit else "each stage's diffusion.sampling_steps)"))

@@ -6,8 +6,8 @@ temporary local server unless ``PREFECT_API_URL`` names one):
 
 1. render the synthetic corpus (§4.1; the ``render-avatars`` flow);
 2. fit a tri-plane per subject with the shared decoder (§3.1, appendix B.2; ``fit-triplanes``);
-3. train the base model and the upsampler side by side, then the latent prior (§3.2, §3.3,
-   appendix B.4; ``train-all``);
+3. train the base model and the upsampler (side by side on 8 CPUs or more, else one after the
+   other), then the latent prior (§3.2, §3.3, appendix B.4; ``train-all``);
 4. sample ``n`` avatars with turntables and a contact sheet (§4.2; ``generate``);
 5. invert the frontal view (view 0) of the last subject id of the corpus, one held out from
    diffusion training by ``corpus.holdout_subjects`` (§4.5);

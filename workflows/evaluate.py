@@ -97,7 +97,7 @@ def headline(report: QualityReport) -> dict[str, Any]:
 @flow(name="evaluate")
 def evaluate(out: str = "data/tiny", renders: str | None = None, n: int = DEFAULT_SAMPLES, seed: int = 0,
              features: str = "vgg", clip_model: str = "ViT-B-32", clip_pretrained: str | None = None,
-             subjects: list[int] | None = None, guidance_scale: float | None = None, sampler: str = "ancestral",
+             subjects: list[int] | None = None, guidance_scale: float | None = None, sampler: str | None = None,
              steps: int | None = None, preset: str | None = None, device: str = "cpu",
              storage_options: dict | None = None) -> dict[str, Any]:
     """Evaluate the model trained under ``out`` and write the report to ``{out}/evaluation/``.

@@ -68,17 +68,32 @@ def text_prior_config(preset: str, config_file: str | None, overrides: list[str]
     return cfg
 
 
+SIDE_BY_SIDE_MIN_CPUS = 8
+"""``train-all`` trains the base model and the upsampler side by side on a node with at least this many CPUs,
+and one after the other, each with every CPU, on a smaller one. Side by side on 2 cores, each stage had one
+core and the tiny upsampler finished in 2.5 min, leaving its core idle for the 9 min the base still ran;
+one after the other, each stage uses both cores (torch's intra-op threads scale almost linearly to a few
+cores on these networks, not to tens)."""
+
+
+def side_by_side(cpus: int) -> bool:
+    """Whether ``train-all`` trains the base model and the upsampler side by side on a node of ``cpus`` CPUs."""
+    return cpus >= SIDE_BY_SIDE_MIN_CPUS
+
+
 def check_local_capacity(cfg: RodinConfig, stages: tuple[str, ...], cpus: int, gpus: int,
                          cpus_per_worker: int | None = None) -> None:
     """Refuse training workers a local Ray of ``cpus`` CPUs and ``gpus`` GPUs can never start all at once.
 
     Every worker takes ``cpus_per_worker`` CPUs (at least 1) and, with ``use_gpu``, one GPU; the
-    base and upsampler of ``train-all`` run side by side, the prior after them. Raises
+    base and upsampler of ``train-all`` run side by side on a node of :data:`SIDE_BY_SIDE_MIN_CPUS`
+    CPUs or more (else one after the other), the prior after them. Raises
     :class:`~rodin_core.config.ConfigError` naming the keys, what they need and what there is.
     """
     per = max(1, cpus_per_worker or 1)
     together = [s for s in stages if s != "prior"]
-    for group in ([together] if together else []) + ([["prior"]] if "prior" in stages else []):
+    groups = [together] if side_by_side(cpus) and together else [[s] for s in together]
+    for group in groups + ([["prior"]] if "prior" in stages else []):
         trains = {stage: getattr(cfg, stage).train for stage in group}
         keys = " + ".join(f"{stage}.train.workers={train.workers}" for stage, train in trains.items())
         workers = sum(train.workers for train in trains.values())

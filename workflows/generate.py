@@ -118,22 +118,23 @@ def summarise(plan: GenerationPlan, committed: dict[str, Any], reused: bool, sec
 def sheet_caption(plan: GenerationPlan) -> str:
     p = plan.parameters
     steps = "each stage's default" if p["steps"] is None else p["steps"]
+    sampler = p["sampler"] or "each stage's own"
     return (f"{p['n']} avatars sampled from the {p['preset']} checkpoints of `{plan.checkpoints}`: z from the latent "
-            f"prior, base diffusion with guidance {p['guidance_scale']}, then the upsampler ({p['sampler']} sampler, "
+            f"prior, base diffusion with guidance {p['guidance_scale']}, then the upsampler ({sampler} sampler, "
             f"{steps} steps, seeds {p['seed']}..{p['seed'] + p['n'] - 1}). Frontal frame of each turntable "
             f"({p['views']} views at {p['resolution']} px).")
 
 
 @flow(name="generate")
 def generate(checkpoints: str = "data/tiny", n: int = 4, guidance_scale: float | None = None,
-             sampler: str = "ancestral", steps: int | None = None, seed: int = 0, outputs: str | None = None,
+             sampler: str | None = None, steps: int | None = None, seed: int = 0, outputs: str | None = None,
              turntable_views: int = 24, resolution: int | None = None, preset: str | None = None,
              device: str = "cpu", storage_options: dict | None = None) -> dict[str, Any]:
     """Sample ``n`` avatars from the checkpoints under ``checkpoints`` and commit them with their turntables.
 
     ``checkpoints``: dataset root holding ``checkpoints/`` and ``decoder/``; ``outputs``: dataset
     root of the ``generated/`` stage (default: ``checkpoints``). ``guidance_scale`` (None: the base
-    stage's), ``sampler`` (``ancestral`` | ``ddim``) and ``steps`` (None: each stage's sampling
+    stage's), ``sampler`` (``ancestral`` | ``ddim``; None: each stage's configured rule) and ``steps`` (None: each stage's sampling
     steps) set the reverse process; avatar i is drawn with seed ``seed + i``. ``turntable_views``
     frames of ``resolution`` pixels (None: ``render.resolution``) per avatar. ``preset``: refuse
     checkpoints of another preset. Returns ``{shard_id, reused, avatars, turntables, frames,

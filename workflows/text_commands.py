@@ -85,7 +85,7 @@ def text_inputs(out: str, storage_options: dict | None = None, preset: str | Non
 
 def text_to_avatar(out: str, prompt: str, dest: str | Path, *, n: int = 1, seed: int = 0,
                    text_guidance: float | None = None, guidance_scale: float | None = None,
-                   sampler: str = "ancestral", steps: int | None = None, views: int = 24,
+                   sampler: str | None = None, steps: int | None = None, views: int = 24,
                    resolution: int | None = None, preset: str | None = None, storage_options: dict | None = None,
                    device: torch.device | str = "cpu") -> dict[str, Any]:
     """Text to avatar (appendix B.5): ``n`` avatars of ``prompt`` (avatar i from seed + i) under ``dest``.

@@ -32,7 +32,7 @@ def make_text_avatars(out: str, prompt: str, dest: str, parameters: dict[str, An
 @flow(name="text-to-avatar")
 def text_to_avatar_flow(out: str = "data/tiny", prompt: str = "a smiling woman with long red hair",
                         dest: str = "data/tiny/text", n: int = 1, seed: int = 0, text_guidance: float | None = None,
-                        guidance_scale: float | None = None, sampler: str = "ancestral", steps: int | None = None,
+                        guidance_scale: float | None = None, sampler: str | None = None, steps: int | None = None,
                         views: int = 24, resolution: int | None = None, preset: str | None = None,
                         storage_options: dict | None = None, device: str = "cpu") -> dict[str, Any]:
     """``n`` avatars of ``prompt`` from the checkpoints of ``out`` (base, upsampler, text prior), avatar i from

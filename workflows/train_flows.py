@@ -8,9 +8,10 @@ and the normalisation statistics, once: :mod:`rodin_core.datasets.frontals`,
 (:mod:`workflows.train_ray`; launched again, the run resumes from its last checkpoint) and publish
 the loss curve and a sheet of sampled renders as artifacts, also written under ``{out}/reports/``.
 
-``train-all`` is the DAG after fitting: the base model and the upsampler train side by side (the
-upsampler learns from fitted tri-planes, not from base samples, §3.3), then the latent prior on
-the latents of the trained base's encoder (appendix B.4). :func:`trained_steps` tells whether every
+``train-all`` is the DAG after fitting: the base model and the upsampler (which learns from fitted
+tri-planes, not from base samples, §3.3) train side by side on a node of
+:data:`~workflows.flow_config.SIDE_BY_SIDE_MIN_CPUS` CPUs or more, one after the other with every
+CPU on a smaller one; then the latent prior on the latents of the trained base's encoder (appendix B.4). :func:`trained_steps` tells whether every
 stage's committed checkpoint is already complete for a config, so that there is nothing to train.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 import ray
 import torch
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import allow_failure, flow, get_run_logger, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import State
@@ -48,7 +49,7 @@ from rodin_core.storage import StorageError, Store, open_store
 from rodin_core.training import report as train_report
 from rodin_core.triplane.decoder_io import DecoderLoadError
 from workflows.artifacts import publish_image, write_report
-from workflows.flow_config import check_local_capacity, training_config
+from workflows.flow_config import check_local_capacity, side_by_side, training_config
 from workflows.logs import relay_logs
 from workflows.ray_runner import RayStartError, ray_session
 from workflows.shards import DATA_ERRORS, retry_unless_data_error
@@ -133,10 +134,13 @@ def retry_unless_a_setup_error(task: Any, task_run: Any, state: State) -> bool:
       cache_policy=NO_CACHE, tags=TAGS, task_run_name="train-{stage_name}")
 def train_stage(stage_name: str, cfg: RodinConfig, out: str, storage_options: dict | None, run_name: str | None,
                 resume: bool, cpus_per_worker: int | None = None) -> dict[str, Any]:
-    """Train one stage on Ray Train (resuming its run), relaying its progress lines to the run log."""
+    """Train one stage on Ray Train (resuming its run), relaying its progress lines to the run log; the summary
+    of :func:`~workflows.train_ray.run_training` with the task's ``started_at`` and ``finished_at`` (Unix seconds)."""
+    started_at = time.time()
     with relay_logs("workflows.train_ray"):
-        return run_training(stage_name, cfg, out, storage_options, run_name=run_name, resume=resume,
-                            cpus_per_worker=cpus_per_worker, on_progress=get_run_logger().info)
+        summary = run_training(stage_name, cfg, out, storage_options, run_name=run_name, resume=resume,
+                               cpus_per_worker=cpus_per_worker, on_progress=get_run_logger().info)
+    return {**summary, "started_at": started_at, "finished_at": time.time()}
 
 
 @task(retries=1, cache_policy=NO_CACHE, tags=TAGS)
@@ -207,7 +211,8 @@ def brief(summary: dict[str, Any]) -> dict[str, Any]:
     return {key: summary[key] for key in ("stage", "run_name", "workers", "start_step", "steps", "steps_run",
                                           "steps_per_s", "seconds", "checkpoint")} | {
         "resumed_from": (summary.get("resumed") or {}).get("step"), "loss_first": first.get("loss"),
-        "loss_last": last.get("loss")}
+        "loss_last": last.get("loss"), "started_at": summary.get("started_at"),
+        "finished_at": summary.get("finished_at")}
 
 
 def summary_markdown(title: str, result: dict[str, Any]) -> str:
@@ -284,7 +289,9 @@ def train_all(out: str = "data/tiny", renders: str | None = None, preset: str = 
               config_file: str | None = None, overrides: list[str] | None = None, steps: int | None = None,
               workers: int | None = None, cpus_per_worker: int | None = None, ray_address: str | None = None,
               storage_options: dict | None = None, resume: bool = True) -> dict[str, Any]:
-    """Train the three stages after fitting: base and upsampler side by side, then the prior.
+    """Train the three stages after fitting: base and upsampler side by side on a node of
+    :data:`~workflows.flow_config.SIDE_BY_SIDE_MIN_CPUS` CPUs or more (else the base, then the upsampler,
+    each worker with the node's CPUs over its stage's workers), then the prior.
 
     ``steps``/``workers`` override every stage's. Each stage's run is named after it, so launching
     the flow again resumes every unfinished stage. Returns ``{base, upsampler, prior}`` summaries;
@@ -296,10 +303,22 @@ def train_all(out: str = "data/tiny", renders: str | None = None, preset: str = 
         check_local_capacity(cfg, STAGE_NAMES, os.cpu_count() or 1, torch.cuda.device_count(), cpus_per_worker)
     data = prepare_training_data(renders or out, out, storage_options, cfg)
     with ray_session(ray_address):
-        cpus = cpus_per_worker or shared_cpus_per_worker(cfg)
-        base = train_stage.submit("base", cfg, out, storage_options, None, resume, cpus)
-        upsampler = train_stage.submit("upsampler", cfg, out, storage_options, None, resume, cpus)
-        prior = train_stage.submit("prior", cfg, out, storage_options, None, resume, cpus, wait_for=[base])
+        largest = largest_node_cpus()
+        if side_by_side(largest):
+            cpus = {name: cpus_per_worker or shared_cpus_per_worker(cfg) for name in STAGE_NAMES}
+        else:
+            cpus = {name: cpus_per_worker or max(1, largest // train_config_for(name, cfg).workers)
+                    for name in STAGE_NAMES}
+        get_run_logger().info("training base and upsampler %s on nodes of up to %d CPUs (CPUs per worker: %s)",
+                              "side by side" if side_by_side(largest) else "one after the other", largest,
+                              ", ".join(f"{name} {count}" for name, count in cpus.items()))
+        base = train_stage.submit("base", cfg, out, storage_options, None, resume, cpus["base"])
+        # One after the other, the upsampler still trains when the base failed (its failure is reported below).
+        after = [] if side_by_side(largest) else [allow_failure(base)]
+        upsampler = train_stage.submit("upsampler", cfg, out, storage_options, None, resume, cpus["upsampler"],
+                                       wait_for=after)
+        prior = train_stage.submit("prior", cfg, out, storage_options, None, resume, cpus["prior"],
+                                   wait_for=[base, *([allow_failure(upsampler)] if after else [])])
         summaries, failed = wait_for_stages({"base": base, "upsampler": upsampler, "prior": prior})
     results = {stage: publish_training_report(stage, out, storage_options, summary)
                for stage, summary in summaries.items()}
@@ -332,11 +351,16 @@ def trained_steps(cfg: RodinConfig, out: str, storage_options: dict | None = Non
     return steps
 
 
+def largest_node_cpus() -> int:
+    """CPUs of the largest live node of the connected Ray cluster (at least 1)."""
+    cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
+    return max(1, int(max(cpus, default=1)))
+
+
 def shared_cpus_per_worker(cfg: RodinConfig) -> int:
     """CPUs per worker so that the base and upsampler runs fit side by side on the largest node."""
-    cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
     workers = train_config_for("base", cfg).workers + train_config_for("upsampler", cfg).workers
-    return max(1, int(max(cpus, default=1)) // workers)
+    return max(1, largest_node_cpus() // workers)
 
 
 def wait_for_stages(futures: dict[str, PrefectFuture]) -> tuple[dict[str, dict], dict[str, str]]:

@@ -46,7 +46,7 @@ TINY: dict[str, Any] = {
     "render": {"views": 64, "resolution": 64, "samples": 16, "max_bounces": 3, "timeout_s": 900.0},
     "triplane": {"channels": 8, "resolution": 64, "rescale_min": 32,
                  "decoder": {"hidden": 64, "feature_frequencies": 0}},
-    "fit": {"shared_subjects": 4, "shared_steps": 2000, "shared_batch": 4, "steps": 800, "target_psnr": 28.5,
+    "fit": {"shared_subjects": 4, "shared_steps": 1400, "shared_batch": 4, "steps": 600, "target_psnr": 28.5,
             "holdout_views": 4, "rays_per_step": 2048, "coarse_samples": 16, "fine_samples": 16, "lr_planes": 0.1,
             "lr_decoder": 0.003, "rescale_prob": 0.6, "eval_every": 50, "patience": 3, "shard_size": 4,
             "occupancy_resolution": 32, "occupancy_opacity": 0.03},
@@ -54,9 +54,13 @@ TINY: dict[str, Any] = {
     "base": {
         "unet": {"model_channels": 32, "channel_mult": (1, 2), "num_res_blocks": 1, "attention_resolutions": (16,),
                  "aware_resolutions": (32,), "num_head_channels": 32, "dropout": 0.0},
-        "diffusion": {"mean_type": "x0", "var_type": "fixed_small", "loss": "simple", "sampling_steps": "50"},
+        "diffusion": {"mean_type": "x0", "var_type": "fixed_small", "loss": "simple", "sampling_steps": "ddim5"},
         "train": {"steps": 800, "batch_size": 8, "lr": 1e-3, "warmup_steps": 20, "ema_decay": 0.99,
                   "checkpoint_every": 200, "log_every": 20},
+        # Measured on the demo's 14 training subjects (800 steps): conditional samples render 18.2-18.7 dB from the
+        # fitted render with CFG 3 and 50 ancestral steps, 21.0-21.4 dB with CFG 1, 22.3-22.6 dB with CFG 1 and
+        # 5 DDIM steps (samples' plane std 1.03x the data's, against 1.30x with CFG 3).
+        "guidance_scale": 1.0,
     },
     # The upsampler predicts the residual over the bilinear up-sample with the plane loss alone and a clean
     # condition, and samples with 2 reverse steps (its conditional mean): measured on the 14 fitted training

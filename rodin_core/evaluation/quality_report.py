@@ -199,9 +199,10 @@ class QualityReport:
     def _heading(self) -> list[str]:
         last = self.seed + self.n - 1
         steps = ", ".join(f"{name} {step}" for name, step in self.steps.items())
+        sampler = self.options.sampler or "each stage's own"
         return [f"# Sample quality of `{self.out}`", "",
                 (f"Checkpoints at steps {steps}; {self.n} samples with seeds {self.seed}..{last} (those of `rodin "
-                 f"sample --n {self.n} --seed {self.seed}`), guidance {self.guidance_scale:g}, {self.options.sampler} "
+                 f"sample --n {self.n} --seed {self.seed}`), guidance {self.guidance_scale:g}, {sampler} "
                  f"sampler, {'default' if self.options.steps is None else self.options.steps} steps.")]
 
     def _reconstruction_table(self) -> list[str]:

@@ -75,7 +75,7 @@ def edit_text_tower(cfg: RodinConfig, device: str = "cpu", storage_options: dict
 
 def recorded_options(meta: dict[str, Any]) -> SampleOptions:
     """The sampling options recorded in an avatar's ``meta``."""
-    return SampleOptions(guidance_scale=meta.get("guidance_scale"), sampler=meta.get("sampler") or "ancestral",
+    return SampleOptions(guidance_scale=meta.get("guidance_scale"), sampler=meta.get("sampler"),
                          steps=meta.get("steps"))
 
 

@@ -212,8 +212,8 @@ class GenerateRequest:
     n: int = 4
     guidance_scale: float | None = None
     """Classifier-free guidance scale λ of the base model (Eq. 3); None: ``base.guidance_scale``."""
-    sampler: str = "ancestral"
-    """``ancestral`` or ``ddim`` (η = 0)."""
+    sampler: str | None = None
+    """``ancestral`` or ``ddim`` (η = 0); None: each stage's configured rule (:class:`SampleOptions`)."""
     steps: int | None = None
     """Respaced reverse steps of the base and upsampler; None: each stage's ``diffusion.sampling_steps``."""
     seed: int = 0

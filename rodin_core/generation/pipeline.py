@@ -61,8 +61,9 @@ class SampleOptions:
 
     guidance_scale: float | None = None
     """CFG scale λ of Eq. 3 for the base model; None: the trained config's ``base.guidance_scale``."""
-    sampler: str = "ancestral"
-    """``"ancestral"`` (the paper's sampler) or ``"ddim"`` (deterministic DDIM, η = 0)."""
+    sampler: str | None = None
+    """``"ancestral"`` (the paper's sampler) or ``"ddim"`` (deterministic DDIM, η = 0); None: each stage's
+    configured rule, DDIM for a ``"ddimN"`` ``diffusion.sampling_steps`` and ancestral otherwise."""
     steps: int | None = None
     """Reverse steps of the base model and the upsampler (respacing); None: each stage's
     ``diffusion.sampling_steps``."""
@@ -73,7 +74,7 @@ class SampleOptions:
                                   or not math.isfinite(scale) or scale < 0):
             raise GenerationError(f"guidance_scale must be a finite number >= 0 (Eq. 3: 1 = conditional, "
                                   f"0 = unconditional, > 1 = stronger guidance), got {scale!r}")
-        if self.sampler not in SAMPLERS:
+        if self.sampler is not None and self.sampler not in SAMPLERS:
             raise GenerationError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLERS}")
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
                                        or self.steps < 2):
@@ -83,7 +84,8 @@ class SampleOptions:
         """The respacing string of a stage whose config samples with ``configured`` (e.g. ``"50"``, ``"ddim25"``)."""
         if self.steps is None:
             return str(configured)
-        return f"ddim{self.steps}" if self.sampler == "ddim" else str(self.steps)
+        ddim = self.sampler == "ddim" or (self.sampler is None and str(configured).startswith("ddim"))
+        return f"ddim{self.steps}" if ddim else str(self.steps)
 
 
 def check_latent(avatar: Avatar, latent_dim: int, name: str, doing: str, writers: str) -> Tensor:

@@ -156,10 +156,16 @@ def test_training_workers_must_fit_a_local_ray() -> None:
     with pytest.raises(ConfigError, match=r"^base.train.workers=2 x 2 CPUs \(--cpus-per-worker\) needs 4 CPUs, this "
                                           r"machine has 2; lower the workers"):
         check_local_capacity(cfg, ("base",), cpus=2, gpus=0, cpus_per_worker=2)
-    with pytest.raises(ConfigError, match=r"^base.train.workers=2 \+ upsampler.train.workers=2 \(side by side\) need "
-                                          r"4 CPUs, this machine has 3"):
-        check_local_capacity(cfg, ("base", "upsampler", "prior"), cpus=3, gpus=0)
-    check_local_capacity(cfg, ("base", "upsampler", "prior"), cpus=4, gpus=0)  # the prior runs after them
+    # Below SIDE_BY_SIDE_MIN_CPUS (8) base and upsampler train one after the other: each alone must fit.
+    check_local_capacity(cfg, ("base", "upsampler", "prior"), cpus=3, gpus=0)
+    wide = load_config("tiny", None, ["base.train.workers=4", "upsampler.train.workers=5"])
+    with pytest.raises(ConfigError, match=r"^upsampler.train.workers=5 needs 5 CPUs, this machine has 4"):
+        check_local_capacity(wide, ("base", "upsampler", "prior"), cpus=4, gpus=0)
+    # From 8 CPUs on they train side by side: together they must fit; the prior runs after them.
+    with pytest.raises(ConfigError, match=r"^base.train.workers=4 \+ upsampler.train.workers=5 \(side by side\) need "
+                                          r"9 CPUs, this machine has 8"):
+        check_local_capacity(wide, ("base", "upsampler", "prior"), cpus=8, gpus=0)
+    check_local_capacity(wide, ("base", "upsampler", "prior"), cpus=9, gpus=0)
     gpu = load_config("tiny", None, ["prior.train.workers=2", "prior.train.use_gpu=true"])
     with pytest.raises(ConfigError, match=r"prior.train.workers=2 with use_gpu needs 2 GPUs, this machine has 1"):
         check_local_capacity(gpu, ("prior",), cpus=8, gpus=1)

@@ -95,15 +95,15 @@ def test_load_pipeline_records_the_decoder_and_refuses_another_preset(root: str,
 def test_plan_resolves_defaults_before_naming_the_shard(root: str, tmp_path: Path) -> None:
     outputs = str(tmp_path)
     default = plan_generation(root, outputs, GenerateRequest(n=2))
-    explicit = plan_generation(root, outputs, GenerateRequest(n=2, guidance_scale=3.0, resolution=16))
+    explicit = plan_generation(root, outputs, GenerateRequest(n=2, guidance_scale=1.0, resolution=16))
     assert default.shard_id == explicit.shard_id and default.shard_id.startswith("gen-")
-    assert default.parameters["guidance_scale"] == 3.0 and default.parameters["resolution"] == 16
+    assert default.parameters["guidance_scale"] == 1.0 and default.parameters["resolution"] == 16  # tiny's
     assert default.parameters["preset"] == "tiny" and default.committed is None
     assert set(default.inputs) == {"base", "base_config", "upsampler", "upsampler_config", "prior", "prior_config",
                                    "decoder"}
     others = {plan_generation(root, outputs, request).shard_id for request in (
         GenerateRequest(n=2, seed=1), GenerateRequest(n=3), GenerateRequest(n=2, sampler="ddim"),
-        GenerateRequest(n=2, steps=2), GenerateRequest(n=2, views=5), GenerateRequest(n=2, guidance_scale=1.0))}
+        GenerateRequest(n=2, steps=2), GenerateRequest(n=2, views=5), GenerateRequest(n=2, guidance_scale=3.0))}
     assert len(others) == 6 and default.shard_id not in others
     with pytest.raises(GenerateInputError, match="n must be a positive integer, got 0"):
         plan_generation(root, outputs, GenerateRequest(n=0))

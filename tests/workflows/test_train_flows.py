@@ -1,8 +1,8 @@
 """The training flows (workflows.train_flows) under a temporary Prefect server, and ``rodin train``.
 
 ``train-all`` runs once on the synthetic corpus of ``test_train_data`` (frontal views and
-statistics not yet prepared, its last subject held out): base and upsampler side by side on a local 2-CPU Ray, then the
-prior on the base encoder's latents; each publishes its loss curve and sample renders.
+statistics not yet prepared, its last subject held out): base, then upsampler on a local 2-CPU Ray (one after the
+other below 8 CPUs), then the prior on the base encoder's latents; each publishes its loss curve and sample renders.
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ def test_train_all_trains_the_three_stages_and_publishes_them(trained: tuple[str
             assert (Path(out) / "reports" / f"{flow_name}-{artifact}.png").is_file()
         assert "| steps/s |" in (Path(out) / "reports" / f"{flow_name}.md").read_text()
     assert list(store.stage("latents").read_manifest("latents").subject_ids) == [0, 1, 2, 3, 5, 6, 7]
+    # On 2 CPUs the stages train one after the other: upsampler after the base, the prior after both.
+    assert summary["base"]["finished_at"] <= summary["upsampler"]["started_at"]
+    assert summary["upsampler"]["finished_at"] <= summary["prior"]["started_at"]
     sheet = decode_png((Path(out) / "reports" / "train-base-samples.png").read_bytes())
     assert sheet.shape[1] == 6 * 24  # two subjects per row: input, fitted, sampled
 

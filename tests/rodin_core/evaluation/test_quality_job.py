@@ -108,7 +108,7 @@ def test_the_report_round_trips_as_json_and_reads_as_tables(report: QualityRepor
     assert plane_std["ratio"] == pytest.approx(plane_std["samples"] / plane_std["data"])
     assert data["samples"]["frechet"]["samples_vs_training"]["label"] == "Fréchet distance on vgg16-stlpips"
     assert {s["nearest_render"]["subject_id"] for s in data["samples"]["per_sample"]} <= {0, 1}
-    assert data["options"] == {"guidance_scale": 3.0, "sampler": "ancestral", "steps": None}
+    assert data["options"] == {"guidance_scale": 1.0, "sampler": None, "steps": None}
     assert data["checkpoint_steps"] == {"base": 0, "upsampler": 0, "prior": 0}
     table = report.table()
     for row in ("| training | 2 | held-out views (2) |", "| training | 2 | input view (1) |",

@@ -53,7 +53,7 @@ def test_the_held_out_subjects_are_measured_against_their_views(root: str, caplo
     assert [(s["subject_id"], s["held_out"]) for s in data["subjects"]] == [(2, True), (3, True)]
     assert data["subjects"][0]["psnr_vs_fitted"]["input"]["per_view"] == [with_fit.vs_fitted["input"][0]]
     assert data["lpips"]["network"] == "stlpips-vgg" and data["checkpoint_steps"] == {"base": 0, "upsampler": 0}
-    assert data["options"] == {"guidance_scale": 3.0, "sampler": "ancestral", "steps": None} and data["seed"] == 1
+    assert data["options"] == {"guidance_scale": 1.0, "sampler": None, "steps": None} and data["seed"] == 1
     inverted = data["mean"]["inverted"]["held_out"]
     assert inverted["subjects"] == 2 and all(math.isfinite(inverted[m]) for m in ("psnr", "ssim", "lpips"))
     expected = np.mean([r.scores["inverted"]["held_out"].mean.psnr for r in report.results])

@@ -46,8 +46,9 @@ def test_same_seed_same_planes_and_other_seed_other_planes(pipeline: GenerationP
 def test_options_change_the_sample(pipeline: GenerationPipeline):
     z = latent(0)
     default = pipeline.generate(z, seed=0)
-    assert torch.equal(default, pipeline.generate(z, seed=0, options=SampleOptions(guidance_scale=3.0)))
-    for options in (SampleOptions(guidance_scale=1.0), SampleOptions(sampler="ddim"), SampleOptions(steps=5)):
+    trained = pipeline.cfg.base.guidance_scale
+    assert torch.equal(default, pipeline.generate(z, seed=0, options=SampleOptions(guidance_scale=trained)))
+    for options in (SampleOptions(guidance_scale=trained + 2.0), SampleOptions(sampler="ddim"), SampleOptions(steps=5)):
         other = pipeline.generate(z, seed=0, options=options)
         assert torch.isfinite(other).all() and not torch.equal(other, default), options
     ddim = SampleOptions(sampler="ddim", steps=4)
@@ -100,7 +101,10 @@ def test_bad_latents_options_and_seeds_are_refused(pipeline: GenerationPipeline)
 def test_respacing_follows_sampler_and_steps():
     assert SampleOptions().respacing("50") == "50"
     assert SampleOptions(sampler="ddim").respacing("ddim25") == "ddim25"
-    assert SampleOptions(steps=10).respacing("ddim25") == "10"
+    # Without a sampler, new steps keep the stage's own rule: DDIM for a "ddimN" config, ancestral otherwise.
+    assert SampleOptions(steps=10).respacing("ddim25") == "ddim10"
+    assert SampleOptions(steps=10).respacing("50") == "10"
+    assert SampleOptions(sampler="ancestral", steps=10).respacing("ddim25") == "10"
     assert SampleOptions(sampler="ddim", steps=10).respacing("50") == "ddim10"
 
 
