@@ -26,26 +26,23 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from rodin_core.datasets.layout import RENDERS_STAGE
 from rodin_core.datasets.plane_stats import read_plane_stats
 from rodin_core.datasets.renders import renders_index
 from rodin_core.evaluation.features import ImageFeatures
-from rodin_core.evaluation.quality_job import feature_extractor, reference_subjects, training_subjects
-from rodin_core.evaluation.reconstruction_job import fitted_planes, measure_reconstruction, trained_held_out
-from rodin_core.evaluation.sample_quality import build_reference, quality_views, score_samples
+from rodin_core.evaluation.quality_job import feature_extractor, training_reference, training_subjects
+from rodin_core.evaluation.quality_report import median_score, reconstruction_medians
+from rodin_core.evaluation.reconstruction import VIEW_GROUPS
+from rodin_core.evaluation.reconstruction_job import measure_reconstruction, trained_held_out
+from rodin_core.evaluation.sample_quality import score_samples
 from rodin_core.generation import SampleOptions
 from rodin_core.generation.job import load_pipeline
 from rodin_core.storage import open_store
-
-GROUPS = ("held_out", "other", "input")
-"""View groups of the conditional reconstruction, as :mod:`rodin_core.evaluation.reconstruction` names them."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,7 @@ def parse_setting(text: str) -> Setting:
         scale = float(guidance)
     except ValueError:
         scale = math.nan
-    steps = respacing[4:] if respacing.startswith("ddim") else respacing
+    steps = respacing.removeprefix("ddim")
     if not math.isfinite(scale) or scale < 0 or not steps.isdigit() or int(steps) < 2:
         raise ValueError(f"setting {text!r}: expected GUIDANCE:STEPS or GUIDANCE:ddimSTEPS with a guidance scale "
                          ">= 0 and at least 2 steps, e.g. 3:50 or 1:ddim5")
@@ -85,10 +82,7 @@ def measure(out: str, settings: list[Setting], n: int, seed: int = 0, views: int
     held_out = trained_held_out(out)
     sources = renders_index(open_store(out).stage(RENDERS_STAGE))
     training = training_subjects(out, held_out, list(sources))
-    planes = fitted_planes(out, training)
-    n_views = next(reference_subjects(out, training[:1], sources, planes, None))[0].n_views
-    reference = build_reference(pipeline, reference_subjects(out, training, sources, planes, None),
-                                quality_views(n_views, views))
+    reference = training_reference(pipeline, out, out, training, sources, views)
     stats, extractor = read_plane_stats(out), feature_extractor(features)
     rows = []
     try:
@@ -98,8 +92,7 @@ def measure(out: str, settings: list[Setting], n: int, seed: int = 0, views: int
             options = SampleOptions(guidance_scale=setting.guidance_scale)
             report = measure_reconstruction(out, subjects=training, seed=seed, options=options, lpips=lpips,
                                             pipeline=pipeline)
-            recon = {group: statistics.median(r.psnr_vs_fitted(group) for r in report.results)
-                     for group in GROUPS if all(group in r.vs_fitted for r in report.results)}
+            recon = {group: cell.psnr_vs_fitted for group, cell in reconstruction_medians(report.results).items()}
             samples = pipeline.sample(n, seed=seed, options=options)
             quality = score_samples(pipeline, torch.stack([a.planes for a in samples]), reference, stats, extractor,
                                     seed=seed)
@@ -107,9 +100,8 @@ def measure(out: str, settings: list[Setting], n: int, seed: int = 0, views: int
                 "setting": setting.label, "guidance_scale": setting.guidance_scale, "base_respacing": setting.respacing,
                 "upsampler_respacing": pipeline.cfg.upsampler.diffusion.sampling_steps,
                 "recon_vs_fitted": {group: round(value, 2) for group, value in recon.items()},
-                "nn_median": round(float(np.median(quality.nearest.scores[:, 0])), 2),
-                "loo_median": (round(float(np.median(quality.baseline.scores[:, 0])), 2)
-                               if quality.baseline is not None else None),
+                "nn_median": round(median_score(quality.nearest), 2),
+                "loo_median": round(median_score(quality.baseline), 2) if quality.baseline is not None else None,
                 "std_ratio": round(quality.spread.ratio, 3),
                 "frechet": round(quality.frechet.value, 1) if quality.frechet is not None else None,
                 "frechet_floor": round(quality.frechet_floor.value, 1) if quality.frechet_floor is not None else None,
@@ -121,7 +113,7 @@ def measure(out: str, settings: list[Setting], n: int, seed: int = 0, views: int
 
 
 def format_row(row: dict) -> str:
-    recon = " / ".join(f"{row['recon_vs_fitted'].get(group, math.nan):.2f}" for group in GROUPS)
+    recon = " / ".join(f"{row['recon_vs_fitted'].get(group, math.nan):.2f}" for group in VIEW_GROUPS)
     return (f"| {row['setting']} | {recon} | {row['nn_median']:.2f} | {row['std_ratio']:.3f} | {row['frechet']} "
             f"| {row['seconds']:.0f} |")
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import ray
 from PIL import Image, ImageDraw
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -59,7 +58,7 @@ from workflows.artifacts import (
 )
 from workflows.flow_config import FIT_FIELDS, build_config
 from workflows.logs import relay_logs
-from workflows.ray_runner import RodinRayTaskRunner, build_task_runner
+from workflows.ray_runner import RodinRayTaskRunner, build_task_runner, largest_node_cpus
 from workflows.shards import (
     FailureWording,
     ShardsFailedError,
@@ -213,8 +212,7 @@ def ensure_decoder(cfg: RodinConfig, renders: str, out: str, setup: FitSetup, st
 def _largest_node_cpus(runner: TaskRunner) -> int:
     """CPUs (and torch threads) of phase A: the largest live Ray node's, or this machine's for threads."""
     if isinstance(runner, RodinRayTaskRunner):
-        cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
-        return max(1, int(max(cpus, default=1)))
+        return largest_node_cpus()
     return os.cpu_count() or 1
 
 

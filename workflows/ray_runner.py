@@ -199,6 +199,12 @@ def build_task_runner(
     raise ValueError(f"unknown task runner {kind!r}; choose one of {TASK_RUNNERS}")
 
 
+def largest_node_cpus() -> int:
+    """CPUs of the largest live node of the Ray cluster this process is connected to (at least 1)."""
+    cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
+    return max(1, int(max(cpus, default=1)))
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
     """Ray for the trainers, or for several flows run in a row: the instance this process is connected to,

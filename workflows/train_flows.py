@@ -51,7 +51,7 @@ from rodin_core.triplane.decoder_io import DecoderLoadError
 from workflows.artifacts import publish_image, write_report
 from workflows.flow_config import check_local_capacity, side_by_side, training_config
 from workflows.logs import relay_logs
-from workflows.ray_runner import RayStartError, ray_session
+from workflows.ray_runner import RayStartError, largest_node_cpus, ray_session
 from workflows.shards import DATA_ERRORS, retry_unless_data_error
 from workflows.train_ray import TrainingDiskFullError, TrainingError, run_training
 from workflows.train_worker import ResumeMismatchError, check_compatible
@@ -304,17 +304,14 @@ def train_all(out: str = "data/tiny", renders: str | None = None, preset: str = 
     data = prepare_training_data(renders or out, out, storage_options, cfg)
     with ray_session(ray_address):
         largest = largest_node_cpus()
-        if side_by_side(largest):
-            cpus = {name: cpus_per_worker or shared_cpus_per_worker(cfg) for name in STAGE_NAMES}
-        else:
-            cpus = {name: cpus_per_worker or max(1, largest // train_config_for(name, cfg).workers)
-                    for name in STAGE_NAMES}
+        together = side_by_side(largest)
+        cpus = {name: cpus_per_worker or count for name, count in cpus_per_stage_worker(cfg, largest).items()}
         get_run_logger().info("training base and upsampler %s on nodes of up to %d CPUs (CPUs per worker: %s)",
-                              "side by side" if side_by_side(largest) else "one after the other", largest,
+                              "side by side" if together else "one after the other", largest,
                               ", ".join(f"{name} {count}" for name, count in cpus.items()))
         base = train_stage.submit("base", cfg, out, storage_options, None, resume, cpus["base"])
         # One after the other, the upsampler still trains when the base failed (its failure is reported below).
-        after = [] if side_by_side(largest) else [allow_failure(base)]
+        after = [] if together else [allow_failure(base)]
         upsampler = train_stage.submit("upsampler", cfg, out, storage_options, None, resume, cpus["upsampler"],
                                        wait_for=after)
         prior = train_stage.submit("prior", cfg, out, storage_options, None, resume, cpus["prior"],
@@ -351,16 +348,14 @@ def trained_steps(cfg: RodinConfig, out: str, storage_options: dict | None = Non
     return steps
 
 
-def largest_node_cpus() -> int:
-    """CPUs of the largest live node of the connected Ray cluster (at least 1)."""
-    cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
-    return max(1, int(max(cpus, default=1)))
-
-
-def shared_cpus_per_worker(cfg: RodinConfig) -> int:
-    """CPUs per worker so that the base and upsampler runs fit side by side on the largest node."""
-    workers = train_config_for("base", cfg).workers + train_config_for("upsampler", cfg).workers
-    return max(1, largest_node_cpus() // workers)
+def cpus_per_stage_worker(cfg: RodinConfig, largest: int) -> dict[str, int]:
+    """CPUs per worker of each stage on a largest node of ``largest`` CPUs: side by side (see
+    :func:`~workflows.flow_config.side_by_side`) the base and upsampler runs share the node, and the
+    prior gets as much as each of them; one after the other, each stage's workers share the whole node."""
+    if side_by_side(largest):
+        shared = max(1, largest // (train_config_for("base", cfg).workers + train_config_for("upsampler", cfg).workers))
+        return dict.fromkeys(STAGE_NAMES, shared)
+    return {name: max(1, largest // train_config_for(name, cfg).workers) for name in STAGE_NAMES}
 
 
 def wait_for_stages(futures: dict[str, PrefectFuture]) -> tuple[dict[str, dict], dict[str, str]]:

@@ -55,6 +55,7 @@ from rodin_core.evaluation.reconstruction_job import (
 )
 from rodin_core.evaluation.sample_quality import (
     DEFAULT_OTHER_VIEWS,
+    ReferenceSet,
     build_reference,
     quality_views,
     score_samples,
@@ -177,6 +178,18 @@ def reference_subjects(renders: str, ids: Sequence[int], sources: dict[int, Rend
         yield subject, planes[subject.subject_id]
 
 
+def training_reference(pipeline: GenerationPipeline, renders: str, out: str, training: Sequence[int],
+                       sources: dict[int, RenderSource], views: int = DEFAULT_OTHER_VIEWS,
+                       storage_options: dict | None = None) -> ReferenceSet:
+    """The :class:`~rodin_core.evaluation.sample_quality.ReferenceSet` of the ``training`` subjects (fitted under
+    ``out``, rendered under ``renders``) at view 0 and ``views`` others (:func:`quality_views`)."""
+    planes = fitted_planes(out, training, storage_options)
+    n_views = sources[training[0]].views or next(reference_subjects(renders, training[:1], sources, planes,
+                                                                    storage_options))[0].n_views
+    return build_reference(pipeline, reference_subjects(renders, training, sources, planes, storage_options),
+                           quality_views(n_views, views))
+
+
 def measure_quality(
     out: str,
     renders: str | None = None,
@@ -227,17 +240,12 @@ def measure_quality(
     began = time.perf_counter()
     samples = pipeline.sample(n, seed=seed, options=options)
     log.info("%d samples drawn in %.1f s (seeds %d..%d)", n, time.perf_counter() - began, seed, seed + n - 1)
-    planes = fitted_planes(out, training, storage_options)
-    n_views = sources[training[0]].views or next(reference_subjects(renders, training[:1], sources, planes,
-                                                                    storage_options))[0].n_views
-    rig_views = quality_views(n_views, views)
-    reference = build_reference(pipeline, reference_subjects(renders, training, sources, planes, storage_options),
-                                rig_views)
+    reference = training_reference(pipeline, renders, out, training, sources, views, storage_options)
     quality = score_samples(pipeline, torch.stack([a.planes for a in samples]), reference, stats, extractor, seed=seed)
     seeds = [int(a.meta["seed"]) for a in samples]
     steps = {name: committed_step(out, name, storage_options) or 0 for name in STAGE_NAMES}
     return QualityReport(out, renders, n, seed, options, pipeline.guidance_scale(options), steps, held_out, results,
                          f"{reconstruction.lpips_network} ({reconstruction.lpips_description})", samples, training,
-                         reference.views, quality, extractor.name, samples_sheet(quality.renders, seeds, rig_views),
+                         reference.views, quality, extractor.name, samples_sheet(quality.renders, seeds, reference.views),
                          pairs_sheet(quality, reference, seeds), time.perf_counter() - start)
 

@@ -36,6 +36,7 @@ from rodin_core.generation.interpolation import slerp
 from rodin_core.generation.portrait import portrait_tensor
 from rodin_core.generation.sampling import (
     SAMPLERS,
+    implied_sampler,
     sample_base,
     sample_prior,
     sample_upsampler,
@@ -84,8 +85,8 @@ class SampleOptions:
         """The respacing string of a stage whose config samples with ``configured`` (e.g. ``"50"``, ``"ddim25"``)."""
         if self.steps is None:
             return str(configured)
-        ddim = self.sampler == "ddim" or (self.sampler is None and str(configured).startswith("ddim"))
-        return f"ddim{self.steps}" if ddim else str(self.steps)
+        rule = self.sampler or implied_sampler(configured)
+        return f"ddim{self.steps}" if rule == "ddim" else str(self.steps)
 
 
 def check_latent(avatar: Avatar, latent_dim: int, name: str, doing: str, writers: str) -> Tensor:

@@ -60,6 +60,11 @@ X0Callback = Callable[[int, Tensor], None]
 """``on_x0(step, x0)``: loop step (0 first) and the predicted clean sample x̂0 in raw units (Fig. 15)."""
 
 
+def implied_sampler(spacing: str) -> str:
+    """The update rule a respacing string implies: DDIM (η = 0) for ``"ddimN"``, ancestral otherwise."""
+    return "ddim" if str(spacing).startswith("ddim") else "ancestral"
+
+
 def run_sampler(
     diffusion_cfg: DiffusionConfig,
     model: DiffusionModel,
@@ -82,7 +87,7 @@ def run_sampler(
     """
     spacing = str(diffusion_cfg.sampling_steps if respacing is None else respacing)
     if sampler is None:
-        sampler = "ddim" if spacing.startswith("ddim") else "ancestral"
+        sampler = implied_sampler(spacing)
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     diffusion = build_diffusion(diffusion_cfg, spacing)
