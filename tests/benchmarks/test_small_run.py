@@ -1,0 +1,119 @@
+"""benchmarks/small_run.py: the stages it runs, with which arguments, and how it resumes after a failure."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from rodin_core.datasets.layout import (
+    TEXT_EMBEDDING_SHARD,
+    TEXT_EMBEDDING_STAGE,
+    TEXT_EMBEDDING_WEIGHTS,
+)
+from rodin_core.storage import open_store
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "small_run.py"
+ALL = ["render", "fit", "text-embedding", "train", "text-prior", "evaluate", "sample", "interpolate", "mesh"]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("small_run", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def commit_avatar_clip(root: Path) -> str:
+    """Commit a (content-free) avatar-CLIP shard under ``root``; the URI its weights file got."""
+    stage = open_store(str(root)).stage(TEXT_EMBEDDING_STAGE)
+    writer = stage.begin(TEXT_EMBEDDING_SHARD)
+    entry = writer.write_bytes(TEXT_EMBEDDING_WEIGHTS, b"weights")
+    writer.commit([0], "0" * 16)
+    return f"{stage.uri}/{entry.path}"
+
+
+class Recorder:
+    """Runs nothing: records each command and answers with the status of ``fail`` for the stage named there."""
+
+    def __init__(self, fail: dict[str, int] | None = None) -> None:
+        self.commands: list[list[str]] = []
+        self.fail = fail or {}
+
+    def __call__(self, argv: list[str]) -> int:
+        self.commands.append(argv)
+        name = argv[1] if argv[0] == "train" else argv[0]
+        name = {"all": "train"}.get(name, name)
+        return self.fail.get(name, 0)
+
+
+def test_the_text_run_conditions_training_on_the_committed_avatar_clip(script, tmp_path: Path) -> None:
+    weights = commit_avatar_clip(tmp_path)
+    args = script.parse_args(["--out", str(tmp_path), "--samples", "32"])
+    chosen = script.stages(args)
+    assert [s.name for s in chosen] == ALL
+    argv = {s.name: s.argv() for s in chosen}
+    assert argv["render"] == ["render", "--preset", "small", "--config", script.DEFAULT_CONFIG, "--out", str(tmp_path)]
+    assert argv["fit"][-4:] == ["--renders", str(tmp_path), "--out", str(tmp_path)]
+    for name in ("train", "text-prior"):
+        assert f"encoder.avatar_clip_weights={weights}" in argv[name]
+        assert "encoder.kind=avatar_clip" in argv[name]
+    assert argv["evaluate"] == ["evaluate", "--out", str(tmp_path), "--n", "32"]
+    assert argv["mesh"][-1] == str(tmp_path / "small-run" / "samples" / "avatar-000.safetensors")
+
+
+def test_without_text_the_encoder_is_the_configs_and_no_text_stage_runs(script, tmp_path: Path) -> None:
+    chosen = script.stages(script.parse_args(["--out", str(tmp_path), "--no-text"]))
+    assert [s.name for s in chosen] == [n for n in ALL if n not in ("text-embedding", "text-prior")]
+    assert not any(arg.startswith("encoder.") for s in chosen for arg in s.argv())
+
+
+def test_training_before_avatar_clip_is_one_line(script, tmp_path: Path) -> None:
+    train = next(s for s in script.stages(script.parse_args(["--out", str(tmp_path)])) if s.name == "train")
+    with pytest.raises(script.SmallRunError, match="no avatar-CLIP committed under .*text-embedding stage first"):
+        train.argv()
+
+
+def test_a_failed_stage_keeps_the_finished_ones_and_the_rerun_starts_at_it(script, tmp_path: Path) -> None:
+    args = script.parse_args(["--out", str(tmp_path), "--no-text"])
+    first = Recorder(fail={"train": 3})
+    with pytest.raises(script.SmallRunError, match=r"stage train exited 3 .*re-run it alone with `rodin train all"):
+        script.run_stages(args, first)
+    assert [c[0] for c in first.commands] == ["render", "fit", "train"]
+    record = json.loads((tmp_path / script.RECORD).read_text())
+    assert list(record["stages"]) == ["render", "fit"]
+    assert all(s["status"] == 0 and s["seconds"] >= 0 for s in record["stages"].values())
+
+    second = Recorder()
+    record = script.run_stages(args, second)
+    assert [c[0] if c[0] != "train" else "train" for c in second.commands] == [
+        "train", "evaluate", "sample", "interpolate", "mesh"]
+    assert list(record["stages"]) == ["render", "fit", "train", "evaluate", "sample", "interpolate", "mesh"]
+    assert record["total_s"] == pytest.approx(sum(s["seconds"] for s in record["stages"].values()), abs=0.2)
+
+    third = Recorder()
+    script.run_stages(args, third)
+    assert third.commands == []
+
+
+def test_only_runs_the_named_stages_and_refuses_unknown_ones(script, tmp_path: Path) -> None:
+    args = script.parse_args(["--out", str(tmp_path), "--no-text", "--only", "fit", "mesh"])
+    assert [s.name for s in script.stages(args)] == ["fit", "mesh"]
+    bad = script.parse_args(["--out", str(tmp_path), "--no-text", "--only", "text-prior"])
+    with pytest.raises(script.SmallRunError, match=r"unknown stage\(s\) \['text-prior'\]"):
+        script.stages(bad)
+
+
+def test_a_remote_root_needs_a_picture_folder_and_few_samples_are_refused(script) -> None:
+    with pytest.raises(script.SmallRunError, match="not a local folder: pass --dest"):
+        script.stages(script.parse_args(["--out", "s3://bucket/small"]))
+    with pytest.raises(SystemExit):
+        script.parse_args(["--out", "x", "--samples", "1"])
