@@ -16,11 +16,13 @@ Every stage is one ``rodin`` command run as a child process on one dataset root 
 
 ``--no-text`` keeps the config's own encoder and leaves out stages 3 and 5.
 
-Resumable: the wall seconds, command and exit status of every finished stage are written to
-``{out}/small-run/timings.json`` as soon as it ends; run again with the same options, finished stages
-are skipped, and the first unfinished one starts again: each command itself resumes from its committed
-shards and checkpoints, so an interruption loses at most the shard or checkpoint interval in flight.
-A stage that fails stops the run with its command and exit status, everything before it kept.
+Resumable: ``{out}/small-run/timings.json`` records every stage's command, wall seconds, attempts and
+status; the running stage's seconds are rewritten every :data:`HEARTBEAT_S` seconds, so a run that is
+killed loses at most that much of its record. Run again with the same options, finished stages are
+skipped and the first unfinished one starts again, its seconds added to those of its earlier attempts:
+each command itself resumes from its committed shards and checkpoints, so an interruption loses at
+most the shard or checkpoint interval in flight. A stage that fails stops the run with its command
+and exit status, everything before it kept.
 
 Run: ``.venv/bin/python benchmarks/small_run.py --out data/small [--config configs/small-cpu.yaml]``.
 """
@@ -31,6 +33,7 @@ import argparse
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,12 +50,16 @@ from rodin_core.datasets.layout import (
 from rodin_core.storage import open_store
 
 RECORD = "small-run/timings.json"
+RUNNING = "running"
+"""Status of a stage in flight (or of one whose run was killed: its seconds count towards the next attempt)."""
 """Where, under ``--out``, the finished stages are recorded."""
 DEFAULT_CONFIG = "configs/small-cpu.yaml"
 DEFAULT_SAMPLES = 64
 """Unconditional samples of the evaluation: enough for the Fréchet distance to settle at this size."""
 PICTURES = 8
 """Avatars of the ``sample`` stage."""
+HEARTBEAT_S = 30.0
+"""How often the running stage's seconds are written."""
 
 
 class SmallRunError(RuntimeError):
@@ -154,30 +161,60 @@ def write_record(out: str, record: dict) -> None:
     fs.mv(path + ".tmp", path)
 
 
-def run_stages(args: argparse.Namespace, runner: Callable[[list[str]], int] | None = None) -> dict:
+def run_stages(args: argparse.Namespace, runner: Callable[[list[str]], int] | None = None,
+               heartbeat_s: float = HEARTBEAT_S) -> dict:
     """Run the unfinished stages in order, recording each; returns the record. ``runner`` runs one command."""
     runner = runner or run_rodin
     record = read_record(args.out)
+    lock = threading.Lock()
+
+    def save(name: str, entry: dict) -> None:
+        with lock:
+            record["stages"][name] = entry
+            record["total_s"] = round(sum(s["seconds"] for s in record["stages"].values()), 1)
+            write_record(args.out, record)
+
     for stage in stages(args):
-        done = record["stages"].get(stage.name)
-        if done is not None and done["status"] == 0:
-            print(f"[small-run] {stage.name}: finished before in {done['seconds']:.1f} s, skipped", flush=True)
+        earlier = record["stages"].get(stage.name)
+        if earlier is not None and earlier["status"] == 0:
+            print(f"[small-run] {stage.name}: finished before in {earlier['seconds']:.1f} s, skipped", flush=True)
             continue
+        previous = earlier["seconds"] if earlier is not None else 0.0
+        attempts = (earlier or {}).get("attempts", 0) + 1
         argv = stage.argv()
         command = " ".join(["rodin", *argv])
-        print(f"[small-run] {stage.name}: {command}", flush=True)
-        started, start = _now(), time.perf_counter()
-        status = runner(argv)
-        seconds = time.perf_counter() - start
+        resumed = f" (attempt {attempts}, {previous:.0f} s before)" if earlier is not None else ""
+        print(f"[small-run] {stage.name}{resumed}: {command}", flush=True)
+        started, start = (earlier or {}).get("started_at", _now()), time.perf_counter()
+
+        def entry(status: int | str, *, _start: float = start, _started: str = started, _command: str = command,
+                  _previous: float = previous, _attempts: int = attempts) -> dict:
+            seconds = _previous + time.perf_counter() - _start
+            return {"command": _command, "seconds": round(seconds, 1), "status": status, "attempts": _attempts,
+                    "started_at": _started, "finished_at": None if status == RUNNING else _now()}
+
+        save(stage.name, entry(RUNNING))
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeat, args=(stop, heartbeat_s, lambda n=stage.name: save(n, entry(RUNNING))),
+                                daemon=True)
+        beat.start()
+        try:
+            status = runner(argv)
+        finally:
+            stop.set()
+            beat.join()
+        save(stage.name, entry(status))
+        seconds = record["stages"][stage.name]["seconds"]
         if status != 0:
             raise SmallRunError(f"stage {stage.name} exited {status} after {seconds:.0f} s; the stages before it "
                                 f"are kept: re-run it alone with `{command}` or run this script again")
-        record["stages"][stage.name] = {"command": command, "seconds": round(seconds, 1), "status": status,
-                                        "started_at": started, "finished_at": _now()}
-        record["total_s"] = round(sum(s["seconds"] for s in record["stages"].values()), 1)
-        write_record(args.out, record)
         print(f"[small-run] {stage.name}: {seconds:.1f} s", flush=True)
     return record
+
+
+def _heartbeat(stop: threading.Event, every_s: float, write: Callable[[], None]) -> None:
+    while not stop.wait(every_s):
+        write()
 
 
 def run_rodin(argv: list[str]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,19 +90,52 @@ def test_a_failed_stage_keeps_the_finished_ones_and_the_rerun_starts_at_it(scrip
         script.run_stages(args, first)
     assert [c[0] for c in first.commands] == ["render", "fit", "train"]
     record = json.loads((tmp_path / script.RECORD).read_text())
-    assert list(record["stages"]) == ["render", "fit"]
-    assert all(s["status"] == 0 and s["seconds"] >= 0 for s in record["stages"].values())
+    assert {name: s["status"] for name, s in record["stages"].items()} == {"render": 0, "fit": 0, "train": 3}
+    assert all(s["seconds"] >= 0 and s["attempts"] == 1 for s in record["stages"].values())
 
     second = Recorder()
     record = script.run_stages(args, second)
     assert [c[0] if c[0] != "train" else "train" for c in second.commands] == [
         "train", "evaluate", "sample", "interpolate", "mesh"]
     assert list(record["stages"]) == ["render", "fit", "train", "evaluate", "sample", "interpolate", "mesh"]
+    assert record["stages"]["train"]["status"] == 0 and record["stages"]["train"]["attempts"] == 2
     assert record["total_s"] == pytest.approx(sum(s["seconds"] for s in record["stages"].values()), abs=0.2)
 
     third = Recorder()
     script.run_stages(args, third)
     assert third.commands == []
+
+
+def test_a_killed_run_leaves_the_running_stages_seconds_and_the_next_attempt_adds_to_them(script, tmp_path: Path
+                                                                                          ) -> None:
+    args = script.parse_args(["--out", str(tmp_path), "--no-text", "--only", "render", "fit"])
+    path = tmp_path / script.RECORD
+    seen = []
+
+    def killed(argv: list[str]) -> int:
+        if argv[0] == "fit":
+            time.sleep(0.35)  # several heartbeats
+            seen.append(json.loads(path.read_text())["stages"]["fit"])
+            raise KeyboardInterrupt  # the run is killed here
+        return 0
+
+    with pytest.raises(KeyboardInterrupt):
+        script.run_stages(args, killed, heartbeat_s=0.05)
+    beating = seen[0]
+    assert beating["status"] == script.RUNNING and beating["attempts"] == 1 and beating["finished_at"] is None
+    assert 0.0 < beating["seconds"] < 2.0  # written by a heartbeat while the stage ran
+    left = json.loads(path.read_text())["stages"]["fit"]
+    assert left["status"] == script.RUNNING and left["seconds"] >= 0.3
+
+    def slow(argv: list[str]) -> int:
+        time.sleep(0.1)
+        return 0
+
+    record = script.run_stages(args, slow, heartbeat_s=0.05)
+    fit = record["stages"]["fit"]
+    assert fit["status"] == 0 and fit["attempts"] == 2 and fit["started_at"] == left["started_at"]
+    assert left["seconds"] + 0.1 <= fit["seconds"] + 0.05 and fit["seconds"] < left["seconds"] + 2.0
+    assert record["stages"]["render"]["attempts"] == 1
 
 
 def test_only_runs_the_named_stages_and_refuses_unknown_ones(script, tmp_path: Path) -> None:
