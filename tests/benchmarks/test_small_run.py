@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -17,20 +15,15 @@ from rodin_core.datasets.layout import (
 )
 from rodin_core.storage import open_store
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "small_run.py"
+from .scripts import loaded_script
+
 ALL = ["render", "fit", "text-embedding", "train", "text-prior", "evaluate", "sample", "interpolate", "mesh"]
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("small_run", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    try:
-        spec.loader.exec_module(module)
+    with loaded_script("small_run") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def commit_avatar_clip(root: Path) -> str:
