@@ -41,7 +41,7 @@ import torch
 from base_ablation import ablation_parser, batches, latents, load_corpus, train
 from torch import Tensor, nn
 
-from rodin_core.config import RodinConfig, apply_overrides, preset_config
+from rodin_core.config import RodinConfig, load_config
 from rodin_core.datasets.layout import RENDERS_STAGE
 from rodin_core.datasets.plane_stats import read_plane_stats
 from rodin_core.datasets.renders import iter_subjects, renders_index
@@ -200,7 +200,7 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    preset = apply_overrides(preset_config(args.preset), args.extra)
+    preset = load_config(args.preset, args.config, args.extra)
     corpus = load_corpus(args.out, preset)
     stats = read_plane_stats(args.out)
     sources = renders_index(open_store(args.out).stage(RENDERS_STAGE))
@@ -215,7 +215,7 @@ def main() -> None:
     first_batch = next(batches(corpus, preset.base.train.batch_size, preset.base.train.seed))
     rows = []
     for name in args.settings:
-        cfg = apply_overrides(preset_config(args.preset), [*args.extra, *CONFIGURATIONS[name]])
+        cfg = load_config(args.preset, args.config, [*args.extra, *CONFIGURATIONS[name]])
         print(f"{name}: {' '.join(CONFIGURATIONS[name]) or '(preset)'}", flush=True)
         flops = step_flops(cfg, stats, first_batch)
         start = time.perf_counter()

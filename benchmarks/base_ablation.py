@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rodin_core.cameras import make_rig
-from rodin_core.config import RodinConfig, apply_overrides, preset_config
+from rodin_core.config import RodinConfig, load_config
 from rodin_core.datasets.checkpoints import read_stage_checkpoint
 from rodin_core.datasets.decoder import load_decoder
 from rodin_core.datasets.plane_stats import read_plane_stats
@@ -191,6 +191,7 @@ def ablation_parser(description: str, settings: dict[str, list[str]]) -> argpars
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", default="data/tiny", help="dataset root with committed triplanes, frontals, stats")
     parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--config", default=None, metavar="YAML", help="a YAML config over the preset")
     parser.add_argument("--settings", nargs="*", default=list(settings), help=f"named settings ({list(settings)})")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="an override applied to every setting (repeatable)")
@@ -236,7 +237,7 @@ def main() -> None:
                              "config it saved) as a row of its own")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    base_cfg = apply_overrides(preset_config(args.preset), args.extra)
+    base_cfg = load_config(args.preset, args.config, args.extra)
     corpus = load_corpus(args.out, base_cfg)
     stats = read_plane_stats(args.out)
     print(f"{len(corpus.samples)} training subjects {corpus.ids}; rendering their fitted tri-planes", flush=True)
@@ -252,7 +253,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     for name in args.settings:
-        cfg = apply_overrides(preset_config(args.preset), [*args.extra, *SETTINGS[name]])
+        cfg = load_config(args.preset, args.config, [*args.extra, *SETTINGS[name]])
         print(f"{name}: {' '.join(SETTINGS[name]) or '(preset)'}", flush=True)
         start = time.perf_counter()
         stage, steps, loss, initial_cosine = train(cfg, corpus, stats, args.budget_s, args.steps)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,20 +14,13 @@ from rodin_core.stage_specs import STAGE_NAMES
 from ..evaluation_data import HOLDOUT, make_reconstruction_root
 from ..generation_data import generation_config
 from ..rodin_core.evaluation.synthetic import VGG_SIZE
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "sampling_ablation.py"
+from .scripts import loaded_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("sampling_ablation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    try:
-        spec.loader.exec_module(module)
+    with loaded_script("sampling_ablation") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 def test_settings_read_guidance_and_respacing(script) -> None:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,17 +13,13 @@ from render.caption_variants import attribute_phrases
 from render.recipe import ACCESSORY_STYLES, HAIR_COLOURS, Colour, sample_recipe
 from rodin_core.imaging import LABEL_HEIGHT
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "text_edits.py"
+from .scripts import loaded_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("text_edits", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while the script loads
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    with loaded_script("text_edits") as module:
+        yield module
 
 
 def judged(**changes: str) -> dict[str, str]:

@@ -155,10 +155,18 @@ def test_pipeline_runs_on_both_worker_nodes_and_records_its_runs_in_postgres(clu
     assert dict(trainers) == {"node_a": 1, "node_b": 1}
 
 
+WORKER_NODES = ("node_a", "node_b")
+"""The worker nodes of the local cluster; a killed node is one of them."""
+
+
 def _running_fit_shard(state: ClusterState, deadline: float) -> dict:
-    """A ``fit_shard`` task running on a worker node (node_b preferred), once there is one."""
+    """A ``fit_shard`` task running on a worker node (node_b preferred), once there is one.
+
+    A task the state API lists as running before its node is known (node name ``?``) is passed over.
+    """
     while time.monotonic() < deadline:
-        rows = [t for t in ray_rows(state, "tasks", "name", {"fit_shard"}) if t.get("state") == "RUNNING"]
+        rows = [t for t in ray_rows(state, "tasks", "name", {"fit_shard"})
+                if t.get("state") == "RUNNING" and t["node_name"] in WORKER_NODES]
         if rows:
             return min(rows, key=lambda t: t["node_name"] != "node_b")
         time.sleep(0.5)

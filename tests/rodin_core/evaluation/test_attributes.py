@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rodin_core.evaluation.attributes import (
+    VGG_FEATURES,
     AttributeClassifier,
     AttributeClassifierConfig,
     AttributeClassifierError,
@@ -139,7 +140,39 @@ def test_load_is_strict_about_json_keys_tensor_keys_and_shapes(tmp_path: Path) -
         load_attribute_classifier(tmp_path / "nowhere")
 
 
+def test_the_vgg16_backbone_is_frozen_and_left_out_of_the_file(tmp_path: Path) -> None:
+    cfg = AttributeClassifierConfig(image_size=32, hidden=8, backbone="vgg16")
+    model = classifier(cfg=cfg)
+    images = torch.rand(3, 3, 20, 20)
+    features = model.backbone_features(images)
+    assert features.shape == (3, VGG_FEATURES) and not features.requires_grad
+    logits = model(images)
+    assert {k: tuple(v.shape) for k, v in logits.items()} == {"colour": (3, 3), "shape": (3, 2), "size": (3, 4)}
+    logits["colour"].sum().backward()  # gradients reach the trainable part only
+    assert model.trunk[1].weight.grad is not None
+    assert sorted(model.state_dict()) == ["heads.0.bias", "heads.0.weight", "heads.1.bias", "heads.1.weight",
+                                          "heads.2.bias", "heads.2.weight", "trunk.0.num_batches_tracked",
+                                          "trunk.0.running_mean", "trunk.0.running_var", "trunk.1.bias",
+                                          "trunk.1.weight"]
+    assert model.trunk[1].in_features == VGG_FEATURES
+    save_attribute_classifier(model, tmp_path / "judge")
+    loaded = load_attribute_classifier(tmp_path / "judge")
+    assert loaded.cfg.backbone == "vgg16"
+    expected, got = probabilities(model, images), probabilities(loaded, images)
+    assert all(torch.allclose(expected[k], got[k], atol=1e-6) for k in VOCABULARY)
+
+
+def test_a_file_without_a_backbone_field_reads_as_the_cnn(tmp_path: Path) -> None:
+    save_attribute_classifier(classifier(), tmp_path / "judge")
+    document = json.loads((tmp_path / "judge.json").read_text())
+    del document["config"]["backbone"]
+    (tmp_path / "judge.json").write_text(json.dumps(document))
+    assert load_attribute_classifier(tmp_path / "judge").cfg.backbone == "cnn"
+
+
 def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match=r"attributes.backbone must be one of \('cnn', 'vgg16'\), got 'resnet'"):
+        AttributeClassifierConfig(backbone="resnet").validate()
     with pytest.raises(ValueError, match="attributes.image_size"):
         AttributeClassifierConfig(image_size=4).validate()
     with pytest.raises(ValueError, match="attributes.dropout"):
