@@ -12,13 +12,15 @@ over a shared layer, fed by one of two backbones (``AttributeClassifierConfig.ba
 - ``vgg16``: the frozen ImageNet VGG16 whose weights ship with ``stlpips-pytorch``
   (:class:`~rodin_core.networks.perceptual.STLPIPS`); relu4_3 and relu5_3, each averaged over the
   2 x 2 quadrants of the image, and the image's colours averaged on a 4 x 4 grid (the deep taps keep
-  little colour, and colours are attributes) are the features (4,144) the shared layer reads. Its weights are not
-  part of the classifier's file: they come with the package, and only the shared layer and the heads
-  are trained and saved. On a corpus of a few hundred subjects rendered at 64 px this reads thin
-  attributes (glasses, beards, hairstyles) that a CNN learned from those few images misses.
- Its vocabulary (attribute -> class names, in head order) travels with the
-weights: ``<prefix>.safetensors`` and ``<prefix>.json`` (format version,
-:class:`AttributeClassifierConfig`, vocabulary, metrics), read back with strict key and shape checks. Training lives in
+  little colour, and colours are attributes) are the features (4,144) the shared layer reads,
+  standardised first. The VGG16 weights are not part of the classifier's file: they come with the
+  package, and only the shared layer and the heads are trained and saved. On a corpus of a few
+  hundred subjects rendered at 64 px it reads hairstyles, accessories and gender that a CNN learned
+  from those few images misses.
+
+Its vocabulary (attribute -> class names, in head order) travels with the weights:
+``<prefix>.safetensors`` and ``<prefix>.json`` (format version, :class:`AttributeClassifierConfig`,
+vocabulary, metrics), read back with strict key and shape checks. Training lives in
 :mod:`rodin_core.training.attributes`; nothing here imports it.
 """
 
@@ -149,7 +151,8 @@ class AttributeClassifier(nn.Module):
         return self.classify(self.backbone_features(images))
 
     def backbone_features(self, images: Tensor) -> Tensor:
-        """What the trainable part reads: the resized images (``cnn``) or the frozen VGG16 features (N, 4096)."""
+        """What the trainable part reads: the resized images (N, 3, S, S) for ``cnn``, the frozen VGG16 features
+        (N, :data:`VGG_FEATURES`) for ``vgg16``."""
         images = self.prepare(images)
         if self.cfg.backbone == "cnn":
             return images - 0.5  # (N, 3, S, S)
