@@ -47,7 +47,7 @@ from rodin_core.datasets.layout import (
     TEXT_EMBEDDING_STAGE,
     TEXT_EMBEDDING_WEIGHTS,
 )
-from rodin_core.storage import open_store
+from rodin_core.storage import open_store, pipe_atomic
 
 RECORD = "small-run/timings.json"
 RUNNING = "running"
@@ -144,7 +144,7 @@ def picture_folder(args: argparse.Namespace) -> Path:
 
 
 def read_record(out: str) -> dict:
-    """The finished stages recorded under ``out`` (empty when none)."""
+    """The stages recorded under ``out``, finished, failed or running (none when nothing ran)."""
     fs, path = fsspec.core.url_to_fs(f"{out}/{RECORD}")
     if not fs.exists(path):
         return {"stages": {}}
@@ -153,12 +153,10 @@ def read_record(out: str) -> dict:
 
 
 def write_record(out: str, record: dict) -> None:
-    """Write ``record`` under ``out``: to a temporary name, then moved over the old one."""
+    """Write ``record`` under ``out`` atomically (:func:`rodin_core.storage.pipe_atomic`)."""
     fs, path = fsspec.core.url_to_fs(f"{out}/{RECORD}")
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path + ".tmp", "w") as handle:
-        json.dump(record, handle, indent=2)
-    fs.mv(path + ".tmp", path)
+    pipe_atomic(fs, path, json.dumps(record, indent=2).encode("utf-8"))
 
 
 def run_stages(args: argparse.Namespace, runner: Callable[[list[str]], int] | None = None,
