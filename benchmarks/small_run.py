@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -183,25 +183,17 @@ def run_stages(args: argparse.Namespace, runner: Callable[[list[str]], int] | No
         command = " ".join(["rodin", *argv])
         resumed = f" (attempt {attempts}, {previous:.0f} s before)" if earlier is not None else ""
         print(f"[small-run] {stage.name}{resumed}: {command}", flush=True)
-        started, start = (earlier or {}).get("started_at", _now()), time.perf_counter()
-
-        def entry(status: int | str, *, _start: float = start, _started: str = started, _command: str = command,
-                  _previous: float = previous, _attempts: int = attempts) -> dict:
-            seconds = _previous + time.perf_counter() - _start
-            return {"command": _command, "seconds": round(seconds, 1), "status": status, "attempts": _attempts,
-                    "started_at": _started, "finished_at": None if status == RUNNING else _now()}
-
-        save(stage.name, entry(RUNNING))
+        attempt = Attempt(command, (earlier or {}).get("started_at", _now()), previous, attempts)
+        save(stage.name, attempt.entry(RUNNING))
         stop = threading.Event()
-        beat = threading.Thread(target=_heartbeat, args=(stop, heartbeat_s, lambda n=stage.name: save(n, entry(RUNNING))),
-                                daemon=True)
+        beat = threading.Thread(target=_heartbeat, args=(stop, heartbeat_s, save, stage.name, attempt), daemon=True)
         beat.start()
         try:
             status = runner(argv)
         finally:
             stop.set()
             beat.join()
-        save(stage.name, entry(status))
+        save(stage.name, attempt.entry(status))
         seconds = record["stages"][stage.name]["seconds"]
         if status != 0:
             raise SmallRunError(f"stage {stage.name} exited {status} after {seconds:.0f} s; the stages before it "
@@ -210,9 +202,30 @@ def run_stages(args: argparse.Namespace, runner: Callable[[list[str]], int] | No
     return record
 
 
-def _heartbeat(stop: threading.Event, every_s: float, write: Callable[[], None]) -> None:
+@dataclass
+class Attempt:
+    """One attempt at a stage: what its record entry says while it runs and when it ends."""
+
+    command: str
+    started_at: str
+    """When the stage's first attempt started (ISO 8601, UTC)."""
+    previous_s: float
+    """Seconds of the earlier attempts."""
+    number: int
+    start: float = field(default_factory=time.perf_counter)
+
+    def entry(self, status: int | str) -> dict:
+        """The stage's record entry: seconds of all attempts so far, ``status`` (``RUNNING`` or an exit code)."""
+        seconds = self.previous_s + time.perf_counter() - self.start
+        return {"command": self.command, "seconds": round(seconds, 1), "status": status, "attempts": self.number,
+                "started_at": self.started_at, "finished_at": None if status == RUNNING else _now()}
+
+
+def _heartbeat(stop: threading.Event, every_s: float, save: Callable[[str, dict], None], name: str,
+               attempt: Attempt) -> None:
+    """Every ``every_s`` until ``stop``: save stage ``name`` as still running, with its seconds so far."""
     while not stop.wait(every_s):
-        write()
+        save(name, attempt.entry(RUNNING))
 
 
 def run_rodin(argv: list[str]) -> int:

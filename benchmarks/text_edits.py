@@ -37,7 +37,7 @@ from rodin_core.evaluation.attributes import (
     load_attribute_classifier,
 )
 from rodin_core.evaluation.avatar_attributes import judge_avatar
-from rodin_core.generation import load_avatar
+from rodin_core.generation import SampleOptions, load_avatar
 from rodin_core.generation.edit import (
     DEFAULT_SOURCE_PROMPT,
     TextEdit,
@@ -173,6 +173,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, default=None, help="strip frame side (default render.resolution)")
     parser.add_argument("--dest", default=DEFAULT_DEST, help=f"folder of the strips ({DEFAULT_DEST})")
     parser.add_argument("--json", default=DEFAULT_JSON, help=f"where to write the JSON report ({DEFAULT_JSON})")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="reverse steps of the base model and the upsampler (default: each stage's trained setting)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     return parser.parse_args(argv)
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         pipeline = load_pipeline(args.out, device=args.device, require_prior=args.avatars is None)
         tower = edit_text_tower(pipeline.cfg)
         sources = ([load_avatar(path) for path in args.avatars] if args.avatars
-                   else pipeline.sample(args.n, seed=args.seed))
+                   else pipeline.sample(args.n, seed=args.seed, options=SampleOptions(steps=args.steps)))
         directions = {e.name: text_direction(tower, e.prompt, args.source) for e in edits}
     except ERRORS as exc:
         raise SystemExit(f"error: {' '.join(str(exc).split())}") from None
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
               flush=True)
     print()
     print(format_scores(scores))
-    report = {"out": args.out, "classifier": args.classifier, "avatars": len(sources), "strength": args.strength,
+    report = {"out": args.out, "classifier": args.classifier, "avatars": len(sources), "strength": args.strength, "steps": args.steps,
               "source_prompt": args.source, "encoder": cfg.encoder.kind,
               "edits": [{**asdict(e), "prompt": e.prompt, "strip": str(strips[e.name]),
                          "direction_norm": float(directions[e.name].norm())} for e in edits],

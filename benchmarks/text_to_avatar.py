@@ -63,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=1, help="avatars per prompt, seeds seed..seed+n-1 (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prompts and of the avatars (default 0)")
     parser.add_argument("--guidance", type=float, default=None, help="text prior CFG scale (default: its config's)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="reverse steps of the base model and the upsampler (default: each stage's trained setting)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--json", default=DEFAULT_JSON, help=f"where to write the JSON report ({DEFAULT_JSON})")
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for index, (prompt, named) in enumerate(make_prompts(args.prompts, args.seed)):
             try:
                 made = text_to_avatar(args.out, prompt, Path(folder) / f"{index:02d}", n=args.n, seed=args.seed,
-                                      text_guidance=args.guidance, views=1, device=args.device)
+                                      text_guidance=args.guidance, steps=args.steps, views=1, device=args.device)
             except TEXT_ERRORS as exc:
                 raise SystemExit(f"error: {' '.join(str(exc).split())}") from None
             for entry in made["avatars"]:
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print()
     print(format_table(rows, scores))
     report = {"out": args.out, "classifier": args.classifier, "prompts": args.prompts, "n": args.n,
-              "seed": args.seed, "guidance": args.guidance,
+              "seed": args.seed, "guidance": args.guidance, "steps": args.steps,
               "recognised": {a: sum(h) / len(h) for a, h in rows.items()},
               "classifier_scores": scores, "avatars": results, "seconds": round(time.perf_counter() - start, 1)}
     path = Path(args.json)

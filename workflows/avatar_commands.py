@@ -55,6 +55,7 @@ from rodin_core.mesh import (
     export_mesh,
     extract_mesh,
 )
+from rodin_core.mesh_preview import mesh_preview
 from rodin_core.networks.refiner_io import TrainedRefiner
 from rodin_core.triplane.field import TriplaneDecoder
 from rodin_core.turntable import save_frames, save_gif, x0_strip
@@ -238,7 +239,8 @@ def interpolate_avatars(out: str, a_path: str | Path, b_path: str | Path, dest: 
 def mesh_avatar(out: str, avatar_path: str | Path, dest: str | Path, *, resolution: int = 128,
                 threshold: float = DEFAULT_THRESHOLD, storage_options: dict | None = None,
                 device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Marching-cubes mesh of an avatar's density field (Fig. 5) with decoder colours, as .glb or .ply."""
+    """Marching-cubes mesh of an avatar's density field (Fig. 5) with decoder colours, as .glb or .ply, and a
+    picture of it from four sides beside it (``<name>-preview.png``, :func:`rodin_core.mesh_preview.mesh_preview`)."""
     if Path(dest).suffix.lower().lstrip(".") not in MESH_FORMATS:
         raise GenerateInputError(f"--dest must end in {' or '.join('.' + f for f in MESH_FORMATS)}, got {str(dest)!r}")
     avatar = load_avatar(avatar_path)
@@ -250,8 +252,9 @@ def mesh_avatar(out: str, avatar_path: str | Path, dest: str | Path, *, resoluti
     except ValueError as exc:  # an empty level set or a bad resolution/threshold: the message gives the range
         raise GenerateInputError(f"cannot mesh {str(avatar_path)!r}: {exc}") from None
     path = export_mesh(mesh, dest)
-    log.info("meshed %s at %d^3 in %.1f s", avatar_path, resolution, time.perf_counter() - start)
-    return {"mesh": str(path), "vertices": len(mesh.vertices), "faces": len(mesh.faces),
+    preview = write_file(path.with_name(f"{path.stem}-preview.png"), encode_png(mesh_preview(mesh)))
+    log.info("meshed %s at %d^3 in %.1f s; preview %s", avatar_path, resolution, time.perf_counter() - start, preview)
+    return {"mesh": str(path), "preview": str(preview), "vertices": len(mesh.vertices), "faces": len(mesh.faces),
             "watertight": bool(mesh.is_watertight)}
 
 

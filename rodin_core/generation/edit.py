@@ -1,8 +1,14 @@
 """Text-guided editing of an avatar (paper §4.5, appendix B.3).
 
     δ  = scale_to_sphere(E_T(T_tgt)) − scale_to_sphere(E_T(T_src))   (D,)  (:mod:`rodin_core.text.directions`)
-    z' = z + s·δ                                                      (D,)  z: the source avatar's latent
+    z' = sqrt(D) · (z + s·δ) / |z + s·δ|                              (D,)  z: the source avatar's latent
     y' = GenerationPipeline.generate(z', same seed, same options)     (3, C, H, W)
+
+The paper adds δ to the image embedding (B.3). Every encoder here puts z on the sphere of radius
+sqrt(D) (:func:`rodin_core.encoders.scale_to_sphere`), the only latents the base model was trained on,
+while δ between two unit prompt embeddings scaled the same way is up to 2·sqrt(D) long; so z + s·δ is
+brought back to the sphere, its direction kept (the same step CLIP-space editing takes after adding a
+direction to a normalised embedding).
 
 The seed and sampling options are those recorded in the source avatar, so that only what the
 prompts name should change; with δ = 0 or s = 0 the result is the source avatar, bit for bit. The
@@ -21,6 +27,7 @@ import torch
 from torch import Tensor
 
 from rodin_core.config import RodinConfig
+from rodin_core.encoders import scale_to_sphere
 from rodin_core.generation.avatar import Avatar
 from rodin_core.generation.errors import GenerationError
 from rodin_core.generation.pipeline import (
@@ -91,7 +98,8 @@ def recorded_seed(avatar: Avatar) -> int:
 
 def edit_avatar(pipeline: GenerationPipeline, avatar: Avatar, edit: TextEdit, *, direction: Tensor | None = None,
                 tower: TextTower | None = None, name: str | None = None) -> Avatar:
-    """The avatar generated from z + s·δ with the source avatar's seed and options (appendix B.3).
+    """The avatar generated from z + s·δ, brought back to the sqrt(D) sphere, with the source avatar's seed and
+    options (appendix B.3).
 
     ``direction``: δ (D,) when already computed by :func:`rodin_core.text.directions.text_direction`
     (else computed with ``tower``, by default the base model's own text tower). ``name``: the
@@ -109,8 +117,9 @@ def edit_avatar(pipeline: GenerationPipeline, avatar: Avatar, edit: TextEdit, *,
     if tuple(direction.shape) != (pipeline.latent_dim,):
         raise GenerationError(f"the edit direction has shape {tuple(direction.shape)}, this model's latents are "
                               f"({pipeline.latent_dim},)")
-    z = avatar.z.float() + edit.strength * direction.float().cpu()  # (D,)
-    unmoved = torch.equal(z, avatar.z.float())
+    moved = avatar.z.float() + edit.strength * direction.float().cpu()  # (D,)
+    unmoved = torch.equal(moved, avatar.z.float())
+    z = avatar.z.float() if unmoved else scale_to_sphere(moved[None])[0]  # (D,) norm sqrt(D)
     planes = avatar.planes.clone() if unmoved else pipeline.generate(z, seed=seed, options=options)  # (3, C, H, W)
     meta = pipeline._meta("edit", seed, options)
     meta.update(edit=edit.to_dict(), encoder=pipeline.cfg.encoder.kind, source=dict(avatar.meta))

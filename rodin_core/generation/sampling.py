@@ -36,6 +36,7 @@ from rodin_core.diffusion import (
     ddim_sample,
 )
 from rodin_core.diffusion.samplers import SampleCallback
+from rodin_core.encoders import scale_to_sphere
 from rodin_core.networks.latent_normalizer import LatentNormalizer
 from rodin_core.networks.unet import UNetConfig
 from rodin_core.triplane.residual import ResidualTarget
@@ -210,7 +211,12 @@ def sample_prior(
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> Tensor:
-    """Raw latents z (n, D) from the latent prior (appendix B.4), in the encoder's scale."""
+    """Raw latents z (n, D) from the latent prior (appendix B.4), on the encoder's sphere of radius sqrt(D).
+
+    Every encoder's z lies on that sphere (:func:`rodin_core.encoders.scale_to_sphere`), the only latents
+    the base model is trained on; a prior's draw (denormalised) keeps its direction and is brought back
+    to it, since a short-trained prior's draws can land several times further out.
+    """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n!r}")
     latent_dim = cfg.prior.mlp.latent_dim
@@ -218,4 +224,4 @@ def sample_prior(
     with evaluating(model):
         z = run_sampler(cfg.prior.diffusion, model, (n, latent_dim), device, generator,
                         None, progress)  # (n, D)
-    return latent_norm.to(device).denormalize(z)  # (n, D)
+    return scale_to_sphere(latent_norm.to(device).denormalize(z))  # (n, D)

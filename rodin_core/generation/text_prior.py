@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from rodin_core.checkpoint import Checkpoint
 from rodin_core.config import RodinConfig
 from rodin_core.diffusion import classifier_free_guidance
+from rodin_core.encoders import scale_to_sphere
 from rodin_core.generation import checkpoints as strict
 from rodin_core.generation.avatar import Avatar
 from rodin_core.generation.errors import GenerationError
@@ -81,7 +82,8 @@ class TextPrior:
     @torch.no_grad()
     def sample(self, text: Tensor, *, seed: int, guidance_scale: float | None = None,
                progress: bool = False) -> Tensor:
-        """z (n, D) in the encoder's scale for text embeddings (n, E), drawn with a generator seeded by ``seed``."""
+        """z (n, D) for text embeddings (n, E), drawn with a generator seeded by ``seed``, on the encoder's sphere of
+        radius sqrt(D) like the image latents it learned (:func:`rodin_core.encoders.scale_to_sphere`)."""
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
             raise GenerationError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
         if text.dim() != 2 or text.shape[1] != self.text_dim or not torch.isfinite(text).all():
@@ -93,7 +95,7 @@ class TextPrior:
         with evaluating(self.network):
             z = run_sampler(self.cfg.text_prior.diffusion, guided, shape, self.device, generator,
                             {"text": text.to(self.device, torch.float32)}, progress)  # (n, D) standardised
-        return self.latent_norm.denormalize(z).float().cpu()  # (n, D)
+        return scale_to_sphere(self.latent_norm.denormalize(z)).float().cpu()  # (n, D)
 
 
 def text_avatars(pipeline: GenerationPipeline, prior: TextPrior, text: Tensor, prompt: str, n: int, *, seed: int,

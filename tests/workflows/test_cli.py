@@ -20,6 +20,7 @@ from rodin_core.generation import SAMPLERS, Avatar, load_avatar, save_avatar
 from rodin_core.generation.job import load_pipeline, turntable_frames
 from rodin_core.imaging import LABEL_HEIGHT, decode_png, encode_png
 from rodin_core.mesh import density_grid, extract_mesh
+from rodin_core.mesh_preview import mesh_preview
 from rodin_core.storage import open_store
 from workflows.cli import SAMPLER_CHOICES, main
 
@@ -277,6 +278,9 @@ def test_mesh_writes_a_glb_that_trimesh_loads(generation_root, sampled, tmp_path
     assert len(loaded.faces) == len(expected.faces) == printed["faces"] > 0
     assert np.allclose(np.sort(loaded.vertices, axis=0), np.sort(expected.vertices, axis=0), atol=1e-6)
     assert np.abs(loaded.vertices).max() <= 1.0 and printed["watertight"] == loaded.is_watertight is True
+    preview = decode_png((tmp_path / "avatar-preview.png").read_bytes())
+    assert printed["preview"] == str(tmp_path / "avatar-preview.png")
+    assert np.array_equal(preview, mesh_preview(expected))  # four sides of the mesh just written
     assert main(["mesh", str(sampled[0]), "--out", generation_root, "--resolution", "24", "--dest",
                  str(tmp_path / "ply.ply"), "--threshold", str(float(grid.max()) + 1.0)]) == 2
     assert "pass a lower threshold" in capsys.readouterr().err

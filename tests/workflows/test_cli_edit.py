@@ -62,7 +62,8 @@ def test_edit_writes_the_avatar_its_turntable_and_a_comparison(text_root, sample
     pipeline = load_pipeline(text_root)
     expected = edit_avatar(pipeline, source, TextEdit(TARGET, "a person", 0.5), name="avatar-000.safetensors")
     assert torch.equal(edited.planes, expected.planes) and edited.meta == expected.meta
-    assert printed["latent_shift"] == pytest.approx(0.5 * printed["direction_norm"], rel=1e-4)
+    assert printed["latent_shift"] == pytest.approx(float((edited.z - source.z).norm()), rel=1e-5)
+    assert 0 < printed["latent_shift"] <= 0.5 * printed["direction_norm"] * (1 + 1e-5)  # z + s·δ, back on the sphere
     frames = sorted((dest / "avatar-000-edit-turntable").iterdir())
     assert [f.name for f in frames] == ["frame_0000.png", "frame_0001.png", "frame_0002.png"]
     assert (dest / "avatar-000-edit-turntable.gif").is_file()

@@ -6,6 +6,7 @@ tower gives δ; see conftest.py for the tiny checkpoints.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -63,12 +64,15 @@ def test_identical_prompts_or_zero_strength_give_back_the_source_bit_for_bit(tex
     assert not torch.equal(moved.z, source.z) and not torch.equal(moved.planes, source.planes)
 
 
-def test_the_edit_adds_s_delta_and_reruns_the_source_seed_and_options(text_pipeline, source, tower) -> None:
+def test_the_edit_adds_s_delta_on_the_sphere_and_reruns_the_source_seed_and_options(text_pipeline, source,
+                                                                                   tower) -> None:
     edit = TextEdit(TARGET, SOURCE, strength=0.5)
     first, second = (edit_avatar(text_pipeline, source, edit, tower=tower) for _ in range(2))
     assert torch.equal(first.planes, second.planes)
     delta = text_direction(tower, TARGET, SOURCE)  # (8,)
-    assert torch.equal(first.z, source.z + 0.5 * delta)
+    moved = source.z + 0.5 * delta  # (8,)
+    assert torch.allclose(first.z, moved * math.sqrt(8) / moved.norm(), atol=1e-6)  # z + s·δ, direction kept
+    assert math.isclose(float(first.z.norm()), math.sqrt(8), rel_tol=1e-6)  # on the sphere of the encoder's z
     options = recorded_options(source.meta)
     assert options == SampleOptions(guidance_scale=2.0, sampler="ddim", steps=2)
     assert torch.equal(first.planes, text_pipeline.generate(first.z, seed=5, options=options))

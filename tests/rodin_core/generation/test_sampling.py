@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from rodin_core.diffusion import DiffusionConfig
-from rodin_core.generation.sampling import run_sampler, sample_base, sample_prior, sample_upsampler
+from rodin_core.generation.sampling import (
+    run_sampler,
+    sample_base,
+    sample_prior,
+    sample_upsampler,
+)
 from rodin_core.training.registry import build_stage
 from rodin_core.triplane.rescale import upsample_planes
 from rodin_core.triplane.rollout import roll_in
@@ -72,7 +78,7 @@ def test_upsampler_samples_repeat_with_the_same_seed():
         sample_upsampler(model, cfg, stats, torch.zeros(2, 3, 4, 16, 16))
 
 
-def test_prior_samples_repeat_and_come_back_in_the_encoder_scale():
+def test_prior_samples_repeat_and_come_back_on_the_encoders_sphere():
     cfg = small_config()
     stage = build_stage("prior", cfg, None, latents=clustered_latents())
     model = randomise_outputs(stage.modules["ema"])
@@ -82,7 +88,9 @@ def test_prior_samples_repeat_and_come_back_in_the_encoder_scale():
                                            generator=torch.Generator().manual_seed(0)))
     standard = run_sampler(cfg.prior.diffusion, model, (5, 32), torch.device("cpu"),
                            torch.Generator().manual_seed(0))
-    torch.testing.assert_close(first, stage.modules["latent_norm"].denormalize(standard))
+    raw = stage.modules["latent_norm"].denormalize(standard)  # (5, 32)
+    torch.testing.assert_close(first, raw * math.sqrt(32) / raw.norm(dim=1, keepdim=True))  # direction kept
+    torch.testing.assert_close(first.norm(dim=1), torch.full((5,), math.sqrt(32)))  # norm sqrt(D), as every z
 
 
 class DivergingModel(torch.nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,8 @@ def test_same_text_and_seed_give_the_same_z_and_other_texts_other_z(tmp_path):
     assert not torch.allclose(prior.sample(a, seed=9), prior.sample(a, seed=10), atol=1e-3)
     assert prior.sample(a, seed=9).shape == (1, DIM)
     assert prior.guidance(None) == 2.0
+    z = prior.sample(texts(4, seed=3), seed=9)  # (4, DIM)
+    torch.testing.assert_close(z.norm(dim=1), torch.full((4,), math.sqrt(DIM)))  # on the image latents' sphere
 
 
 def test_bad_inputs_are_one_line(tmp_path):

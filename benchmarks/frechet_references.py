@@ -1,0 +1,130 @@
+"""How low the Fréchet distance of a store's samples can go: references at the samples' own count (appendix C.4).
+
+``rodin evaluate`` sets the samples' Fréchet distance beside a floor, two halves of the training
+renders. That floor is measured with half the training set on each side, while ``n`` samples are
+measured with ``n`` subjects' renders on one side; the Fréchet distance of a small set is biased
+upwards, and a fitted tri-plane is not its ground truth. On the evaluation's views and features this
+script measures:
+
+- ``floor``: two halves of the ground-truth renders (the evaluation's floor);
+- ``fitted_all``: the renders of every training subject's fitted tri-plane against the ground truth;
+- ``fitted_n``: those of ``n`` fitted training subjects spread over the set, i.e. what a generator that
+  returned ``n`` training subjects exactly would score;
+- per ``--steps`` S: ``n`` unconditional samples (seeds 0..n-1, as ``rodin sample``) with S reverse
+  steps of the base model and the upsampler, their Fréchet distance and the median PSNR to their
+  nearest training subject, beside the training subjects' own leave-one-out median.
+
+Run on a trained store: ``.venv/bin/python benchmarks/frechet_references.py --out data/small --n 64
+--steps 5 25 [--json PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from rodin_core.datasets.layout import RENDERS_STAGE
+from rodin_core.datasets.renders import renders_index
+from rodin_core.evaluation.features import ImageFeatures
+from rodin_core.evaluation.frechet import frechet_distance, frechet_floor
+from rodin_core.evaluation.neighbours import (
+    leave_one_out_neighbours,
+    nearest_neighbours,
+)
+from rodin_core.evaluation.quality_job import (
+    feature_extractor,
+    trained_held_out,
+    training_reference,
+    training_subjects,
+)
+from rodin_core.evaluation.sample_quality import (
+    ReferenceSet,
+    as_images,
+    as_strips,
+    render_planes,
+)
+from rodin_core.generation import SampleOptions
+from rodin_core.generation.job import load_pipeline
+from rodin_core.storage import open_store
+
+
+def spread_positions(count: int, n: int) -> list[int]:
+    """``n`` of the positions 0..count-1, evenly spaced from the first to the last (all of them when n >= count)."""
+    if n >= count:
+        return list(range(count))
+    return [int(p) for p in np.linspace(0, count - 1, n).round()]
+
+
+def subject_rows(subjects: list[int], views: int) -> list[int]:
+    """Rows of the (K * V, F) feature matrix of a reference that belong to the subjects at these positions."""
+    return [position * views + view for position in subjects for view in range(views)]
+
+
+def references(reference: ReferenceSet, extractor: ImageFeatures, n: int, seed: int = 0) -> dict:
+    """``floor``, ``fitted_all`` and ``fitted_n`` (see the module docstring) of ``reference``."""
+    truth = extractor(as_images(reference.truth))  # (K * V, F)
+    fitted = extractor(as_images(reference.fitted))  # (K * V, F)
+    picked = spread_positions(len(reference.subject_ids), n)
+    rows = subject_rows(picked, len(reference.views))
+    return {"floor": frechet_floor(truth, features=extractor.name, seed=seed).value,
+            "fitted_all": frechet_distance(fitted, truth, features=extractor.name).value,
+            "fitted_n": frechet_distance(fitted[rows], truth, features=extractor.name).value,
+            "fitted_n_subjects": [reference.subject_ids[p] for p in picked], "truth_features": truth}
+
+
+def measure(out: str, n: int, steps: list[int], views: int = 4, features: str | ImageFeatures = "vgg") -> dict:
+    """The references and one row per entry of ``steps`` for the checkpoints and fitted subjects of ``out``."""
+    pipeline = load_pipeline(out, None, None, "cpu")
+    sources = renders_index(open_store(out).stage(RENDERS_STAGE))
+    training = training_subjects(out, trained_held_out(out), list(sources))
+    reference = training_reference(pipeline, out, out, training, sources, views)
+    extractor = feature_extractor(features)
+    start = time.perf_counter()
+    result = references(reference, extractor, n)
+    truth = result.pop("truth_features")
+    strips = as_strips(reference.fitted)  # (K, 3, H, V * W)
+    result.update(subjects=len(training), n=n, views=list(reference.views), features=extractor.name,
+                  loo_median=float(np.median(leave_one_out_neighbours(strips, "psnr").best_score)),
+                  references_s=round(time.perf_counter() - start, 1), samples=[])
+    for count in steps:
+        start = time.perf_counter()
+        avatars = pipeline.sample(n, seed=0, options=SampleOptions(steps=count))
+        renders = np.stack([render_planes(pipeline, a.planes, reference.c2w, reference.intrinsics, *reference.size)
+                            for a in avatars])  # (n, V, H, W, 3)
+        distance = frechet_distance(extractor(as_images(renders)), truth, features=extractor.name).value
+        nearest = nearest_neighbours(as_strips(renders), strips, "psnr")
+        result["samples"].append({"steps": count, "frechet": distance,
+                                  "nn_median": float(np.median(nearest.best_score)),
+                                  "z_norm_mean": float(torch.stack([a.z for a in avatars]).norm(dim=1).mean()),
+                                  "seconds": round(time.perf_counter() - start, 1)})
+        print(f"{count} steps: {result['samples'][-1]}", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="data/small", help="dataset root with checkpoints, renders and tri-planes")
+    parser.add_argument("--n", type=int, default=64, help="samples, and fitted subjects of fitted_n (default 64)")
+    parser.add_argument("--steps", type=int, nargs="*", default=[], help="reverse steps of each sample row")
+    parser.add_argument("--views", type=int, default=4, help="rig views besides the frontal one (default 4)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the result as JSON to this path")
+    args = parser.parse_args()
+    if args.n < 2 or any(s < 2 for s in args.steps):
+        raise SystemExit(f"error: --n and every --steps must be at least 2, got {args.n} and {args.steps}")
+    torch.set_num_threads(args.threads)
+    result = measure(args.out, args.n, args.steps, args.views)
+    print(f"floor (two halves of the truth) {result['floor']:.2f}; all {result['subjects']} fitted subjects "
+          f"{result['fitted_all']:.2f}; {args.n} fitted subjects {result['fitted_n']:.2f}; leave-one-out nearest "
+          f"PSNR median {result['loo_median']:.2f} dB")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

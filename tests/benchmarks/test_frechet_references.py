@@ -1,0 +1,73 @@
+"""benchmarks/frechet_references.py: which subjects and rows its references use, and what they measure."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rodin_core.evaluation.features import VGGFeatures
+from rodin_core.evaluation.sample_quality import ReferenceSet
+from rodin_core.fitting.shard_job import torch_threads
+from rodin_core.stage_specs import STAGE_NAMES
+
+from ..evaluation_data import HOLDOUT, make_reconstruction_root
+from ..generation_data import generation_config
+from ..rodin_core.evaluation.synthetic import VGG_SIZE
+from .scripts import loaded_script
+
+
+@pytest.fixture(scope="module")
+def script():
+    with loaded_script("frechet_references") as module:
+        yield module
+
+
+class ColourStatistics:
+    """Features of an image: its mean and std per channel (N, 6)."""
+
+    name, dim = "colour-statistics", 6
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([images.mean(dim=(2, 3)), images.std(dim=(2, 3))], dim=1)
+
+
+def reference_set(subjects: int, views: int, fitted_is_truth: bool) -> ReferenceSet:
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 256, (subjects, views, 8, 8, 3), dtype=np.uint8)
+    fitted = truth.copy() if fitted_is_truth else np.clip(truth.astype(int) + 40, 0, 255).astype(np.uint8)
+    return ReferenceSet(list(range(100, 100 + subjects)), tuple(range(views)), torch.zeros(subjects, 3, 1, 2, 2),
+                        fitted, truth, torch.eye(4).repeat(views, 1, 1), torch.eye(3).repeat(views, 1, 1))
+
+
+def test_positions_spread_from_first_to_last_and_rows_follow_the_views(script) -> None:
+    assert script.spread_positions(10, 4) == [0, 3, 6, 9]
+    assert script.spread_positions(3, 5) == [0, 1, 2]
+    assert script.subject_rows([0, 2], 3) == [0, 1, 2, 6, 7, 8]
+
+
+def test_fitted_subjects_that_are_the_truth_reach_zero_only_all_together(script) -> None:
+    exact = script.references(reference_set(12, 3, fitted_is_truth=True), ColourStatistics(), n=4)
+    assert exact["fitted_all"] == pytest.approx(0.0, abs=1e-6)
+    assert exact["fitted_n"] > 1e-4  # four subjects of twelve are a biased estimate of the twelve
+    assert exact["fitted_n_subjects"] == [100, 104, 107, 111]
+    shifted = script.references(reference_set(12, 3, fitted_is_truth=False), ColourStatistics(), n=12)
+    assert shifted["fitted_n"] == pytest.approx(shifted["fitted_all"]) and shifted["fitted_all"] > 1e-3
+    assert shifted["floor"] == exact["floor"] > 0  # the floor reads the truth alone
+
+
+def test_rows_on_a_trained_store_are_finite_and_repeat(script, tmp_path: Path) -> None:
+    with torch_threads(1):
+        root = make_reconstruction_root(tmp_path / "data", generation_config(*HOLDOUT), stages=STAGE_NAMES,
+                                        stats=True)
+        features = VGGFeatures(image_size=VGG_SIZE, batch_size=8)
+        first = script.measure(root, n=2, steps=[2, 2], views=1, features=features)
+    assert first["subjects"] == 2 and first["fitted_n"] == pytest.approx(first["fitted_all"])  # n covers both
+    assert [row["steps"] for row in first["samples"]] == [2, 2]
+    again, other = first["samples"]
+    assert again["frechet"] == other["frechet"] and again["nn_median"] == other["nn_median"]
+    assert math.isclose(again["z_norm_mean"], math.sqrt(generation_config(*HOLDOUT).encoder.latent_dim), rel_tol=1e-5)
+    assert all(math.isfinite(first[k]) for k in ("floor", "fitted_all", "loo_median"))
