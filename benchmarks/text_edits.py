@@ -225,8 +225,8 @@ def main(argv: list[str] | None = None) -> dict:
               flush=True)
     print()
     print(format_scores(scores))
-    report = {"out": args.out, "classifier": args.classifier, "avatars": len(sources), "strength": args.strength, "steps": args.steps,
-              "source_prompt": args.source, "encoder": cfg.encoder.kind,
+    report = {"out": args.out, "classifier": args.classifier, "avatars": len(sources), "strength": args.strength,
+              "steps": args.steps, "source_prompt": args.source, "encoder": cfg.encoder.kind,
               "edits": [{**asdict(e), "prompt": e.prompt, "strip": str(strips[e.name]),
                          "direction_norm": float(directions[e.name].norm())} for e in edits],
               "scores": [s.to_dict() for s in scores], "seconds": round(time.perf_counter() - start, 1)}
