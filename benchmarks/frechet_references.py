@@ -10,6 +10,9 @@ script measures:
 - ``fitted_all``: the renders of every training subject's fitted tri-plane against the ground truth;
 - ``fitted_n``: those of ``n`` fitted training subjects spread over the set, i.e. what a generator that
   returned ``n`` training subjects exactly would score;
+- ``truth_n``: the ground-truth renders of the same ``n`` subjects against all of them, the floor at the
+  samples' count (a generator whose renders were the corpus's own; the ``n`` are among the reference, so
+  it is slightly lower than ``n`` new subjects would score);
 - per ``--steps`` S: ``n`` unconditional samples (seeds 0..n-1, as ``rodin sample``) with S reverse
   steps of the base model and the upsampler, their Fréchet distance and the median PSNR to their
   nearest training subject, beside the training subjects' own leave-one-out median.
@@ -65,7 +68,7 @@ def subject_rows(subjects: list[int], views: int) -> list[int]:
 
 
 def references(reference: ReferenceSet, extractor: ImageFeatures, n: int, seed: int = 0) -> dict:
-    """``floor``, ``fitted_all`` and ``fitted_n`` (see the module docstring) of ``reference``."""
+    """``floor``, ``fitted_all``, ``fitted_n`` and ``truth_n`` (see the module docstring) of ``reference``."""
     truth = extractor(as_images(reference.truth))  # (K * V, F)
     fitted = extractor(as_images(reference.fitted))  # (K * V, F)
     picked = spread_positions(len(reference.subject_ids), n)
@@ -73,6 +76,7 @@ def references(reference: ReferenceSet, extractor: ImageFeatures, n: int, seed: 
     return {"floor": frechet_floor(truth, features=extractor.name, seed=seed).value,
             "fitted_all": frechet_distance(fitted, truth, features=extractor.name).value,
             "fitted_n": frechet_distance(fitted[rows], truth, features=extractor.name).value,
+            "truth_n": frechet_distance(truth[rows], truth, features=extractor.name).value,
             "fitted_n_subjects": [reference.subject_ids[p] for p in picked], "truth_features": truth}
 
 
@@ -119,7 +123,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     result = measure(args.out, args.n, args.steps, args.views)
     print(f"floor (two halves of the truth) {result['floor']:.2f}; all {result['subjects']} fitted subjects "
-          f"{result['fitted_all']:.2f}; {args.n} fitted subjects {result['fitted_n']:.2f}; leave-one-out nearest "
+          f"{result['fitted_all']:.2f}; {args.n} fitted subjects {result['fitted_n']:.2f}; their ground truth "
+          f"{result['truth_n']:.2f}; leave-one-out nearest "
           f"PSNR median {result['loo_median']:.2f} dB")
     if args.json:
         with open(args.json, "w") as handle:

@@ -424,7 +424,7 @@ def mesh_generated(run: DemoRun, shard: dict[str, str], resolution: int, thresho
         if run.reuse("mesh", record, fingerprint):
             return
         result = mesh_avatar_file(run.out, avatar, mesh, resolution, threshold, run.storage_options)
-        record.outputs = [result["mesh"]]
+        record.outputs = [result["mesh"], result["preview"]]
         record.detail = {k: result[k] for k in ("vertices", "faces", "watertight", "threshold")}
         record.detail["fingerprint"] = fingerprint
 
@@ -452,7 +452,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     if "interpolate" in stages:
         lines.append(f"  interpolation   {stages['interpolate']['outputs'][0]}")
     if "mesh" in stages:
-        lines.append(f"  mesh            {stages['mesh']['outputs'][0]}")
+        lines.append(f"  mesh            {', '.join(stages['mesh']['outputs'])}")
     lines.append(f"  timings         {folder / TIMINGS_FILE}")
     return "\n".join(lines)
 

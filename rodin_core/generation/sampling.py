@@ -36,7 +36,6 @@ from rodin_core.diffusion import (
     ddim_sample,
 )
 from rodin_core.diffusion.samplers import SampleCallback
-from rodin_core.encoders import scale_to_sphere
 from rodin_core.networks.latent_normalizer import LatentNormalizer
 from rodin_core.networks.unet import UNetConfig
 from rodin_core.triplane.residual import ResidualTarget
@@ -211,11 +210,13 @@ def sample_prior(
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> Tensor:
-    """Raw latents z (n, D) from the latent prior (appendix B.4), on the encoder's sphere of radius sqrt(D).
+    """Raw latents z (n, D) from the latent prior (appendix B.4), in the encoder's scale.
 
-    Every encoder's z lies on that sphere (:func:`rodin_core.encoders.scale_to_sphere`), the only latents
-    the base model is trained on; a prior's draw (denormalised) keeps its direction and is brought back
-    to it, since a short-trained prior's draws can land several times further out.
+    The draws are not brought back to the encoder's sphere of radius sqrt(D), although every encoder's z
+    lies on it: a short-trained prior's draws land further out (norm 25-34 for D = 128 on the small run),
+    and projecting them shrinks what they add to the prior's mean direction. Measured on the same
+    checkpoints, the samples' Fréchet distance rose from 25.4 to 82.1 (small run, 64 samples) and from
+    68.5 to 93.8 (tiny demo, 16 samples) with the projection.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n!r}")
@@ -224,4 +225,4 @@ def sample_prior(
     with evaluating(model):
         z = run_sampler(cfg.prior.diffusion, model, (n, latent_dim), device, generator,
                         None, progress)  # (n, D)
-    return scale_to_sphere(latent_norm.to(device).denormalize(z))  # (n, D)
+    return latent_norm.to(device).denormalize(z)  # (n, D)

@@ -32,6 +32,7 @@ from rodin_core.datasets.layout import GENERATED_STAGE
 from rodin_core.generation import load_avatar
 from rodin_core.imaging import decode_png
 from rodin_core.mesh import DEFAULT_THRESHOLD
+from rodin_core.mesh_preview import mesh_preview
 from rodin_core.storage import open_store
 from workflows.cli import main
 from workflows.demo import RECORD_FILE, STAGES, TIMINGS_FILE, DemoStageError, demo
@@ -117,6 +118,9 @@ def test_every_output_is_there_and_decodes(runs: dict[str, Any]) -> None:
     mesh = trimesh.load(folder / "avatar-000.glb", force="mesh")
     assert len(mesh.vertices) > 0 and len(mesh.faces) > 0
     assert np.abs(mesh.vertices).max() <= 1.0 + 1e-6  # inside the tri-plane's cube
+    preview, drawn = decode_png((folder / "avatar-000-preview.png").read_bytes()), mesh_preview(mesh)
+    assert preview.shape == drawn.shape  # the picture of this mesh from four sides (the .glb holds float32)
+    assert np.mean(np.any(preview != drawn, axis=-1)) < 0.01
 
 
 def test_timings_and_record_name_every_stage_and_the_held_out_subject(runs: dict[str, Any]) -> None:
@@ -141,7 +145,7 @@ def test_timings_and_record_name_every_stage_and_the_held_out_subject(runs: dict
     assert re.search(r"^total +[0-9.]+$", table, re.MULTILINE), table
     stem = folder / f"subject-{HELD_OUT:06d}-frontal"
     for line in (f"contact sheet   {folder / 'contact-sheet.png'}", f"interpolation   {folder / 'interpolation.png'}",
-                 f"mesh            {folder / 'avatar-000.glb'}", f"timings         {folder / TIMINGS_FILE}",
+                 f"mesh            {folder / 'avatar-000.glb'}, {folder / 'avatar-000-preview.png'}", f"timings         {folder / TIMINGS_FILE}",
                  f"inversion       {stem}-inversion.png (held-out subject {HELD_OUT}), {stem}-turntable.gif",
                  f"turntables      {', '.join(str(folder / f'avatar-{i:03d}-turntable.gif') for i in range(N))}"):
         assert line in table, table
