@@ -64,9 +64,8 @@ def test_edit_writes_the_avatar_its_turntable_and_a_comparison(text_root, sample
     expected = edit_avatar(pipeline, source, TextEdit(TARGET, "a person", 0.5), name="avatar-000.safetensors")
     assert torch.equal(edited.planes, expected.planes) and edited.meta == expected.meta
     assert printed["latent_shift"] == pytest.approx(float((edited.z - source.z).norm()), rel=1e-5)
-    assert math.isclose(float(edited.z.norm()), float(source.z.norm()), rel_tol=1e-5)  # turned on z's own sphere
-    radius = math.sqrt(source.z.numel())  # on the encoders' sphere the turn moves z by at most s·|δ|
-    assert 0 < printed["latent_shift"] * radius / float(source.z.norm()) <= 0.5 * printed["direction_norm"] * (1 + 1e-5)
+    assert printed["latent_shift"] > 0  # a prior draw, off the sphere: z + s·δ is brought onto it, direction kept
+    assert math.isclose(float(edited.z.norm()), math.sqrt(source.z.numel()), rel_tol=1e-5)
     frames = sorted((dest / "avatar-000-edit-turntable").iterdir())
     assert [f.name for f in frames] == ["frame_0000.png", "frame_0001.png", "frame_0002.png"]
     assert (dest / "avatar-000-edit-turntable.gif").is_file()
