@@ -131,11 +131,12 @@ def held_out_accuracy(out: str, classifier: Any, decoder: Any, cfg: Any, steps: 
     stage = open_store(out).stage(RENDERS_STAGE)
     recipes = read_recipes(stage)
     pipeline = load_pipeline(out, None, None, device, require_prior=False)
+    frontals = read_frontal_views(stage, 0.0, sorted(held_out & set(recipes)))  # id -> (V, H, W, 3), view 0 first
     hits: dict[str, dict[str, list[bool]]] = {"fitted": defaultdict(list), "from_z": defaultdict(list)}
     for subject, planes in iter_planes(out):
-        if subject not in held_out or subject not in recipes:
+        if subject not in frontals:
             continue
-        z = pipeline.encode_image(read_frontal_views(stage, 0.0, [subject])[subject][0])  # (D,)
+        z = pipeline.encode_image(frontals[subject][0])  # (D,)
         generated = pipeline.generate(z, seed=0, options=SampleOptions(steps=steps))  # (3, C, H, H)
         labels = recipe_attributes(AvatarRecipe.from_dict(recipes[subject]))
         for kind, avatar in (("fitted", planes), ("from_z", generated)):
