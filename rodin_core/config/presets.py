@@ -47,7 +47,7 @@ TINY: dict[str, Any] = {
     "triplane": {"channels": 8, "resolution": 64, "rescale_min": 32,
                  "decoder": {"hidden": 64, "feature_frequencies": 0}},
     # Phase A 1,000 steps (26.98 dB on its held-out views, against 27.46 dB after 1,400) and at most 450 steps per
-    # subject: the demo's 16 fits keep their 28.44 dB median and the fit stage takes 46 s less.
+    # subject: the demo's 16 fits keep their 28.44 dB median; the fit stage took 306-325 s against 314-371 s.
     "fit": {"shared_subjects": 4, "shared_steps": 1000, "shared_batch": 4, "steps": 450, "target_psnr": 28.5,
             "holdout_views": 4, "rays_per_step": 2048, "coarse_samples": 16, "fine_samples": 16, "lr_planes": 0.1,
             "lr_decoder": 0.003, "rescale_prob": 0.6, "eval_every": 50, "patience": 3, "shard_size": 4,
