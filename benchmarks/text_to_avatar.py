@@ -114,6 +114,11 @@ def expected_share(rows: dict[str, list[bool]], accuracy: dict[str, float]) -> f
     return sum(accuracy[attribute] * count for attribute, count in named) / sum(count for _, count in named)
 
 
+def render_accuracy(scores: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Attribute -> the classifier's held-out accuracy on corpus renders, from :func:`classifier_scores`."""
+    return {attribute: score.get("accuracy") for attribute, score in scores.items()}
+
+
 def held_out_accuracy(out: str, classifier: Any, decoder: Any, cfg: Any, steps: int | None,
                       device: str) -> dict[str, dict[str, float]]:
     """The judge on perfect and on image-conditioned avatars of the classifier's held-out subjects.
@@ -172,7 +177,7 @@ def format_table(rows: dict[str, list[bool]], scores: dict[str, dict[str, Any]],
             lines.append(f"{attribute:<18}{len(hits):>6}{fmt(sum(hits) / len(hits)):>12}"
                          f"{fmt(score.get('accuracy')):>16}{cells}{fmt(score.get('base_rate')):>11}")
     every = [hit for hits in rows.values() for hit in hits]
-    on_renders = expected_share(rows, {a: s.get("accuracy") for a, s in scores.items()})
+    on_renders = expected_share(rows, render_accuracy(scores))
     cells = "".join(f"{fmt(expected_share(rows, accuracy)):>12}" for accuracy in ceilings.values())
     lines.append(f"{'all named':<18}{len(every):>6}{fmt(sum(every) / len(every) if every else None):>12}"
                  f"{fmt(on_renders):>16}{cells}")
@@ -218,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "seed": args.seed, "guidance": args.guidance, "steps": args.steps,
               "recognised": {a: sum(h) / len(h) for a, h in rows.items()},
               "classifier_scores": scores, "ceilings": ceilings,
-              "expected": {"classifier": expected_share(rows, {a: s.get("accuracy") for a, s in scores.items()}),
+              "expected": {"classifier": expected_share(rows, render_accuracy(scores)),
                            **{kind: expected_share(rows, accuracy) for kind, accuracy in (ceilings or {}).items()}},
               "avatars": results, "seconds": round(time.perf_counter() - start, 1)}
     path = Path(args.json)
