@@ -8,6 +8,7 @@ session and is found again by scanning ``/proc``, even after the ``up`` command 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,8 +23,52 @@ class ClusterError(RuntimeError):
     """The local cluster could not be started, found or stopped; the message says what to do."""
 
 
+FIRST_ASSIGNED_PORT = 20000
+"""The lowest port :func:`free_ports` hands out: Ray's worker processes listen on 10002-19999 by default."""
+EPHEMERAL_RANGE = PROC / "sys" / "net" / "ipv4" / "ip_local_port_range"
+_handed_out: set[int] = set()
+
+
+def assignable_ports() -> range:
+    """The ports :func:`free_ports` picks from: from :data:`FIRST_ASSIGNED_PORT` up to the kernel's ephemeral
+    range. The kernel gives ephemeral ports to outgoing connections and to every ``bind(port 0)``, so a port
+    picked there can be taken by another process (Ray opens hundreds of connections while the cluster starts)
+    before the component it was picked for binds it; below that range only an explicit bind takes one."""
+    try:
+        first_ephemeral = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768  # Linux's default
+    return range(FIRST_ASSIGNED_PORT, first_ephemeral)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports free on 127.0.0.1 right now."""
+    """``count`` distinct TCP ports free on 127.0.0.1 right now, drawn at random from
+    :func:`assignable_ports` and never handed out twice by this process; ephemeral ones (the kernel's
+    choice) only where the kernel leaves no room below its ephemeral range."""
+    candidates = assignable_ports()
+    if len(candidates) < 64 * count:
+        return _ephemeral_ports(count)
+    picked: list[int] = []
+    for port in random.SystemRandom().sample(candidates, len(candidates)):
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            picked.append(port)
+            if len(picked) == count:
+                return picked
+    raise ClusterError(f"found only {len(picked)} of {count} free ports in {candidates.start}-{candidates.stop - 1} "
+                       "on 127.0.0.1; stop what listens there, or widen net.ipv4.ip_local_port_range")
+
+
+def _ephemeral_ports(count: int) -> list[int]:
     sockets = []
     try:
         for _ in range(count):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -9,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from infra.local_cluster import processes
 from infra.local_cluster.processes import (
     ClusterError,
+    assignable_ports,
+    free_ports,
     is_alive,
     session_members,
     spawn,
@@ -80,3 +84,55 @@ def test_children_that_open_a_session_of_their_own_still_belong_to_the_component
     stop_session(process.pid, grace_s=10)
     process.wait(10)
     assert not any(is_alive(pid) for pid in members)
+
+
+def _fake_ephemeral_range(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, first: int) -> None:
+    (tmp_path / "range").write_text(f"{first}\t60999\n")
+    monkeypatch.setattr(processes, "EPHEMERAL_RANGE", tmp_path / "range")
+    monkeypatch.setattr(processes, "_handed_out", set())
+
+
+def test_free_ports_lie_below_the_ephemeral_range_are_bindable_and_never_repeat() -> None:
+    first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert assignable_ports() == range(processes.FIRST_ASSIGNED_PORT, first_ephemeral)
+    batches = [free_ports(4) for _ in range(25)]
+    ports = [port for batch in batches for port in batch]
+    assert len(set(ports)) == 100
+    assert all(processes.FIRST_ASSIGNED_PORT <= port < first_ephemeral for port in ports)
+    for port in ports[:8]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))
+
+
+def test_free_ports_skip_the_ports_that_are_taken(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    first = processes.FIRST_ASSIGNED_PORT
+    _fake_ephemeral_range(monkeypatch, tmp_path, first + 128)
+    taken = []
+    try:
+        for port in range(first, first + 128):
+            if port not in (first + 5, first + 77):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:  # already held by another process: taken all the same
+                    sock.close()
+                    continue
+                sock.listen()
+                taken.append(sock)
+        if not (processes._bindable(first + 5) and processes._bindable(first + 77)):
+            pytest.skip("another process holds one of the two ports left free")
+        assert sorted(free_ports(2)) == [first + 5, first + 77]
+        with pytest.raises(ClusterError, match=r"^found only 0 of 1 free ports in 20000-20127 on 127\.0\.0\.1; "):
+            free_ports(1)  # both handed out already, the rest bound
+    finally:
+        for sock in taken:
+            sock.close()
+
+
+def test_free_ports_fall_back_to_the_kernels_choice_without_room_below_its_range(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    kernel_first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    _fake_ephemeral_range(monkeypatch, tmp_path, processes.FIRST_ASSIGNED_PORT + 10)
+    ports = free_ports(3)
+    assert len(set(ports)) == 3
+    assert all(port >= kernel_first for port in ports)  # bind(port 0) answers from the kernel's own range
