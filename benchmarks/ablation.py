@@ -17,7 +17,7 @@ only the base model differs:
   latent for B-D (the empirical distribution of z, i.e. a perfect latent prior), none for A;
 - Fréchet distance on the shift-tolerant VGG16 features (``vgg16-stlpips``) of the samples' renders
   against the ground-truth renders of the training subjects at the views of
-  :func:`~rodin_core.evaluation.sample_quality.quality_views`, and its floor (two halves of the truth);
+  :func:`~rodin_core.evaluation.sample_quality.quality_views`, and its floor (two halves of the training subjects);
 - nearest training subject (PSNR of the renders over those views, median over samples) next to the
   training set's own leave-one-out baseline;
 - conditional reconstruction (Table 4, B-D only): view 0 of held-out and of some training subjects
@@ -162,7 +162,7 @@ def _cell(value: float | None, digits: int = 2) -> str:
 def print_table(rows: list[dict[str, Any]], steps: int, batch: int) -> None:
     print(f"\nSame budget for every row: {steps} steps at batch {batch}, seed 0. FD: Fréchet distance on "
           f"vgg16-stlpips features of the samples' renders vs the training subjects' ground truth (floor: two halves "
-          f"of the truth, {_cell(rows[0]['fd_floor'])}). NN PSNR: median over samples of the PSNR to the nearest "
+          f"of the subjects, {_cell(rows[0]['fd_floor'])}). NN PSNR: median over samples of the PSNR to the nearest "
           f"training subject's fitted renders (training set's own leave-one-out: {_cell(rows[0]['nn_baseline'])} dB). "
           "Reconstruction: view 0 inverted, PSNR dB / LPIPS at held-out and other views, median over subjects.\n")
     print("| configuration | paper FID | params | GFLOPs/step | train s | final loss | FD ↓ | NN PSNR ↑ | "

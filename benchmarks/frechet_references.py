@@ -6,7 +6,8 @@ measured with ``n`` subjects' renders on one side; the Fréchet distance of a sm
 upwards, and a fitted tri-plane is not its ground truth. On the evaluation's views and features this
 script measures:
 
-- ``floor``: two halves of the ground-truth renders (the evaluation's floor);
+- ``floor``: two halves of the training subjects, their ground-truth renders (the evaluation's floor, a mean
+  over random splits);
 - ``fitted_all``: the renders of every training subject's fitted tri-plane against the ground truth;
 - ``fitted_n``: those of ``n`` fitted training subjects spread over the set, i.e. what a generator that
   returned ``n`` training subjects exactly would score;
@@ -17,8 +18,9 @@ script measures:
   steps of the base model and the upsampler, their Fréchet distance and the median PSNR to their
   nearest training subject, beside the training subjects' own leave-one-out median.
 
-Run on a trained store: ``.venv/bin/python benchmarks/frechet_references.py --out data/small --n 64
---steps 5 25 [--json PATH]``.
+``--prefixes P ...`` adds, per row, the Fréchet distance of the first P of the ``n`` samples, which shows
+how the distance falls with the sample count. Run on a trained store: ``.venv/bin/python
+benchmarks/frechet_references.py --out data/small --n 64 --steps 5 25 [--prefixes 16 32] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from rodin_core.evaluation.quality_job import (
     training_subjects,
 )
 from rodin_core.evaluation.sample_quality import (
+    FLOOR_SPLITS,
     ReferenceSet,
     as_images,
     as_strips,
@@ -73,15 +76,19 @@ def references(reference: ReferenceSet, extractor: ImageFeatures, n: int, seed: 
     fitted = extractor(as_images(reference.fitted))  # (K * V, F)
     picked = spread_positions(len(reference.subject_ids), n)
     rows = subject_rows(picked, len(reference.views))
-    return {"floor": frechet_floor(truth, features=extractor.name, seed=seed).value,
+    subjects = np.repeat(np.arange(len(reference.subject_ids)), len(reference.views))  # (K * V,)
+    return {"floor": frechet_floor(truth, features=extractor.name, seed=seed, groups=subjects,
+                                   splits=FLOOR_SPLITS).value,
             "fitted_all": frechet_distance(fitted, truth, features=extractor.name).value,
             "fitted_n": frechet_distance(fitted[rows], truth, features=extractor.name).value,
             "truth_n": frechet_distance(truth[rows], truth, features=extractor.name).value,
             "fitted_n_subjects": [reference.subject_ids[p] for p in picked], "truth_features": truth}
 
 
-def measure(out: str, n: int, steps: list[int], views: int = 4, features: str | ImageFeatures = "vgg") -> dict:
-    """The references and one row per entry of ``steps`` for the checkpoints and fitted subjects of ``out``."""
+def measure(out: str, n: int, steps: list[int], views: int = 4, features: str | ImageFeatures = "vgg",
+            prefixes: list[int] | None = None) -> dict:
+    """The references and one row per entry of ``steps`` for the checkpoints and fitted subjects of ``out``;
+    each row also gives the Fréchet distance of the first ``p`` samples for every ``p`` of ``prefixes``."""
     pipeline = load_pipeline(out, None, None, "cpu")
     sources = renders_index(open_store(out).stage(RENDERS_STAGE))
     training = training_subjects(out, trained_held_out(out), list(sources))
@@ -99,9 +106,12 @@ def measure(out: str, n: int, steps: list[int], views: int = 4, features: str | 
         avatars = pipeline.sample(n, seed=0, options=SampleOptions(steps=count))
         renders = np.stack([render_planes(pipeline, a.planes, reference.c2w, reference.intrinsics, *reference.size)
                             for a in avatars])  # (n, V, H, W, 3)
-        distance = frechet_distance(extractor(as_images(renders)), truth, features=extractor.name).value
+        sample_features = extractor(as_images(renders))  # (n * V, F), sample-major
+        distance = frechet_distance(sample_features, truth, features=extractor.name).value
+        by_count = {p: frechet_distance(sample_features[:p * len(reference.views)], truth, features=extractor.name).value
+                    for p in sorted(set(prefixes or [])) if 2 <= p < n}
         nearest = nearest_neighbours(as_strips(renders), strips, "psnr")
-        result["samples"].append({"steps": count, "frechet": distance,
+        result["samples"].append({"steps": count, "frechet": distance, "frechet_first": by_count,
                                   "nn_median": float(np.median(nearest.best_score)),
                                   "z_norm_mean": float(torch.stack([a.z for a in avatars]).norm(dim=1).mean()),
                                   "seconds": round(time.perf_counter() - start, 1)})
@@ -115,14 +125,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="samples, and fitted subjects of fitted_n (default 64)")
     parser.add_argument("--steps", type=int, nargs="*", default=[], help="reverse steps of each sample row")
     parser.add_argument("--views", type=int, default=4, help="rig views besides the frontal one (default 4)")
+    parser.add_argument("--prefixes", type=int, nargs="*", default=[],
+                        help="also give the Fréchet distance of the first P samples for each P below --n")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the result as JSON to this path")
     args = parser.parse_args()
     if args.n < 2 or any(s < 2 for s in args.steps):
         raise SystemExit(f"error: --n and every --steps must be at least 2, got {args.n} and {args.steps}")
     torch.set_num_threads(args.threads)
-    result = measure(args.out, args.n, args.steps, args.views)
-    print(f"floor (two halves of the truth) {result['floor']:.2f}; all {result['subjects']} fitted subjects "
+    result = measure(args.out, args.n, args.steps, args.views, prefixes=args.prefixes)
+    print(f"floor (two halves of the subjects' truth) {result['floor']:.2f}; all {result['subjects']} fitted subjects "
           f"{result['fitted_all']:.2f}; {args.n} fitted subjects {result['fitted_n']:.2f}; their ground truth "
           f"{result['truth_n']:.2f}; leave-one-out nearest "
           f"PSNR median {result['loo_median']:.2f} dB")

@@ -13,7 +13,7 @@ whole pipeline is scored with the sample-quality evaluation (paper §4.2-4.5, ap
   left out of its own search;
 - ``std``: the samples' per-element std in the normalised plane space over the data's;
 - ``frechet``: the Fréchet distance between the samples' and the training subjects' renders on the VGG16
-  features of stlpips, with its floor (two halves of the training renders).
+  features of stlpips, with its floor (two halves of the training subjects).
 
 With an x0-predicting base model few deterministic steps return about the model's conditional mean:
 closest to the subject in PSNR, smoother to the eye; many ancestral steps with strong guidance give

@@ -8,7 +8,9 @@ renders, :func:`rodin_core.evaluation.avatar_attributes.judge_avatar`), edited w
 Per edit it prints the share of the avatars not showing the target before whose target attribute
 flips to it, and the share of the other attributes left unchanged (the attributes that only exist
 with the target, e.g. the style of the glasses, are left out). A strip per edit, ``edit-<name>.png``
-under ``--dest``, shows each avatar's turntable frames before and after.
+under ``--dest``, shows each avatar's turntable frames before and after. The JSON report also keeps every
+judgement (``judged``: each avatar's attributes before, and after each edit), so that which attributes
+an edit changed can be read back.
 
 It needs a dataset root whose base model conditions on a text-capable encoder (``encoder.kind``
 avatar_clip or clip) and the latent prior (or ``--avatars`` files), and a classifier saved by
@@ -212,12 +214,13 @@ def main(argv: list[str] | None = None) -> dict:
     before_frames = [turntable_frames(cfg, decoder, a.planes, args.frames, size) for a in sources]
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
-    scores, strips = [], {}
+    scores, strips, judged = [], {}, {}
     for edit in edits:
         text = TextEdit(edit.prompt, args.source, args.strength)
         edited = [edit_avatar(pipeline, a, text, direction=directions[edit.name]) for a in sources]
         after = [judge_avatar(classifier, a.planes, decoder, cfg) for a in edited]
         scores.append(score_edit(edit, before, after))
+        judged[edit.name] = after
         frames = [turntable_frames(cfg, decoder, a.planes, args.frames, size) for a in edited]
         strips[edit.name] = dest / f"edit-{edit.slug}.png"
         strips[edit.name].write_bytes(encode_png(edit_strip(before_frames, frames, labels)))
@@ -229,7 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
               "steps": args.steps, "source_prompt": args.source, "encoder": cfg.encoder.kind,
               "edits": [{**asdict(e), "prompt": e.prompt, "strip": str(strips[e.name]),
                          "direction_norm": float(directions[e.name].norm())} for e in edits],
-              "scores": [s.to_dict() for s in scores], "seconds": round(time.perf_counter() - start, 1)}
+              "scores": [s.to_dict() for s in scores], "judged": {"before": before, "after": judged},
+              "seconds": round(time.perf_counter() - start, 1)}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")

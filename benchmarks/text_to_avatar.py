@@ -13,9 +13,10 @@ accuracy and base rate (always answering the training majority class) from the c
 
 What a perfect generator could score is bounded by the judge: the ``all named`` row gives the share the
 classifier's held-out accuracy predicts for the same named attributes. ``--ceiling`` also judges, for the
-classifier's held-out subjects, their *fitted* tri-planes (what a generator reproducing them exactly would
-make) and the avatars generated from their own image latents (what a perfect text prior would reach), both
-through the same rendering path, and predicts the share from each accuracy (:func:`held_out_accuracy`).
+classifier's held-out subjects (or the subjects ``--ceiling-subjects`` names, for a classifier trained on
+another corpus), their *fitted* tri-planes (what a generator reproducing them exactly would make) and the
+avatars generated from their own image latents (what a perfect text prior would reach), both through the
+same rendering path, and predicts the share from each accuracy (:func:`held_out_accuracy`).
 
 Needs a dataset root with committed base, upsampler and text prior checkpoints (``rodin train text-prior``)
 and the classifier. Run: ``.venv/bin/python benchmarks/text_to_avatar.py --out data/tiny
@@ -78,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="reverse steps of the base model and the upsampler (default: each stage's trained setting)")
     parser.add_argument("--ceiling", action="store_true",
                         help="also judge the fitted and the image-conditioned avatars of the classifier's held-out subjects")
+    parser.add_argument("--ceiling-subjects", type=int, nargs="+", default=None, metavar="ID",
+                        help="subjects of --out judged for --ceiling (default: the classifier's held-out subjects; "
+                             "any, for a classifier trained on another corpus)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--json", default=DEFAULT_JSON, help=f"where to write the JSON report ({DEFAULT_JSON})")
@@ -120,8 +124,10 @@ def render_accuracy(scores: dict[str, dict[str, Any]]) -> dict[str, float | None
 
 
 def held_out_accuracy(out: str, classifier: Any, decoder: Any, cfg: Any, steps: int | None,
-                      device: str) -> dict[str, dict[str, float]]:
-    """The judge on perfect and on image-conditioned avatars of the classifier's held-out subjects.
+                      device: str, subjects: list[int] | None = None) -> dict[str, dict[str, float]]:
+    """The judge on perfect and on image-conditioned avatars of subjects it never trained on: ``subjects`` of
+    ``out``, by default the classifier's held-out subjects (right when it trained on ``out``'s own renders; a
+    classifier trained on another corpus has seen none of ``out``'s subjects, and any may be given).
 
     ``fitted``: attribute -> share of those subjects whose fitted tri-plane it reads right, i.e. what it makes of
     a generator that reproduced them exactly. ``from_z``: the same for the avatar the base model and the
@@ -129,10 +135,10 @@ def held_out_accuracy(out: str, classifier: Any, decoder: Any, cfg: Any, steps: 
     ground-truth render: what a text prior that returned exactly that z would reach. Both are rendered by
     :func:`judge_avatar`, as the generated avatars are.
     """
-    held_out = {int(s) for s in classifier.metrics.get("held_out_subjects", [])}
+    held_out = {int(s) for s in (subjects if subjects is not None else classifier.metrics.get("held_out_subjects", []))}
     if not held_out:
         raise SystemExit("error: the classifier's report names no held-out subjects; retrain it with "
-                         "benchmarks/attribute_classifier.py --save")
+                         "benchmarks/attribute_classifier.py --save, or name them with --ceiling-subjects")
     stage = open_store(out).stage(RENDERS_STAGE)
     recipes = read_recipes(stage)
     pipeline = load_pipeline(out, None, None, device, require_prior=False)
@@ -151,7 +157,8 @@ def held_out_accuracy(out: str, classifier: Any, decoder: Any, cfg: Any, steps: 
                     hits[kind][attribute].append(read.get(attribute) == label)
         print(f"ceiling: judged held-out subject {subject}", flush=True)
     if not hits["fitted"]:
-        raise SystemExit(f"error: none of the classifier's held-out subjects has a fitted tri-plane under {out}")
+        raise SystemExit(f"error: none of the subjects {sorted(held_out)[:3]}... judged for the ceiling has a fitted "
+                         f"tri-plane under {out}; name subjects of {out} with --ceiling-subjects")
     return {kind: {a: sum(h) / len(h) for a, h in by.items()} for kind, by in hits.items()}
 
 
@@ -216,7 +223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"{index:2d} seed {entry['seed']}: {sum(hits.values())}/{len(hits)} recognised  {prompt!r}",
                       flush=True)
     scores = classifier_scores(classifier.metrics)
-    ceilings = held_out_accuracy(args.out, classifier, decoder, cfg, args.steps, args.device) if args.ceiling else None
+    ceilings = held_out_accuracy(args.out, classifier, decoder, cfg, args.steps, args.device,
+                                 args.ceiling_subjects) if args.ceiling else None
     print()
     print(format_table(rows, scores, ceilings))
     report = {"out": args.out, "classifier": args.classifier, "prompts": args.prompts, "n": args.n,

@@ -112,21 +112,38 @@ def frechet_distance(a: ArrayLike | torch.Tensor, b: ArrayLike | torch.Tensor, *
     return FrechetResult(value, len(a), len(b), features)
 
 
-def frechet_floor(values: ArrayLike | torch.Tensor, *, features: str,
-                  seed: int | np.random.Generator = 0) -> FrechetResult:
+def frechet_floor(values: ArrayLike | torch.Tensor, *, features: str, seed: int | np.random.Generator = 0,
+                  groups: ArrayLike | None = None, splits: int = 1) -> FrechetResult:
     """Fréchet distance between two random disjoint halves of one feature set ``values`` (N, F), N >= 4.
 
     The value a set of this size reaches against its own distribution: a sample set cannot be
     expected to come closer to the training set than the training set's halves are to each other
-    (and, with half the samples, this floor is itself biased upwards). With N odd one sample is left
-    out. ``seed`` (or a generator) draws the split.
+    (and, with half the samples, this floor is itself biased upwards). ``groups`` (N,) keeps the rows
+    of one group together: with the renders of K subjects at V views each, ``np.repeat(range(K), V)``
+    splits the subjects into two halves, so that no subject is seen on both sides (split row by row,
+    the other views of the same subjects sit on the other side). Without groups every row is its own.
+    With an odd count one group is left out. ``seed`` (or a generator) draws the split; with
+    ``splits`` > 1 the value is the mean over that many splits drawn one after the other (one split
+    of a few hundred renders in hundreds of feature dimensions varies several-fold from draw to draw).
     """
     array = as_features(values)
-    if len(array) < 4:
-        raise ValueError(f"frechet_floor splits the set into two halves of at least 2 samples, got {len(array)}")
-    order = np.random.default_rng(seed).permutation(len(array))
-    half = len(array) // 2
-    return frechet_distance(array[order[:half]], array[order[half:2 * half]], features=features)
+    ids = np.arange(len(array)) if groups is None else np.asarray(groups).reshape(-1)
+    if len(ids) != len(array):
+        raise ValueError(f"frechet_floor got {len(ids)} group ids for {len(array)} feature rows; give one per row")
+    if isinstance(splits, bool) or not isinstance(splits, int) or splits < 1:
+        raise ValueError(f"frechet_floor needs a positive integer number of splits, got {splits!r}")
+    unique = np.unique(ids)
+    rng = np.random.default_rng(seed)
+    half = len(unique) // 2
+    results = []
+    for _ in range(splits):
+        order = rng.permutation(len(unique))
+        side_a, side_b = np.isin(ids, unique[order[:half]]), np.isin(ids, unique[order[half:2 * half]])
+        if min(side_a.sum(), side_b.sum()) < 2:
+            raise ValueError(f"frechet_floor splits the set into two halves of at least 2 samples, got {len(array)} "
+                             f"samples in {len(unique)} groups")
+        results.append(frechet_distance(array[side_a], array[side_b], features=features))
+    return FrechetResult(float(np.mean([r.value for r in results])), results[0].n_a, results[0].n_b, features)
 
 
 def _finish(mean_term: float, traces: float, trace_root: float) -> float:

@@ -244,7 +244,7 @@ class QualityReport:
                 (f"| nearest in the encoder's space, cosine distance (median) | "
                  f"{_number(median_score(q.nearest_encoder), 4)} | {_number(median_score(q.baseline_encoder), 4)} |"),
                 (f"| {frechet} ({images}) | {_number(q.frechet.value if q.frechet else None, 3)} | floor "
-                 f"{_number(q.frechet_floor.value if q.frechet_floor else None, 3)} (two halves) |")]
+                 f"{_number(q.frechet_floor.value if q.frechet_floor else None, 3)} (two halves of the subjects) |")]
 
     def _neighbours_table(self) -> list[str]:
         q = self.quality

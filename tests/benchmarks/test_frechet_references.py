@@ -67,11 +67,13 @@ def test_rows_on_a_trained_store_are_finite_and_repeat(script, tmp_path: Path) -
         root = make_reconstruction_root(tmp_path / "data", generation_config(*HOLDOUT), stages=STAGE_NAMES,
                                         stats=True)
         features = VGGFeatures(image_size=VGG_SIZE, batch_size=8)
-        first = script.measure(root, n=2, steps=[2, 2], views=1, features=features)
-        drawn = load_pipeline(str(root), None, None, "cpu").sample_latents(2, seed=0)  # (2, D): the samples' z
+        first = script.measure(root, n=3, steps=[2, 2], views=1, features=features, prefixes=[2, 3, 9])
+        drawn = load_pipeline(str(root), None, None, "cpu").sample_latents(3, seed=0)  # (3, D): the samples' z
     assert first["subjects"] == 2 and first["fitted_n"] == pytest.approx(first["fitted_all"])  # n covers both
     assert [row["steps"] for row in first["samples"]] == [2, 2]
     again, other = first["samples"]
     assert again["frechet"] == other["frechet"] and again["nn_median"] == other["nn_median"]
+    assert list(again["frechet_first"]) == [2] and again["frechet_first"] == other["frechet_first"]  # below n only
+    assert math.isfinite(again["frechet_first"][2]) and again["frechet_first"][2] != again["frechet"]
     assert again["z_norm_mean"] == other["z_norm_mean"] == pytest.approx(float(drawn.norm(dim=1).mean()), rel=1e-6)
     assert all(math.isfinite(first[k]) for k in ("floor", "fitted_all", "loo_median"))

@@ -1,6 +1,8 @@
-"""The pure helpers of benchmarks/text_to_avatar.py: the prompts, the shares a judge predicts, and the table."""
+"""The helpers of benchmarks/text_to_avatar.py: the prompts, the shares a judge predicts, the table, the ceiling's errors."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 
@@ -45,3 +47,13 @@ def test_the_table_gives_recognised_and_predicted_shares_with_and_without_the_fi
     assert table[0].split()[-6:] == ["fitted", "acc", "from-z", "acc", "base", "rate"]
     assert table[2].split() == ["hair_colour", "4", "0.250", "0.600", "0.250", "n/a", "0.100"]
     assert table[-1].split() == ["all", "named", "8", "0.375", "0.700", "0.500", "n/a"]
+
+
+def test_the_ceiling_without_subjects_to_judge_names_both_ways_to_give_them(script, tmp_path) -> None:
+    classifier = SimpleNamespace(metrics={"held_out_subjects": []})
+    with pytest.raises(SystemExit, match=r"^error: the classifier's report names no held-out subjects; retrain it "
+                                         r"with .* or name them with --ceiling-subjects$"):
+        script.held_out_accuracy(str(tmp_path), classifier, None, None, None, "cpu")
+    with pytest.raises(SystemExit, match="--ceiling-subjects$"):
+        script.held_out_accuracy(str(tmp_path), SimpleNamespace(metrics={"held_out_subjects": [3]}), None, None,
+                                 None, "cpu", subjects=[])

@@ -87,6 +87,40 @@ def test_floor_compares_two_seeded_random_halves() -> None:
     assert floor.value < far.value
 
 
+def test_a_grouped_floor_keeps_each_group_on_one_side() -> None:
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(20, 6)) * 3.0  # 20 subjects
+    views = np.repeat(centres, 5, axis=0) + 0.1 * rng.normal(size=(100, 6))  # 5 close views of each
+    groups = np.repeat(np.arange(20), 5)
+    by_row = frechet_floor(views, features="f", seed=1)
+    by_subject = frechet_floor(views, features="f", seed=1, groups=groups)
+    assert (by_subject.n_a, by_subject.n_b) == (50, 50)
+    # split row by row, both halves hold views of all 20 subjects; split by subject, 10 heads face 10 others
+    assert by_row.value < 0.2 * by_subject.value
+    odd = frechet_floor(views[:95], features="f", seed=1, groups=groups[:95])  # 19 groups: one left out
+    assert (odd.n_a, odd.n_b) == (45, 45)
+    assert by_subject == frechet_floor(views, features="f", seed=1, groups=groups.tolist())
+
+
+def test_a_floor_over_several_splits_is_the_mean_of_those_splits() -> None:
+    a = gaussian(40, 6, 2)
+    rng = np.random.default_rng(5)
+    one_by_one = [frechet_floor(a, features="f", seed=rng).value for _ in range(3)]  # the same stream of splits
+    floor = frechet_floor(a, features="f", seed=5, splits=3)
+    assert floor.value == pytest.approx(float(np.mean(one_by_one)), rel=1e-12)
+    assert len(set(one_by_one)) == 3 and (floor.n_a, floor.n_b) == (20, 20)
+    with pytest.raises(ValueError, match=r"^frechet_floor needs a positive integer number of splits, got 0$"):
+        frechet_floor(a, features="f", splits=0)
+
+
+def test_a_floor_needs_one_group_id_per_row_and_two_rows_a_side() -> None:
+    a = gaussian(12, 3, 0)
+    with pytest.raises(ValueError, match=r"^frechet_floor got 6 group ids for 12 feature rows; give one per row$"):
+        frechet_floor(a, features="f", groups=np.arange(6))
+    with pytest.raises(ValueError, match=r"two halves of at least 2 samples, got 12 samples in 3 groups$"):
+        frechet_floor(a, features="f", groups=[0] * 10 + [1, 2])
+
+
 def test_labels_say_which_features_were_used() -> None:
     assert FrechetResult(1.0, 2, 2, "vgg16-stlpips").label == "Fréchet distance on vgg16-stlpips"
     assert FrechetResult(1.0, 2, 2, "clip:ViT-B-32:openai").label == "CLIP-FID"

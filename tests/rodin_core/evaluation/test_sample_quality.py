@@ -13,11 +13,13 @@ from rodin_core.datasets.layout import RENDERS_STAGE
 from rodin_core.datasets.plane_stats import read_plane_stats
 from rodin_core.datasets.renders import renders_index
 from rodin_core.evaluation.features import VGGFeatures
+from rodin_core.evaluation.frechet import frechet_distance
 from rodin_core.evaluation.quality_job import reference_subjects
 from rodin_core.evaluation.reconstruction_job import fitted_planes
 from rodin_core.evaluation.sample_quality import (
     PlaneSpread,
     ReferenceSet,
+    as_images,
     build_reference,
     plane_spread,
     quality_views,
@@ -76,6 +78,9 @@ def test_training_planes_taken_as_samples_find_themselves(quality_root: str, pip
     assert quality.nearest_encoder is not None and quality.baseline_encoder is not None
     assert ((0.0 <= quality.nearest_encoder.best_score) & (quality.nearest_encoder.best_score <= 2.0)).all()
     assert quality.frechet is not None and quality.frechet.value > 0.0  # fitted renders, not the ground truth
-    assert quality.frechet_floor is not None and quality.frechet_floor.n_a == 3
+    assert quality.frechet_floor is not None and quality.frechet_floor.n_a == quality.frechet_floor.n_b == 3
+    one_subject_each = frechet_distance(vgg(as_images(reference.truth[0])), vgg(as_images(reference.truth[1])),
+                                        features=vgg.name)  # the floor splits subjects, not their views
+    assert quality.frechet_floor.value == pytest.approx(one_subject_each.value, rel=1e-6)
     with pytest.raises(ValueError, match=r"samples must be raw planes \(N, 3, 4, 8, 8\) like the fitted ones"):
         score_samples(pipeline, reference.planes[0], reference, stats, vgg)
