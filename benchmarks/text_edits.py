@@ -169,6 +169,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--edits", nargs="+", default=None, choices=[e.name for e in EDITS], metavar="EDIT",
                         help=f"a subset of the edits ({', '.join(e.name for e in EDITS)})")
     parser.add_argument("--strength", type=float, default=1.0, help="s in z' = z + s * delta (default 1)")
+    parser.add_argument("--keep", type=float, default=0.0,
+                        help="share of the base model's noisiest reverse steps that follow the source's z (default 0)")
     parser.add_argument("--from", dest="source", default=DEFAULT_SOURCE_PROMPT,
                         help=f"source prompt (default {DEFAULT_SOURCE_PROMPT!r})")
     parser.add_argument("--frames", type=int, default=4, help="turntable frames per avatar in the strips (default 4)")
@@ -188,9 +190,9 @@ ERRORS = (*GENERATION_ERRORS, AttributeClassifierError, PromptError, NoTextSpace
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.n < 1 or args.frames < 1 or not math.isfinite(args.strength):
-        raise SystemExit(f"error: --n and --frames must be positive and --strength finite, got {args.n}, "
-                         f"{args.frames}, {args.strength}")
+    if args.n < 1 or args.frames < 1 or not math.isfinite(args.strength) or not 0.0 <= args.keep <= 1.0:
+        raise SystemExit(f"error: --n and --frames must be positive, --strength finite and --keep from 0 to 1, got "
+                         f"{args.n}, {args.frames}, {args.strength}, {args.keep}")
     torch.set_num_threads(args.threads)
     edits = [e for e in EDITS if args.edits is None or e.name in args.edits]
     start = time.perf_counter()
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     dest.mkdir(parents=True, exist_ok=True)
     scores, strips, judged = [], {}, {}
     for edit in edits:
-        text = TextEdit(edit.prompt, args.source, args.strength)
+        text = TextEdit(edit.prompt, args.source, args.strength, args.keep)
         edited = [edit_avatar(pipeline, a, text, direction=directions[edit.name]) for a in sources]
         after = [judge_avatar(classifier, a.planes, decoder, cfg) for a in edited]
         scores.append(score_edit(edit, before, after))
@@ -229,6 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     print(format_scores(scores))
     report = {"out": args.out, "classifier": args.classifier, "avatars": len(sources), "strength": args.strength,
+              "keep": args.keep,
               "steps": args.steps, "source_prompt": args.source, "encoder": cfg.encoder.kind,
               "edits": [{**asdict(e), "prompt": e.prompt, "strip": str(strips[e.name]),
                          "direction_norm": float(directions[e.name].norm())} for e in edits],

@@ -101,6 +101,14 @@ def finite_float(text: str) -> float:
     return value
 
 
+def unit_float(text: str) -> float:
+    """A share flag: a number from 0 to 1."""
+    value = finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
+    return value
+
+
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="tiny", choices=PRESETS, help="named preset (default: tiny)")
     parser.add_argument("--config", dest="config_file", default=None, help="YAML file of config sections")
@@ -216,6 +224,9 @@ def _add_edit_parser(sub: argparse._SubParsersAction) -> None:
                       help="source prompt T_src (default: 'a person')")
     edit.add_argument("--strength", type=finite_float, default=1.0,
                       help="s in z' = z + s * delta (default 1; 0 gives back the avatar)")
+    edit.add_argument("--keep", type=unit_float, default=0.0,
+                      help="share of the base model's noisiest reverse steps that still follow the avatar's own z, "
+                           "keeping its layout (default 0: the paper's edit; 1 gives back the avatar)")
     edit.add_argument("--out", required=True,
                       help="dataset root URI holding the checkpoints and decoder the avatar was made with")
     edit.add_argument("--views", type=positive_int, default=24, help="turntable frames (default 24)")
@@ -230,7 +241,8 @@ def _edit(args: argparse.Namespace) -> int:
 
     try:
         result = edit_avatar_file(args.out, args.avatar, args.dest, to=args.to, source=args.source,
-                                  strength=args.strength, views=args.views, resolution=args.resolution,
+                                  strength=args.strength, keep=args.keep, views=args.views,
+                                  resolution=args.resolution,
                                   preset=args.preset, device=args.device)
     except EDIT_ERRORS as err:
         print(f"rodin: {' '.join(str(err).split())}", file=sys.stderr)

@@ -49,18 +49,20 @@ PROMPT_FLAGS = ("--to", "--from")
 
 
 def edit_avatar_file(out: str, avatar_path: str | Path, dest: str | Path, *, to: str, source: str | None = None,
-                     strength: float = 1.0, views: int = 24, resolution: int | None = None, preset: str | None = None,
-                     storage_options: dict | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
+                     strength: float = 1.0, keep: float = 0.0, views: int = 24, resolution: int | None = None,
+                     preset: str | None = None, storage_options: dict | None = None,
+                     device: torch.device | str = "cpu") -> dict[str, Any]:
     """Edit the avatar at ``avatar_path`` towards the prompt ``to`` (from ``source``) and write it under ``dest``.
 
     ``dest`` gets ``{stem}-edit.safetensors``, ``{stem}-edit-turntable.gif`` + frames and
     ``{stem}-edit.png`` (the source's frontal view beside the edited one); ``stem`` is the avatar
-    file's stem. Order of the checks: the counts and the strength, the avatar file, the committed
-    checkpoints, the store's text tower and the prompts; only then are the networks loaded.
+    file's stem. ``keep``: see :class:`~rodin_core.generation.edit.TextEdit`. Order of the checks: the counts,
+    the strength and keep, the avatar file, the committed checkpoints, the store's text tower and the
+    prompts; only then are the networks loaded.
     """
     check_preset_name(preset)
     check_counts(views=views, resolution=resolution)
-    edit = TextEdit(to, **({} if source is None else {"source": source}), strength=strength)
+    edit = TextEdit(to, **({} if source is None else {"source": source}), strength=strength, keep=keep)
     try:
         avatar = load_avatar(avatar_path)
     except OSError as exc:
@@ -84,7 +86,7 @@ def edit_avatar_file(out: str, avatar_path: str | Path, dest: str | Path, *, to:
     frames = turntable_frames(pipeline.cfg, pipeline.decoder, edited.planes, views, size, progress=True)
     before = turntable_frames(pipeline.cfg, pipeline.decoder, avatar.planes, 1, size)[0]
     folder, stem = Path(dest), f"{Path(avatar_path).stem}-edit"
-    sheet = contact_sheet([before, frames[0]], 2, ["source", f"edited, s={edit.strength:g}"])
+    sheet = contact_sheet([before, frames[0]], 2, ["source", f"edited, s={edit.strength:g}" + (f", keep {edit.keep:g}" if edit.keep else "")])
     paths = [save_avatar(edited, folder / f"{stem}.safetensors"), *write_turntable(folder, stem, frames),
              write_file(folder / f"{stem}.png", encode_png(sheet))]
     log.info("edited %s towards %r into %s in %.1f s", avatar_path, edit.target, paths[0], time.perf_counter() - start)

@@ -49,6 +49,30 @@ def classifier_free_guidance(model: DiffusionModel, scale: float, latent_key: st
     return guided
 
 
+def switch_latent(model: DiffusionModel, early: Tensor, from_t: int, latent_key: str = "z") -> DiffusionModel:
+    """Wrap ``model`` so that every reverse step at an original timestep t >= ``from_t`` sees ``early`` (B, ...)
+    in place of ``model_kwargs[latent_key]``, and the later steps (t < ``from_t``) the latent given.
+
+    The early, noisy steps lay out the coarse sample and the late ones its details (Meng et al. 2022,
+    "SDEdit", §3), so a sample conditioned on one latent first and another afterwards keeps the first
+    one's layout. ``from_t`` <= 0 never switches to ``early``; ``from_t`` above the last timestep
+    always uses the latent given. Called like the model, ``(x (B, ...), t (B,), **model_kwargs)``.
+    """
+
+    def switched(x: Tensor, t: Tensor, **model_kwargs: Any) -> Tensor:
+        latent = model_kwargs.get(latent_key)
+        if latent is None:
+            return model(x, t, **model_kwargs)
+        if early.shape != latent.shape:
+            raise ValueError(f"the early latent has shape {tuple(early.shape)}, the model's {latent_key!r} "
+                             f"{tuple(latent.shape)}; give one row per sample")
+        before = (t >= from_t).reshape(-1, *([1] * (latent.dim() - 1)))  # (B, 1, ...)
+        chosen = torch.where(before, early.to(latent), latent)
+        return model(x, t, **{**model_kwargs, latent_key: chosen})
+
+    return switched
+
+
 def _repeat_batch(key: str, value: Any, batch: int) -> Any:
     """A batch-first tensor (B, ...) repeated to (2B, ...); anything else passes unchanged."""
     if not isinstance(value, Tensor):

@@ -235,7 +235,7 @@ class GenerationPipeline:
         return float(self.cfg.base.guidance_scale if options.guidance_scale is None else options.guidance_scale)
 
     def generate(self, z: Tensor, *, seed: int, options: SampleOptions = SampleOptions(),
-                 on_x0: X0Hook | None = None) -> Tensor:
+                 on_x0: X0Hook | None = None, early_z: Tensor | None = None, keep: float = 0.0) -> Tensor:
         """Raw tri-planes (3, C, H, H) on the CPU from a latent z (D,) or (1, D) (§3.2 Eq. 3, §3.3).
 
         The base model samples (3, C, h, h) with CFG (unconditionally, z only recorded, when it was trained without
@@ -243,6 +243,9 @@ class GenerationPipeline:
         seeded with ``seed`` drives both, so the output is a deterministic function of (z, seed, options).
         ``on_x0(stage, step, x̂0)`` is called at every reverse step with the raw predicted clean planes,
         (3, C, h, h) for ``"base"`` and (3, C, H, H) for ``"upsampler"``, on the pipeline's device (Fig. 15).
+        ``early_z`` (D,) or (1, D) and ``keep`` in [0, 1]: the base model's first reverse steps, those at
+        timesteps t >= (1 - keep) · T, are conditioned on ``early_z`` instead (:func:`sample_base`), so the
+        planes keep the layout ``early_z`` gives them with the same seed.
         """
         latent = self._latent(z)  # (1, D)
         conditioned = self.cfg.base.latent_conditioning  # without it the base model ignores z (Table 2 baseline)
@@ -255,7 +258,9 @@ class GenerationPipeline:
         with torch.no_grad():
             low = sample_base(self.base, self.cfg, self.stats, latent if conditioned else None, n=1, generator=generator,
                               guidance_scale=self.guidance_scale(options), progress=self.progress,
-                              sampler=options.sampler, respacing=spacing["base"], on_x0=hook("base"))  # (1, 3, C, h, h)
+                              sampler=options.sampler, respacing=spacing["base"], on_x0=hook("base"),
+                              early_z=None if early_z is None or not conditioned else self._latent(early_z),
+                              keep=keep)  # (1, 3, C, h, h)
             high = sample_upsampler(self.upsampler, self.cfg, self.stats, low, generator=generator,
                                     progress=self.progress, sampler=options.sampler, respacing=spacing["upsampler"],
                                     on_x0=hook("upsampler"))  # (1, 3, C, H, H)

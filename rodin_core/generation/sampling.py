@@ -20,6 +20,7 @@ the predicted clean sample in raw units at every reverse step (Fig. 15). Every d
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,6 +36,7 @@ from rodin_core.diffusion import (
     classifier_free_guidance,
     ddim_sample,
 )
+from rodin_core.diffusion.guidance import switch_latent
 from rodin_core.diffusion.samplers import SampleCallback
 from rodin_core.networks.latent_normalizer import LatentNormalizer
 from rodin_core.networks.unet import UNetConfig
@@ -148,12 +150,17 @@ def sample_base(
     sampler: str | None = None,
     respacing: str | None = None,
     on_x0: X0Callback | None = None,
+    early_z: Tensor | None = None,
+    keep: float = 0.0,
 ) -> Tensor:
     """Raw tri-planes (n, 3, C, h, h) at the base resolution from the base U-Net.
 
     ``z`` (n, D): conditional sampling with CFG scale ``guidance_scale`` (default ``base.guidance_scale``);
     ``z=None``: unconditional (z = 0), ``n`` samples. ``sampler``, ``respacing``: see :func:`run_sampler`;
-    ``on_x0(step, x̂0 (n, 3, C, h, h))`` at every reverse step.
+    ``on_x0(step, x̂0 (n, 3, C, h, h))`` at every reverse step. ``early_z`` (n, D) with ``keep`` in [0, 1]:
+    the reverse steps at timesteps t >= (1 - keep) · T are conditioned on ``early_z`` instead of ``z``
+    (:func:`~rodin_core.diffusion.guidance.switch_latent`): keep = 0 is plain sampling from ``z``, keep = 1
+    sampling from ``early_z``.
     """
     unet = cfg.base.unet
     if z is None:
@@ -169,7 +176,13 @@ def sample_base(
         return _sample_planes(model, model, cfg.base.diffusion, unet, count, stats, generator, None, progress,
                               sampler, respacing, on_x0)
     kwargs = {"z": z.to(_device(model), torch.float32)}
-    return _sample_planes(model, classifier_free_guidance(model, scale), cfg.base.diffusion, unet, count, stats,
+    denoiser = classifier_free_guidance(model, scale)
+    if early_z is not None and keep > 0:
+        if not 0.0 <= keep <= 1.0:
+            raise ValueError(f"keep must lie in [0, 1] (the share of reverse steps conditioned on early_z), got {keep!r}")
+        from_t = math.ceil((1.0 - keep) * cfg.base.diffusion.steps)
+        denoiser = switch_latent(denoiser, early_z.to(_device(model), torch.float32), from_t)
+    return _sample_planes(model, denoiser, cfg.base.diffusion, unet, count, stats,
                           generator, kwargs, progress, sampler, respacing, on_x0)
 
 

@@ -58,7 +58,7 @@ def test_edit_writes_the_avatar_its_turntable_and_a_comparison(text_root, sample
                  "--resolution", "16", "--dest", str(dest)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["avatar"] == str(dest / "avatar-000-edit.safetensors") and printed["seed"] == 3
-    assert printed["edit"] == {"target": TARGET, "source": "a person", "strength": 0.5}
+    assert printed["edit"] == {"target": TARGET, "source": "a person", "strength": 0.5, "keep": 0.0}
     edited, source = load_avatar(dest / "avatar-000-edit.safetensors"), load_avatar(sampled)
     pipeline = load_pipeline(text_root)
     expected = edit_avatar(pipeline, source, TextEdit(TARGET, "a person", 0.5), name="avatar-000.safetensors")
@@ -83,6 +83,18 @@ def test_the_same_prompt_twice_gives_back_the_source(text_root, sampled, tmp_pat
     assert json.loads(capsys.readouterr().out)["direction_norm"] == 0.0
     edited, source = load_avatar(tmp_path / "avatar-000-edit.safetensors"), load_avatar(sampled)
     assert torch.equal(edited.planes, source.planes) and torch.equal(edited.z, source.z)
+
+
+def test_keep_follows_the_source_z_for_that_share_of_the_base_steps(text_root, sampled, tmp_path, capsys) -> None:
+    assert main(["edit", str(sampled), "--to", TARGET, "--keep", "0.5", "--out", text_root, "--views", "1",
+                 "--resolution", "16", "--dest", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["edit"]["keep"] == 0.5
+    edited, source = load_avatar(tmp_path / "avatar-000-edit.safetensors"), load_avatar(sampled)
+    expected = edit_avatar(load_pipeline(text_root), source, TextEdit(TARGET, keep=0.5), name="avatar-000.safetensors")
+    assert torch.equal(edited.planes, expected.planes) and edited.meta["edit"]["keep"] == 0.5
+    err = _error(capsys, ["edit", str(sampled), "--to", TARGET, "--keep", "1.5", "--out", text_root, "--dest",
+                          str(tmp_path / "x")])
+    assert "argument --keep: must be a number from 0 to 1, got '1.5'" in err and not (tmp_path / "x").exists()
 
 
 def _error(capsys, argv: list[str]) -> str:

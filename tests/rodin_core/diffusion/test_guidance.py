@@ -1,9 +1,9 @@
-"""Classifier-free guidance, paper §3.2 Eq. 3: ε̂ = λ ε(y, z) + (1 - λ) ε(y, 0)."""
+"""Classifier-free guidance, paper §3.2 Eq. 3: ε̂ = λ ε(y, z) + (1 - λ) ε(y, 0); and switching the latent by timestep."""
 
 import pytest
 import torch
 
-from rodin_core.diffusion.guidance import classifier_free_guidance
+from rodin_core.diffusion.guidance import classifier_free_guidance, switch_latent
 
 
 class Recorder:
@@ -71,3 +71,25 @@ def test_bad_scale_and_non_batch_kwargs_raise():
     x, t, z = _inputs()
     with pytest.raises(ValueError, match=r"model_kwargs\['low_res'\] must be batch-first with 2 rows.*\(3, 3, 2, 6\)"):
         classifier_free_guidance(Recorder(), 2.0)(x, t, z=z, low_res=torch.zeros(3, 3, 2, 6))
+
+
+def test_switch_latent_gives_the_early_latent_to_the_noisy_steps_only():
+    seen = []
+
+    def model(x, t, z=None):
+        seen.append(z.clone())
+        return x * z.sum(dim=1).reshape(-1, 1, 1, 1)
+
+    x, t, z = _inputs()  # t = [5, 700]
+    early = torch.full_like(z, 3.0)
+    switch_latent(model, early, from_t=700)(x, t, z=z)
+    assert torch.equal(seen[-1][0], z[0]) and torch.equal(seen[-1][1], early[1])  # 5 < 700 <= 700
+    switch_latent(model, early, from_t=0)(x, t, z=z)
+    assert torch.equal(seen[-1], early)  # every step follows the early latent
+    switch_latent(model, early, from_t=701)(x, t, z=z)
+    assert torch.equal(seen[-1], z)
+    guided = switch_latent(classifier_free_guidance(Recorder(), 2.0), early, from_t=700)
+    reference = classifier_free_guidance(Recorder(), 2.0)(x, t, z=torch.stack([z[0], early[1]]))
+    assert torch.equal(guided(x, t, z=z), reference)  # the switch comes before guidance doubles the batch
+    with pytest.raises(ValueError, match=r"the early latent has shape \(1, 4\), the model's 'z' \(2, 4\)"):
+        switch_latent(model, early[:1], from_t=10)(x, t, z=z)

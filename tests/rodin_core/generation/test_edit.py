@@ -90,11 +90,34 @@ def test_the_record_keeps_the_source_prompts_and_strength_and_round_trips(text_p
     loaded = load_avatar(save_avatar(edited, tmp_path / "edited.safetensors"))
     assert loaded.meta == edited.meta and torch.equal(loaded.z, edited.z) and torch.equal(loaded.planes, edited.planes)
     assert loaded.kind == "edit" and TextEdit.from_dict(loaded.meta["edit"]) == edit
-    assert loaded.meta["edit"] == {"target": TARGET, "source": SOURCE, "strength": 0.75}
+    assert loaded.meta["edit"] == {"target": TARGET, "source": SOURCE, "strength": 0.75, "keep": 0.0}
+    assert TextEdit.from_dict({"target": TARGET, "source": SOURCE, "strength": 0.75}) == edit  # records without keep
     assert loaded.meta["source"] == source.meta and loaded.meta["source_file"] == "avatar-000.safetensors"
     assert loaded.meta["encoder"] == "avatar_clip"
     again = edit_avatar(text_pipeline, loaded, TextEdit("a person with glasses"), tower=tower)  # an edit of an edit
     assert again.meta["source"]["kind"] == "edit" and again.meta["seed"] == 5
+
+
+def test_keep_runs_the_noisiest_base_steps_on_the_source_z(text_pipeline, source, tower) -> None:
+    plain = edit_avatar(text_pipeline, source, TextEdit(TARGET, SOURCE), tower=tower)
+    kept = edit_avatar(text_pipeline, source, TextEdit(TARGET, SOURCE, keep=0.6), tower=tower)
+    assert torch.equal(kept.z, plain.z) and kept.meta["edit"]["keep"] == 0.6
+    options = recorded_options(source.meta)  # DDIM, 2 steps of the test's T = 40: at t = 20, then t = 0
+    assert torch.equal(kept.planes, text_pipeline.generate(plain.z, seed=5, options=options, early_z=source.z,
+                                                           keep=0.6))
+    assert not torch.equal(kept.planes, plain.planes)
+    # keep 0.6 and 0.5 switch at t = ceil(0.4 T) = 16 and 20: the step at t = 20 follows the source's z, the last z'
+    assert torch.equal(kept.planes, text_pipeline.generate(plain.z, seed=5, options=options, early_z=source.z,
+                                                           keep=0.5))
+    # keep 0.4 switches at t = 24, after no step: the plain edit; keep 1 runs both steps on the source's z
+    assert torch.equal(plain.planes, text_pipeline.generate(plain.z, seed=5, options=options, early_z=source.z,
+                                                            keep=0.4))
+    all_source = text_pipeline.generate(plain.z, seed=5, options=options, early_z=source.z, keep=1.0)
+    assert torch.allclose(all_source, source.planes, atol=1e-4)  # the source again, up to float rounding
+    whole = edit_avatar(text_pipeline, source, TextEdit(TARGET, SOURCE, keep=1.0), tower=tower)
+    assert torch.equal(whole.planes, source.planes) and torch.equal(whole.z, plain.z)
+    with pytest.raises(GenerationError, match=r"^keep must be a number from 0 to 1 .*got 1\.5$"):
+        TextEdit(TARGET, SOURCE, keep=1.5)
 
 
 def test_edits_that_cannot_work_are_refused(stages: Stages, text_pipeline, source, tower) -> None:
