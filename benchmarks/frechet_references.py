@@ -35,7 +35,7 @@ import torch
 from rodin_core.datasets.layout import RENDERS_STAGE
 from rodin_core.datasets.renders import renders_index
 from rodin_core.evaluation.features import ImageFeatures
-from rodin_core.evaluation.frechet import frechet_distance, frechet_floor
+from rodin_core.evaluation.frechet import frechet_distance
 from rodin_core.evaluation.neighbours import (
     leave_one_out_neighbours,
     nearest_neighbours,
@@ -47,11 +47,11 @@ from rodin_core.evaluation.quality_job import (
     training_subjects,
 )
 from rodin_core.evaluation.sample_quality import (
-    FLOOR_SPLITS,
     ReferenceSet,
     as_images,
     as_strips,
     render_planes,
+    subject_floor,
 )
 from rodin_core.generation import SampleOptions
 from rodin_core.generation.job import load_pipeline
@@ -76,9 +76,7 @@ def references(reference: ReferenceSet, extractor: ImageFeatures, n: int, seed: 
     fitted = extractor(as_images(reference.fitted))  # (K * V, F)
     picked = spread_positions(len(reference.subject_ids), n)
     rows = subject_rows(picked, len(reference.views))
-    subjects = np.repeat(np.arange(len(reference.subject_ids)), len(reference.views))  # (K * V,)
-    return {"floor": frechet_floor(truth, features=extractor.name, seed=seed, groups=subjects,
-                                   splits=FLOOR_SPLITS).value,
+    return {"floor": subject_floor(truth, reference, extractor.name, seed).value,
             "fitted_all": frechet_distance(fitted, truth, features=extractor.name).value,
             "fitted_n": frechet_distance(fitted[rows], truth, features=extractor.name).value,
             "truth_n": frechet_distance(truth[rows], truth, features=extractor.name).value,

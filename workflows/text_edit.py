@@ -86,7 +86,8 @@ def edit_avatar_file(out: str, avatar_path: str | Path, dest: str | Path, *, to:
     frames = turntable_frames(pipeline.cfg, pipeline.decoder, edited.planes, views, size, progress=True)
     before = turntable_frames(pipeline.cfg, pipeline.decoder, avatar.planes, 1, size)[0]
     folder, stem = Path(dest), f"{Path(avatar_path).stem}-edit"
-    sheet = contact_sheet([before, frames[0]], 2, ["source", f"edited, s={edit.strength:g}" + (f", keep {edit.keep:g}" if edit.keep else "")])
+    label = f"edited, s={edit.strength:g}" + (f", keep {edit.keep:g}" if edit.keep else "")
+    sheet = contact_sheet([before, frames[0]], 2, ["source", label])
     paths = [save_avatar(edited, folder / f"{stem}.safetensors"), *write_turntable(folder, stem, frames),
              write_file(folder / f"{stem}.png", encode_png(sheet))]
     log.info("edited %s towards %r into %s in %.1f s", avatar_path, edit.target, paths[0], time.perf_counter() - start)

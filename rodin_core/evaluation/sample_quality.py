@@ -187,6 +187,15 @@ class SampleQuality:
     :data:`FLOOR_SPLITS` random splits; None with one subject or fewer than 4 renders."""
 
 
+def subject_floor(truth_features: Tensor | np.ndarray, reference: ReferenceSet, features: str,
+                  seed: int = 0) -> FrechetResult:
+    """The Fréchet floor of ``reference``: its ground-truth features (K * V, F), subject-major as
+    :func:`as_images` flattens them, split into two halves of the subjects, each subject's V views on one
+    side, averaged over :data:`FLOOR_SPLITS` random splits drawn from ``seed``."""
+    subjects = np.repeat(np.arange(len(reference.subject_ids)), len(reference.views))  # (K * V,)
+    return frechet_floor(truth_features, features=features, seed=seed, groups=subjects, splits=FLOOR_SPLITS)
+
+
 def score_samples(pipeline: GenerationPipeline, planes: Tensor, reference: ReferenceSet, stats: PlaneStats,
                   features: ImageFeatures, *, seed: int = 0) -> SampleQuality:
     """Measure raw sample planes (N, 3, C, H, W) against ``reference`` (see the module docstring).
@@ -217,8 +226,6 @@ def score_samples(pipeline: GenerationPipeline, planes: Tensor, reference: Refer
     if min(len(sample_features), len(truth_features)) >= 2:
         frechet = frechet_distance(sample_features, truth_features, features=features.name)
     if len(truth_features) >= 4 and several:
-        subjects = np.repeat(np.arange(len(reference.subject_ids)), len(reference.views))  # (K * V,) as as_images
-        floor = frechet_floor(truth_features, features=features.name, seed=seed, groups=subjects,
-                              splits=FLOOR_SPLITS)
+        floor = subject_floor(truth_features, reference, features.name, seed)
     return SampleQuality(renders, spread, nearest, nearest_truth, nearest_encoder, baseline, baseline_encoder,
                          frechet, floor)

@@ -177,9 +177,9 @@ def sample_base(
                               sampler, respacing, on_x0)
     kwargs = {"z": z.to(_device(model), torch.float32)}
     denoiser = classifier_free_guidance(model, scale)
+    if early_z is not None and not 0.0 <= keep <= 1.0:
+        raise ValueError(f"keep must lie in [0, 1] (the share of reverse steps conditioned on early_z), got {keep!r}")
     if early_z is not None and keep > 0:
-        if not 0.0 <= keep <= 1.0:
-            raise ValueError(f"keep must lie in [0, 1] (the share of reverse steps conditioned on early_z), got {keep!r}")
         from_t = math.ceil((1.0 - keep) * cfg.base.diffusion.steps)
         denoiser = switch_latent(denoiser, early_z.to(_device(model), torch.float32), from_t)
     return _sample_planes(model, denoiser, cfg.base.diffusion, unet, count, stats,

@@ -118,6 +118,9 @@ def test_keep_runs_the_noisiest_base_steps_on_the_source_z(text_pipeline, source
     assert torch.equal(whole.planes, source.planes) and torch.equal(whole.z, plain.z)
     with pytest.raises(GenerationError, match=r"^keep must be a number from 0 to 1 .*got 1\.5$"):
         TextEdit(TARGET, SOURCE, keep=1.5)
+    for bad in (-0.1, 1.5):  # the sampler refuses it too, below the edit
+        with pytest.raises(ValueError, match=rf"^keep must lie in \[0, 1\] .*got {bad}$"):
+            text_pipeline.generate(plain.z, seed=5, options=options, early_z=source.z, keep=bad)
 
 
 def test_edits_that_cannot_work_are_refused(stages: Stages, text_pipeline, source, tower) -> None:
