@@ -7,9 +7,14 @@ renders, :func:`rodin_core.evaluation.avatar_attributes.judge_avatar`), edited w
 ``z + s·δ`` and the same seed (:func:`rodin_core.generation.edit.edit_avatar`), and judged again.
 Per edit it prints the share of the avatars not showing the target before whose target attribute
 flips to it, and the share of the other attributes left unchanged (the attributes that only exist
-with the target, e.g. the style of the glasses, are left out). A strip per edit, ``edit-<name>.png``
+with the target, e.g. the style of the glasses, are left out). Beside that share it prints the judge's
+agreement with itself on the same attributes of the same avatars before the edit, judged from two
+halves of their views apart (:func:`rodin_core.evaluation.attributes.judge_halves`): an attribute the
+judge reads differently from two halves of one avatar's views cannot be said to stay unchanged, so
+this is the ceiling of the unchanged share. A strip per edit, ``edit-<name>.png``
 under ``--dest``, shows each avatar's turntable frames before and after. The JSON report also keeps every
-judgement (``judged``: each avatar's attributes before, and after each edit), so that which attributes
+judgement (``judged``: each avatar's attributes before, after each edit, and from the two halves
+of its views), so that which attributes
 an edit changed can be read back.
 
 It needs a dataset root whose base model conditions on a text-capable encoder (``encoder.kind``
@@ -36,9 +41,11 @@ import torch
 from rodin_core.encoders import EncoderUnavailableError
 from rodin_core.evaluation.attributes import (
     AttributeClassifierError,
+    judge,
+    judge_halves,
     load_attribute_classifier,
 )
-from rodin_core.evaluation.avatar_attributes import judge_avatar
+from rodin_core.evaluation.avatar_attributes import judge_avatar, render_for_judge
 from rodin_core.generation import SampleOptions, load_avatar
 from rodin_core.generation.edit import (
     DEFAULT_SOURCE_PROMPT,
@@ -103,6 +110,9 @@ class EditScore:
     """(avatar, other attribute) pairs compared before and after."""
     unchanged: int
     """Of those, the pairs judged the same after the edit."""
+    self_agreed: int | None = None
+    """Of the compared pairs, those on which the judge's two halves of the source avatar's views agree
+    (:func:`~rodin_core.evaluation.attributes.judge_halves`); None when the halves were not judged."""
 
     @property
     def flip_share(self) -> float:
@@ -112,18 +122,32 @@ class EditScore:
     def unchanged_share(self) -> float:
         return self.unchanged / self.compared if self.compared else math.nan
 
+    @property
+    def self_agreement(self) -> float:
+        """The judge's agreement with itself on the compared pairs: the ceiling of :attr:`unchanged_share`."""
+        return self.self_agreed / self.compared if self.compared and self.self_agreed is not None else math.nan
+
     def to_dict(self) -> dict:
-        shares = {"flip_share": self.flip_share, "unchanged_share": self.unchanged_share}
+        shares = {"flip_share": self.flip_share, "unchanged_share": self.unchanged_share,
+                  "self_agreement": self.self_agreement}
         return {**asdict(self), **{k: None if math.isnan(v) else v for k, v in shares.items()}}
 
 
-def score_edit(edit: Edit, before: Sequence[Mapping[str, str]], after: Sequence[Mapping[str, str]]) -> EditScore:
+def score_edit(edit: Edit, before: Sequence[Mapping[str, str]], after: Sequence[Mapping[str, str]],
+               halves: Sequence[tuple[Mapping[str, str], Mapping[str, str]]] | None = None) -> EditScore:
     """Count the flips to ``edit.target`` and the unchanged other attributes of avatars judged ``before`` and
-    ``after`` the edit (one attribute -> class mapping per avatar, in the same order)."""
-    if len(before) != len(after):
-        raise ValueError(f"got {len(before)} judgements before the edit and {len(after)} after; give one per avatar")
-    eligible = flipped = already = compared = unchanged = 0
-    for old, new in zip(before, after, strict=True):
+    ``after`` the edit (one attribute -> class mapping per avatar, in the same order).
+
+    ``halves``: per avatar, the judgements of the two halves of its views before the edit
+    (:func:`~rodin_core.evaluation.attributes.judge_halves`); the other attributes on which they agree
+    are counted as ``self_agreed``.
+    """
+    if len(before) != len(after) or (halves is not None and len(halves) != len(before)):
+        shown = "" if halves is None else f" and {len(halves)} pairs of halves"
+        raise ValueError(f"got {len(before)} judgements before the edit, {len(after)} after{shown}; give one per "
+                         "avatar")
+    eligible = flipped = already = compared = unchanged = agreed = 0
+    for index, (old, new) in enumerate(zip(before, after, strict=True)):
         if old[edit.attribute] == edit.target:
             already += 1
         else:
@@ -132,15 +156,22 @@ def score_edit(edit: Edit, before: Sequence[Mapping[str, str]], after: Sequence[
         others = [name for name in old if name != edit.attribute and name not in edit.follows]
         compared += len(others)
         unchanged += sum(old[name] == new[name] for name in others)
-    return EditScore(edit.name, len(before), eligible, flipped, already, compared, unchanged)
+        if halves is not None:
+            even, odd = halves[index]
+            agreed += sum(even[name] == odd[name] for name in others)
+    return EditScore(edit.name, len(before), eligible, flipped, already, compared, unchanged,
+                     None if halves is None else agreed)
 
 
 def format_scores(scores: Sequence[EditScore]) -> str:
-    """A text table: edit, avatars, eligible, flipped, flip share, unchanged share of the other attributes."""
-    lines = [f"{'edit':<12}{'avatars':>8}{'eligible':>9}{'flipped':>8}{'flip share':>11}{'others unchanged':>17}"]
+    """A text table: edit, avatars, eligible, flipped, flip share, unchanged share of the other attributes and
+    the judge's agreement with itself on them (two halves of the views; ``nan`` when not judged)."""
+    header = (f"{'edit':<12}{'avatars':>8}{'eligible':>9}{'flipped':>8}{'flip share':>11}{'others unchanged':>17}"
+              f"{'judge self-agreement':>22}")
+    lines = [header]
     for s in scores:
         lines.append(f"{s.edit:<12}{s.avatars:>8}{s.eligible:>9}{s.flipped:>8}{s.flip_share:>11.3f}"
-                     f"{s.unchanged_share:>17.3f}")
+                     f"{s.unchanged_share:>17.3f}{s.self_agreement:>22.3f}")
     return "\n".join(lines)
 
 
@@ -212,7 +243,9 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, decoder = pipeline.cfg, pipeline.decoder
     size = args.resolution or cfg.render.resolution
     labels = [f"#{i} seed {a.meta.get('seed')}" for i, a in enumerate(sources)]
-    before = [judge_avatar(classifier, a.planes, decoder, cfg) for a in sources]
+    views = [render_for_judge(a.planes, decoder, cfg, classifier.cfg.max_view_angle_deg) for a in sources]
+    before = [judge(classifier, v) for v in views]
+    halves = [judge_halves(classifier, v) for v in views]
     before_frames = [turntable_frames(cfg, decoder, a.planes, args.frames, size) for a in sources]
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -221,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
         text = TextEdit(edit.prompt, args.source, args.strength, args.keep)
         edited = [edit_avatar(pipeline, a, text, direction=directions[edit.name]) for a in sources]
         after = [judge_avatar(classifier, a.planes, decoder, cfg) for a in edited]
-        scores.append(score_edit(edit, before, after))
+        scores.append(score_edit(edit, before, after, halves))
         judged[edit.name] = after
         frames = [turntable_frames(cfg, decoder, a.planes, args.frames, size) for a in edited]
         strips[edit.name] = dest / f"edit-{edit.slug}.png"
@@ -235,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
               "steps": args.steps, "source_prompt": args.source, "encoder": cfg.encoder.kind,
               "edits": [{**asdict(e), "prompt": e.prompt, "strip": str(strips[e.name]),
                          "direction_norm": float(directions[e.name].norm())} for e in edits],
-              "scores": [s.to_dict() for s in scores], "judged": {"before": before, "after": judged},
+              "scores": [s.to_dict() for s in scores], "judged": {"before": before, "after": judged,
+                                                                     "halves": halves},
               "seconds": round(time.perf_counter() - start, 1)}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

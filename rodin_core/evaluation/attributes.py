@@ -231,6 +231,19 @@ def judge(model: AttributeClassifier, renders: Tensor) -> dict[str, str]:
             for name, p in probabilities(model, renders).items()}
 
 
+def judge_halves(model: AttributeClassifier, renders: Tensor) -> tuple[dict[str, str], dict[str, str]]:
+    """:func:`judge` of the even-indexed and of the odd-indexed ``renders`` (V >= 2) of one avatar, apart.
+
+    Where the two halves of the same avatar's views disagree, the judge cannot tell that attribute
+    reliably on that avatar; the share of agreeing attributes is the ceiling of any measure that asks
+    whether an attribute stayed unchanged.
+    """
+    if len(renders) < 2:
+        raise AttributeClassifierError(f"judging two halves of an avatar's views needs at least 2 views, got "
+                                       f"{len(renders)}; render more near-frontal views")
+    return judge(model, renders[0::2]), judge(model, renders[1::2])
+
+
 def attributes_to_bytes(model: AttributeClassifier, metrics: Mapping[str, Any] | None = None) -> tuple[bytes, str]:
     """(safetensors bytes of the weights, JSON text of kind, version, config, vocabulary and metrics)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -47,15 +47,32 @@ def test_an_edit_with_no_eligible_avatar_has_no_flip_share(script) -> None:
     score = script.score_edit(beard, [judged(facial_hair="beard")], [judged(facial_hair="beard")])
     assert score.eligible == 0 and math.isnan(score.flip_share) and score.to_dict()["flip_share"] is None
     assert score.unchanged_share == 1.0
-    with pytest.raises(ValueError, match="1 judgements before the edit and 0 after"):
+    assert score.self_agreed is None and math.isnan(score.self_agreement) and score.to_dict()["self_agreement"] is None
+    with pytest.raises(ValueError, match="1 judgements before the edit, 0 after; give one per avatar"):
         script.score_edit(beard, [judged()], [])
+    with pytest.raises(ValueError, match="1 judgements before the edit, 1 after and 2 pairs of halves"):
+        script.score_edit(beard, [judged()], [judged()], [(judged(), judged())] * 2)
+
+
+def test_self_agreement_counts_the_other_attributes_the_two_halves_of_the_views_agree_on(script) -> None:
+    glasses = next(e for e in script.EDITS if e.name == "glasses")
+    before = [judged(), judged()]
+    after = [judged(accessory="glasses"), judged(accessory="glasses")]
+    halves = [(judged(gender="woman", accessory="hat", accessory_style="cat-eye"), judged()),  # gender disagrees
+              (judged(hairstyle="short", hair_colour="red"), judged())]  # hairstyle and hair colour disagree
+    score = script.score_edit(glasses, before, after, halves)
+    # The other attributes are gender, hairstyle, hair colour, facial hair (the accessory and what follows it are
+    # left out, so the halves' disagreement on them does not count): 2 x 4 compared, 3 disagreements.
+    assert (score.compared, score.unchanged, score.self_agreed) == (8, 8, 5)
+    assert score.self_agreement == pytest.approx(5 / 8) and score.to_dict()["self_agreement"] == pytest.approx(5 / 8)
 
 
 def test_the_table_has_one_row_per_edit(script) -> None:
-    scores = [script.score_edit(e, [judged()], [judged(**{e.attribute: e.target})]) for e in script.EDITS]
+    scores = [script.score_edit(e, [judged()], [judged(**{e.attribute: e.target})], [(judged(), judged())])
+              for e in script.EDITS]
     lines = script.format_scores(scores).splitlines()
-    assert len(lines) == 1 + len(script.EDITS) and "flip share" in lines[0]
-    assert all(line.split()[-2:] == ["1.000", "1.000"] for line in lines[1:])
+    assert len(lines) == 1 + len(script.EDITS) and "flip share" in lines[0] and "judge self-agreement" in lines[0]
+    assert all(line.split()[-3:] == ["1.000", "1.000", "1.000"] for line in lines[1:])
 
 
 def test_the_strip_shows_each_avatar_before_and_after_side_by_side(script) -> None:

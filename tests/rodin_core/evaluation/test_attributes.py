@@ -17,6 +17,7 @@ from rodin_core.evaluation.attributes import (
     AttributeLoadError,
     UnknownAttributeError,
     judge,
+    judge_halves,
     load_attribute_classifier,
     probabilities,
     save_attribute_classifier,
@@ -64,9 +65,9 @@ def test_judge_names_the_classes_the_heads_favour() -> None:
     assert judge(model, torch.rand(4, 3, 16, 16)) == {"colour": "blue", "shape": "round", "size": "xl"}
 
 
-def test_judge_averages_the_probabilities_of_the_views() -> None:
+def red_or_green_by_brightness() -> AttributeClassifier:
+    """A classifier whose colour head reads a black view as red (0.9) and a white one as green (0.6)."""
     model = classifier()
-    # Two views: one says red with 0.9, the other green with 0.6; averaged, red wins (0.45 + 0.2 vs 0.05 + 0.3).
     fixed = {0: torch.tensor([0.9, 0.05, 0.05]), 1: torch.tensor([0.2, 0.6, 0.2])}
 
     def fake_forward(images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -76,9 +77,27 @@ def test_judge_averages_the_probabilities_of_the_views() -> None:
         return out
 
     model.forward = fake_forward  # type: ignore[method-assign]
+    return model
+
+
+def test_judge_averages_the_probabilities_of_the_views() -> None:
+    model = red_or_green_by_brightness()
+    # Two views: one says red with 0.9, the other green with 0.6; averaged, red wins (0.45 + 0.2 vs 0.05 + 0.3).
     views = torch.stack([torch.zeros(3, 16, 16), torch.ones(3, 16, 16)])
     assert judge(model, views)["colour"] == "red"
     assert judge(model, views[1:])["colour"] == "green"
+
+
+def test_judge_halves_judges_the_even_and_the_odd_views_apart() -> None:
+    model = red_or_green_by_brightness()
+    # Even views say red (0.9), odd views green (0.6): each half keeps its own answer; all four together say red.
+    views = torch.stack([torch.zeros(3, 16, 16), torch.ones(3, 16, 16)] * 2)  # red, green, red, green
+    even, odd = judge_halves(model, views)
+    assert (even["colour"], odd["colour"], judge(model, views)["colour"]) == ("red", "green", "red")
+    assert even == judge(model, views[0::2]) and odd == judge(model, views[1::2])
+    with pytest.raises(AttributeClassifierError, match="needs at least 2 views, got 1; render more") as err:
+        judge_halves(model, views[:1])
+    assert "\n" not in str(err.value)
 
 
 def test_bad_inputs_and_unknown_names_are_one_line_errors() -> None:
