@@ -19,8 +19,12 @@ script measures:
   nearest training subject, beside the training subjects' own leave-one-out median.
 
 ``--prefixes P ...`` adds, per row, the Fréchet distance of the first P of the ``n`` samples, which shows
-how the distance falls with the sample count. Run on a trained store: ``.venv/bin/python
-benchmarks/frechet_references.py --out data/small --n 64 --steps 5 25 [--prefixes 16 32] [--json PATH]``.
+how the distance falls with the sample count. ``--from-training-z S ...`` adds, per S, a row of ``n``
+avatars generated with S reverse steps from the latents the prior trained on (``n`` training subjects
+spread over the set, avatar i with seed i): what a perfect latent prior would give with this base model
+and upsampler, which tells the prior's share of the gap from the base model's. Run on a trained store:
+``.venv/bin/python benchmarks/frechet_references.py --out data/small --n 64 --steps 5 25 [--prefixes 16 32]
+[--from-training-z 25] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from rodin_core.evaluation.sample_quality import (
 from rodin_core.generation import SampleOptions
 from rodin_core.generation.job import load_pipeline
 from rodin_core.storage import open_store
+from rodin_core.training.latents import read_latents
 
 
 def spread_positions(count: int, n: int) -> list[int]:
@@ -83,10 +88,21 @@ def references(reference: ReferenceSet, extractor: ImageFeatures, n: int, seed: 
             "fitted_n_subjects": [reference.subject_ids[p] for p in picked], "truth_features": truth}
 
 
+def training_z_samples(pipeline, out: str, n: int, steps: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Tri-planes (3, C, H, W) generated from the latents of ``n`` training subjects spread over the prior's
+    training set, the i-th with seed i and ``steps`` reverse steps (a perfect latent prior's samples), and
+    those latents (n, D)."""
+    _, latents = read_latents(out)  # (N, D)
+    picked = latents[spread_positions(len(latents), n)]  # (n, D)
+    return [pipeline.generate(z, seed=i, options=SampleOptions(steps=steps)) for i, z in enumerate(picked)], picked
+
+
 def measure(out: str, n: int, steps: list[int], views: int = 4, features: str | ImageFeatures = "vgg",
-            prefixes: list[int] | None = None) -> dict:
+            prefixes: list[int] | None = None, training_z_steps: list[int] | None = None) -> dict:
     """The references and one row per entry of ``steps`` for the checkpoints and fitted subjects of ``out``;
-    each row also gives the Fréchet distance of the first ``p`` samples for every ``p`` of ``prefixes``."""
+    each row also gives the Fréchet distance of the first ``p`` samples for every ``p`` of ``prefixes``.
+    ``training_z_steps``: one more row per entry, the samples of :func:`training_z_samples`
+    (``source`` ``"training z"``; the prior's rows are ``"prior"``)."""
     pipeline = load_pipeline(out, None, None, "cpu")
     sources = renders_index(open_store(out).stage(RENDERS_STAGE))
     training = training_subjects(out, trained_held_out(out), list(sources))
@@ -99,21 +115,26 @@ def measure(out: str, n: int, steps: list[int], views: int = 4, features: str | 
     result.update(subjects=len(training), n=n, views=list(reference.views), features=extractor.name,
                   loo_median=float(np.median(leave_one_out_neighbours(strips, "psnr").best_score)),
                   references_s=round(time.perf_counter() - start, 1), samples=[])
-    for count in steps:
+    rows = [("prior", count) for count in steps] + [("training z", count) for count in training_z_steps or []]
+    for source, count in rows:
         start = time.perf_counter()
-        avatars = pipeline.sample(n, seed=0, options=SampleOptions(steps=count))
-        renders = np.stack([render_planes(pipeline, a.planes, reference.c2w, reference.intrinsics, *reference.size)
-                            for a in avatars])  # (n, V, H, W, 3)
+        if source == "prior":
+            avatars = pipeline.sample(n, seed=0, options=SampleOptions(steps=count))
+            planes, latents = [a.planes for a in avatars], torch.stack([a.z for a in avatars])  # n x (3, C, H, W), (n, D)
+        else:
+            planes, latents = training_z_samples(pipeline, out, n, count)
+        renders = np.stack([render_planes(pipeline, p, reference.c2w, reference.intrinsics, *reference.size)
+                            for p in planes])  # (n, V, H, W, 3)
         sample_features = extractor(as_images(renders))  # (n * V, F), sample-major
         distance = frechet_distance(sample_features, truth, features=extractor.name).value
         by_count = {p: frechet_distance(sample_features[:p * len(reference.views)], truth, features=extractor.name).value
                     for p in sorted(set(prefixes or [])) if 2 <= p < n}
         nearest = nearest_neighbours(as_strips(renders), strips, "psnr")
-        result["samples"].append({"steps": count, "frechet": distance, "frechet_first": by_count,
+        result["samples"].append({"source": source, "steps": count, "frechet": distance, "frechet_first": by_count,
                                   "nn_median": float(np.median(nearest.best_score)),
-                                  "z_norm_mean": float(torch.stack([a.z for a in avatars]).norm(dim=1).mean()),
+                                  "z_norm_mean": float(latents.norm(dim=1).mean()),
                                   "seconds": round(time.perf_counter() - start, 1)})
-        print(f"{count} steps: {result['samples'][-1]}", flush=True)
+        print(f"{source}, {count} steps: {result['samples'][-1]}", flush=True)
     return result
 
 
@@ -125,13 +146,18 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=4, help="rig views besides the frontal one (default 4)")
     parser.add_argument("--prefixes", type=int, nargs="*", default=[],
                         help="also give the Fréchet distance of the first P samples for each P below --n")
+    parser.add_argument("--from-training-z", type=int, nargs="*", default=[], metavar="STEPS",
+                        help="rows generated with these reverse steps from the latents of n training subjects "
+                             "(a perfect latent prior)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the result as JSON to this path")
     args = parser.parse_args()
-    if args.n < 2 or any(s < 2 for s in args.steps):
-        raise SystemExit(f"error: --n and every --steps must be at least 2, got {args.n} and {args.steps}")
+    if args.n < 2 or any(s < 2 for s in args.steps + args.from_training_z):
+        raise SystemExit(f"error: --n and every --steps and --from-training-z must be at least 2, got {args.n}, "
+                         f"{args.steps} and {args.from_training_z}")
     torch.set_num_threads(args.threads)
-    result = measure(args.out, args.n, args.steps, args.views, prefixes=args.prefixes)
+    result = measure(args.out, args.n, args.steps, args.views, prefixes=args.prefixes,
+                     training_z_steps=args.from_training_z)
     print(f"floor (two halves of the subjects' truth) {result['floor']:.2f}; all {result['subjects']} fitted subjects "
           f"{result['fitted_all']:.2f}; {args.n} fitted subjects {result['fitted_n']:.2f}; their ground truth "
           f"{result['truth_n']:.2f}; leave-one-out nearest "

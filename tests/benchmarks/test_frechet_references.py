@@ -7,13 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
+from rodin_core.datasets.layout import LATENTS_FILE, LATENTS_SHARD, LATENTS_STAGE
 from rodin_core.evaluation.features import VGGFeatures
 from rodin_core.evaluation.sample_quality import ReferenceSet
 from rodin_core.fitting.shard_job import torch_threads
 from rodin_core.generation.job import load_pipeline
 from rodin_core.stage_specs import STAGE_NAMES
+from rodin_core.storage import open_store
+from rodin_core.training.latents import read_latents
 
 from ..evaluation_data import HOLDOUT, make_reconstruction_root
 from ..generation_data import generation_config
@@ -77,3 +81,26 @@ def test_rows_on_a_trained_store_are_finite_and_repeat(script, tmp_path: Path) -
     assert math.isfinite(again["frechet_first"][2]) and again["frechet_first"][2] != again["frechet"]
     assert again["z_norm_mean"] == other["z_norm_mean"] == pytest.approx(float(drawn.norm(dim=1).mean()), rel=1e-6)
     assert all(math.isfinite(first[k]) for k in ("floor", "fitted_all", "loo_median"))
+
+
+def test_the_training_z_row_generates_from_the_latents_the_prior_trained_on(script, tmp_path: Path) -> None:
+    with torch_threads(1):
+        root = make_reconstruction_root(tmp_path / "data", generation_config(*HOLDOUT), stages=STAGE_NAMES,
+                                        stats=True)
+        pipeline = load_pipeline(str(root), None, None, "cpu")
+        z = torch.randn(5, pipeline.latent_dim, generator=torch.Generator().manual_seed(3))  # (N, D)
+        writer = open_store(str(root)).stage(LATENTS_STAGE).begin(LATENTS_SHARD)
+        writer.write_bytes(LATENTS_FILE, safetensors.torch.save({"subject_ids": torch.arange(5), "z": z}))
+        writer.commit(list(range(5)), "test")
+        _, latents = read_latents(str(root))  # (N, D): one z per training subject
+        features = VGGFeatures(image_size=VGG_SIZE, batch_size=8)
+        result = script.measure(root, n=2, steps=[2], views=1, features=features, training_z_steps=[2])
+        direct = [pipeline.generate(latents[p], seed=i, options=script.SampleOptions(steps=2))
+                  for i, p in enumerate(script.spread_positions(len(latents), 2))]
+        made, used = script.training_z_samples(pipeline, str(root), 2, 2)
+    assert [(row["source"], row["steps"]) for row in result["samples"]] == [("prior", 2), ("training z", 2)]
+    prior, training = result["samples"]
+    assert torch.equal(latents, z)
+    assert training["z_norm_mean"] == pytest.approx(float(z[[0, 4]].norm(dim=1).mean()), rel=1e-6)  # spread: 0, 4
+    assert training["frechet"] != prior["frechet"] and math.isfinite(training["frechet"])
+    assert torch.equal(used, z[[0, 4]]) and all(torch.equal(a, b) for a, b in zip(made, direct, strict=True))
