@@ -3,7 +3,8 @@
 For each edit of :data:`EDITS` (glasses, blonde hair, a full beard, short hair: phrased with the
 caption vocabulary the text tower was trained on, ``render/caption_variants.py``) and each of
 ``--n`` avatars, the avatar is judged by the trained attribute classifier (its near-frontal
-renders, :func:`rodin_core.evaluation.avatar_attributes.judge_avatar`), edited with
+renders, :func:`rodin_core.evaluation.avatar_attributes.render_for_judge`; with ``--mirror`` also their
+mirror images), edited with
 ``z + s·δ`` and the same seed (:func:`rodin_core.generation.edit.edit_avatar`), and judged again.
 Per edit it prints the share of the avatars not showing the target before whose target attribute
 flips to it, and the share of the other attributes left unchanged (the attributes that only exist
@@ -45,7 +46,7 @@ from rodin_core.evaluation.attributes import (
     judge_halves,
     load_attribute_classifier,
 )
-from rodin_core.evaluation.avatar_attributes import judge_avatar, render_for_judge
+from rodin_core.evaluation.avatar_attributes import render_for_judge
 from rodin_core.generation import SampleOptions, load_avatar
 from rodin_core.generation.edit import (
     DEFAULT_SOURCE_PROMPT,
@@ -200,6 +201,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--edits", nargs="+", default=None, choices=[e.name for e in EDITS], metavar="EDIT",
                         help=f"a subset of the edits ({', '.join(e.name for e in EDITS)})")
     parser.add_argument("--strength", type=float, default=1.0, help="s in z' = z + s * delta (default 1)")
+    parser.add_argument("--mirror", action="store_true",
+                        help="judge every view together with its mirror image (steadier answers)")
     parser.add_argument("--keep", type=float, default=0.0,
                         help="share of the base model's noisiest reverse steps that follow the source's z (default 0)")
     parser.add_argument("--from", dest="source", default=DEFAULT_SOURCE_PROMPT,
@@ -244,8 +247,8 @@ def main(argv: list[str] | None = None) -> dict:
     size = args.resolution or cfg.render.resolution
     labels = [f"#{i} seed {a.meta.get('seed')}" for i, a in enumerate(sources)]
     views = [render_for_judge(a.planes, decoder, cfg, classifier.cfg.max_view_angle_deg) for a in sources]
-    before = [judge(classifier, v) for v in views]
-    halves = [judge_halves(classifier, v) for v in views]
+    before = [judge(classifier, v, args.mirror) for v in views]
+    halves = [judge_halves(classifier, v, args.mirror) for v in views]
     before_frames = [turntable_frames(cfg, decoder, a.planes, args.frames, size) for a in sources]
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -253,7 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
     for edit in edits:
         text = TextEdit(edit.prompt, args.source, args.strength, args.keep)
         edited = [edit_avatar(pipeline, a, text, direction=directions[edit.name]) for a in sources]
-        after = [judge_avatar(classifier, a.planes, decoder, cfg) for a in edited]
+        after = [judge(classifier, render_for_judge(a.planes, decoder, cfg, classifier.cfg.max_view_angle_deg),
+                       args.mirror) for a in edited]
         scores.append(score_edit(edit, before, after, halves))
         judged[edit.name] = after
         frames = [turntable_frames(cfg, decoder, a.planes, args.frames, size) for a in edited]
@@ -263,7 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
               flush=True)
     print()
     print(format_scores(scores))
-    report = {"out": args.out, "classifier": args.classifier, "avatars": len(sources), "strength": args.strength,
+    report = {"out": args.out, "classifier": args.classifier, "mirror": args.mirror, "avatars": len(sources),
+              "strength": args.strength,
               "keep": args.keep,
               "steps": args.steps, "source_prompt": args.source, "encoder": cfg.encoder.kind,
               "edits": [{**asdict(e), "prompt": e.prompt, "strip": str(strips[e.name]),

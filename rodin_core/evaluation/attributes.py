@@ -221,18 +221,24 @@ def probabilities(model: AttributeClassifier, images: Tensor, batch_size: int = 
     return {name: torch.cat([c[name] for c in chunks]).softmax(dim=-1) for name in model.vocabulary}
 
 
-def judge(model: AttributeClassifier, renders: Tensor) -> dict[str, str]:
+def judge(model: AttributeClassifier, renders: Tensor, mirror: bool = False) -> dict[str, str]:
     """The attributes one avatar shows: class with the highest probability averaged over its ``renders``.
 
     ``renders``: (V, 3, H, W) views of one avatar in [0, 1] on a white background, frontal or near
     frontal (the classifier is trained on views within ``max_view_angle_deg`` of the face).
+    ``mirror``: average over the views and their left-right mirror images (2V), which the classifier
+    also trained on (no attribute depends on the side); the answer then depends less on which views
+    were rendered.
     """
+    views = torch.cat([renders, renders.flip(-1)]) if mirror else renders  # (V or 2V, 3, H, W)
     return {name: model.vocabulary[name][int(p.mean(dim=0).argmax())]
-            for name, p in probabilities(model, renders).items()}
+            for name, p in probabilities(model, views).items()}
 
 
-def judge_halves(model: AttributeClassifier, renders: Tensor) -> tuple[dict[str, str], dict[str, str]]:
-    """:func:`judge` of the even-indexed and of the odd-indexed ``renders`` (V >= 2) of one avatar, apart.
+def judge_halves(model: AttributeClassifier, renders: Tensor,
+                 mirror: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+    """:func:`judge` of the even-indexed and of the odd-indexed ``renders`` (V >= 2) of one avatar, apart
+    (each half with its mirror images when ``mirror``).
 
     Where the two halves of the same avatar's views disagree, the judge cannot tell that attribute
     reliably on that avatar; the share of agreeing attributes is the ceiling of any measure that asks
@@ -241,7 +247,7 @@ def judge_halves(model: AttributeClassifier, renders: Tensor) -> tuple[dict[str,
     if len(renders) < 2:
         raise AttributeClassifierError(f"judging two halves of an avatar's views needs at least 2 views, got "
                                        f"{len(renders)}; render more near-frontal views")
-    return judge(model, renders[0::2]), judge(model, renders[1::2])
+    return judge(model, renders[0::2], mirror), judge(model, renders[1::2], mirror)
 
 
 def attributes_to_bytes(model: AttributeClassifier, metrics: Mapping[str, Any] | None = None) -> tuple[bytes, str]:

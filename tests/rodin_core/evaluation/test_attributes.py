@@ -88,6 +88,27 @@ def test_judge_averages_the_probabilities_of_the_views() -> None:
     assert judge(model, views[1:])["colour"] == "green"
 
 
+def test_mirror_averages_the_views_with_their_mirror_images() -> None:
+    model = classifier()
+    # The colour head reads the left half of a view: black on the left -> red (0.9), white on the left -> green (0.7).
+
+    def fake_forward(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        left = images[..., : images.shape[-1] // 2].mean(dim=(1, 2, 3))  # (N,)
+        rows = [torch.tensor([0.9, 0.05, 0.05]) if value < 0.5 else torch.tensor([0.15, 0.7, 0.15]) for value in left]
+        out = {name: torch.zeros(len(images), len(c)) for name, c in VOCABULARY.items()}
+        out["colour"] = torch.stack(rows).log()
+        return out
+
+    model.forward = fake_forward  # type: ignore[method-assign]
+    view = torch.ones(1, 3, 16, 16)
+    view[..., :8] = 0.0  # black left half, white right half
+    assert judge(model, view)["colour"] == "red"
+    assert judge(model, view.flip(-1))["colour"] == "green"
+    # With its mirror image, the view's probabilities are averaged with the flipped view's: red 0.525 vs green 0.375.
+    assert judge(model, view, mirror=True) == judge(model, torch.cat([view, view.flip(-1)]))
+    assert judge(model, view.flip(-1), mirror=True)["colour"] == "red"  # the mirrored pair is the same pair
+
+
 def test_judge_halves_judges_the_even_and_the_odd_views_apart() -> None:
     model = red_or_green_by_brightness()
     # Even views say red (0.9), odd views green (0.6): each half keeps its own answer; all four together say red.
@@ -95,6 +116,7 @@ def test_judge_halves_judges_the_even_and_the_odd_views_apart() -> None:
     even, odd = judge_halves(model, views)
     assert (even["colour"], odd["colour"], judge(model, views)["colour"]) == ("red", "green", "red")
     assert even == judge(model, views[0::2]) and odd == judge(model, views[1::2])
+    assert judge_halves(model, views, mirror=True) == (even, odd)  # these views are their own mirror images
     with pytest.raises(AttributeClassifierError, match="needs at least 2 views, got 1; render more") as err:
         judge_halves(model, views[:1])
     assert "\n" not in str(err.value)
