@@ -46,7 +46,7 @@ from rodin_core.evaluation.attributes import (
     judge_halves,
     load_attribute_classifier,
 )
-from rodin_core.evaluation.avatar_attributes import render_for_judge
+from rodin_core.evaluation.avatar_attributes import judge_avatar, render_for_judge
 from rodin_core.generation import SampleOptions, load_avatar
 from rodin_core.generation.edit import (
     DEFAULT_SOURCE_PROMPT,
@@ -256,8 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     for edit in edits:
         text = TextEdit(edit.prompt, args.source, args.strength, args.keep)
         edited = [edit_avatar(pipeline, a, text, direction=directions[edit.name]) for a in sources]
-        after = [judge(classifier, render_for_judge(a.planes, decoder, cfg, classifier.cfg.max_view_angle_deg),
-                       args.mirror) for a in edited]
+        after = [judge_avatar(classifier, a.planes, decoder, cfg, args.mirror) for a in edited]
         scores.append(score_edit(edit, before, after, halves))
         judged[edit.name] = after
         frames = [turntable_frames(cfg, decoder, a.planes, args.frames, size) for a in edited]
@@ -268,9 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     print(format_scores(scores))
     report = {"out": args.out, "classifier": args.classifier, "mirror": args.mirror, "avatars": len(sources),
-              "strength": args.strength,
-              "keep": args.keep,
-              "steps": args.steps, "source_prompt": args.source, "encoder": cfg.encoder.kind,
+              "strength": args.strength, "keep": args.keep, "steps": args.steps, "source_prompt": args.source, "encoder": cfg.encoder.kind,
               "edits": [{**asdict(e), "prompt": e.prompt, "strip": str(strips[e.name]),
                          "direction_norm": float(directions[e.name].norm())} for e in edits],
               "scores": [s.to_dict() for s in scores], "judged": {"before": before, "after": judged,

@@ -38,6 +38,7 @@ def render_for_judge(planes: Tensor, decoder: TriplaneDecoder, cfg: RodinConfig,
 
 
 def judge_avatar(model: AttributeClassifier, planes: Tensor, decoder: TriplaneDecoder,
-                 cfg: RodinConfig) -> dict[str, str]:
-    """Attribute -> class that ``model`` reads from the avatar ``planes`` (3, C, H, W) under ``decoder``."""
-    return judge(model, render_for_judge(planes, decoder, cfg, model.cfg.max_view_angle_deg))
+                 cfg: RodinConfig, mirror: bool = False) -> dict[str, str]:
+    """Attribute -> class that ``model`` reads from the avatar ``planes`` (3, C, H, W) under ``decoder``
+    (with the views' mirror images when ``mirror``, see :func:`judge`)."""
+    return judge(model, render_for_judge(planes, decoder, cfg, model.cfg.max_view_angle_deg), mirror)
