@@ -177,7 +177,11 @@ def format_scores(scores: Sequence[EditScore]) -> str:
 
 
 def edit_strip(before: Sequence[np.ndarray], after: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:
-    """One row per avatar: its frames (F, R, R, 3) before, then after the edit -> RGB uint8 sheet."""
+    """One row per avatar: its frames (F, R, R, 3) before, then after the edit -> RGB uint8 sheet.
+
+    The avatar's label goes under its first frame and "before" under the second, so that neither is cut at a
+    small frame's edge; with one frame per side the two share the first tile.
+    """
     if not before or len(before) != len(after) or len(labels) != len(before):
         raise ValueError(f"need the same positive number of frame sets before ({len(before)}), after ({len(after)}) "
                          f"and labels ({len(labels)})")
@@ -185,7 +189,8 @@ def edit_strip(before: Sequence[np.ndarray], after: Sequence[np.ndarray], labels
     tiles, names = [], []
     for old, new, label in zip(before, after, labels, strict=True):
         tiles += [*old, *new]
-        names += [f"{label} before", *[""] * (frames - 1), "after", *[""] * (frames - 1)]
+        first = [label, "before", *[""] * (frames - 2)] if frames > 1 else [f"{label} before"]
+        names += [*first, "after", *[""] * (frames - 1)]
     return contact_sheet(tiles, 2 * frames, names)
 
 

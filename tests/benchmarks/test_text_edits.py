@@ -82,8 +82,25 @@ def test_the_strip_shows_each_avatar_before_and_after_side_by_side(script) -> No
     assert strip.shape == (3 * (8 + LABEL_HEIGHT), 4 * 8, 3)
     row = 8 + LABEL_HEIGHT
     assert (strip[row:row + 8, 8:16] == 10).all() and (strip[row:row + 8, 16:24] == 201).all()
+    label_strip = strip[row - LABEL_HEIGHT:row]  # the first row's labels
+    assert (label_strip[:, 8:16] < 128).any() and (label_strip[:, 16:24] < 128).any()  # "before" and "after" drawn
+    assert (label_strip[:, 24:32] == 255).all()  # the after side's second frame is unlabelled
     with pytest.raises(ValueError, match="same positive number"):
         script.edit_strip(before, after[:2], ["#0", "#1", "#2"])
+
+
+@pytest.mark.parametrize(("frames", "expected"), [
+    (3, ["#0 seed 4", "before", "", "after", "", ""]),
+    (1, ["#0 seed 4 before", "after"]),
+])
+def test_the_strip_labels_the_avatar_and_before_on_separate_tiles(script, monkeypatch, frames, expected) -> None:
+    """A 64-pixel tile holds about ten characters, so the avatar's label and "before" share a tile only when
+    there is one frame per side."""
+    seen = {}
+    monkeypatch.setattr(script, "contact_sheet", lambda tiles, columns, names: seen.update(names=names, columns=columns))
+    frames_of = [np.zeros((frames, 4, 4, 3), np.uint8)]
+    script.edit_strip(frames_of, frames_of, ["#0 seed 4"])
+    assert seen == {"names": expected, "columns": 2 * frames}
 
 
 def test_the_edits_speak_the_attribute_and_caption_vocabulary(script) -> None:
