@@ -11,7 +11,7 @@ from rodin_core.config import ConfigError, RodinConfig, preset_config
 GOLDEN = {
     "tiny": {
         "base.unet": {"in_channels": 8, "out_channels": 8, "model_channels": 32, "channel_mult": [1, 2],
-                      "num_res_blocks": 1, "attention_resolutions": [16], "aware_resolutions": [32], "plane_layout": "rollout",
+                      "num_res_blocks": 1, "attention_resolutions": [], "aware_resolutions": [32], "plane_layout": "rollout",
                       "num_head_channels": 32, "dropout": 0.0, "latent_dim": 512, "cond_channels": 0,
                       "learn_sigma": False, "image_size": 32},
         "upsampler.unet": {"in_channels": 8, "out_channels": 8, "model_channels": 16, "channel_mult": [1, 2],
@@ -25,7 +25,7 @@ GOLDEN = {
         "upsampler.diffusion": {"schedule": "linear", "steps": 1000, "mean_type": "x0", "var_type": "fixed_small",
                                 "loss": "simple", "vlb_weight": 0.001, "sampling_steps": "2", "clip_x0": 4.0,
                            "loss_weighting": "uniform", "min_snr_gamma": 5.0},
-        "prior.diffusion": {"schedule": "linear", "steps": 1000, "mean_type": "eps", "var_type": "fixed_small",
+        "prior.diffusion": {"schedule": "linear", "steps": 1000, "mean_type": "x0", "var_type": "fixed_small",
                             "loss": "simple", "vlb_weight": 0.001, "sampling_steps": "50", "clip_x0": 4.0,
                            "loss_weighting": "uniform", "min_snr_gamma": 5.0},
         "triplane.decoder": {"channels": 8, "hidden": 64, "layers": 4, "feature_frequencies": 0,
@@ -43,7 +43,7 @@ GOLDEN = {
         "encoder": {"kind": "learned", "clip_model": "ViT-B-32", "clip_pretrained": "openai", "latent_dim": 512,
                     "image_size": 64, "learned_channels": 16, "learned_pooling": "flatten",
                     "avatar_clip_weights": ""},
-        "base.train": {"steps": 720, "batch_size": 8, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 20,
+        "base.train": {"steps": 900, "batch_size": 8, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 20,
                        "ema_decay": 0.99, "grad_clip": 1.0, "checkpoint_every": 200, "log_every": 20, "workers": 1,
                        "use_gpu": False, "precision": "bf16", "max_failures": 3, "seed": 0},
         "upsampler.train": {"steps": 300, "batch_size": 4, "lr": 0.001, "weight_decay": 0.0, "warmup_steps": 20,
