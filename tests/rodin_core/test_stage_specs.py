@@ -28,8 +28,11 @@ def test_network_and_diffusion_configs_follow_the_paper():
         "x0", "simple")
     assert (stage_section("upsampler", cfg).diffusion.mean_type, stage_section("upsampler", cfg).diffusion.loss) == (
         "x0", "simple")
+    # the tiny prior predicts z itself (appendix B.4); the paper's and the small preset's keep ε
     assert (stage_section("prior", cfg).diffusion.mean_type, stage_section("prior", cfg).diffusion.loss) == (
-        "eps", "simple")
+        "x0", "simple")
+    assert stage_section("prior", paper).diffusion.mean_type == "eps"
+    assert stage_section("prior", load_config("small")).diffusion.mean_type == "eps"
     prior = network_config("prior", cfg)
     assert isinstance(prior, LatentMLPConfig) and prior.depth == cfg.prior.mlp.depth
     assert train_config_for("upsampler", cfg) is cfg.upsampler.train
