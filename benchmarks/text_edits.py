@@ -3,9 +3,9 @@
 For each edit of :data:`EDITS` (glasses, blonde hair, a full beard, short hair: phrased with the
 caption vocabulary the text tower was trained on, ``render/caption_variants.py``) and each of
 ``--n`` avatars, the avatar is judged by the trained attribute classifier (its near-frontal
-renders, :func:`rodin_core.evaluation.avatar_attributes.render_for_judge`; with ``--mirror`` also their
-mirror images), edited with
-``z + s·δ`` and the same seed (:func:`rodin_core.generation.edit.edit_avatar`), and judged again.
+renders, :func:`rodin_core.evaluation.avatar_attributes.render_for_judge`; with ``--mirror`` also
+their mirror images), edited with ``z + s·δ`` and the same seed
+(:func:`rodin_core.generation.edit.edit_avatar`), and judged again.
 Per edit it prints the share of the avatars not showing the target before whose target attribute
 flips to it, and the share of the other attributes left unchanged (the attributes that only exist
 with the target, e.g. the style of the glasses, are left out). Beside that share it prints the judge's
@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     print(format_scores(scores))
     report = {"out": args.out, "classifier": args.classifier, "mirror": args.mirror, "avatars": len(sources),
-              "strength": args.strength, "keep": args.keep, "steps": args.steps, "source_prompt": args.source, "encoder": cfg.encoder.kind,
+              "strength": args.strength, "keep": args.keep, "steps": args.steps, "source_prompt": args.source,
+              "encoder": cfg.encoder.kind,
               "edits": [{**asdict(e), "prompt": e.prompt, "strip": str(strips[e.name]),
                          "direction_norm": float(directions[e.name].norm())} for e in edits],
               "scores": [s.to_dict() for s in scores], "judged": {"before": before, "after": judged,

@@ -97,7 +97,8 @@ def test_the_strip_labels_the_avatar_and_before_on_separate_tiles(script, monkey
     """A 64-pixel tile holds about ten characters, so the avatar's label and "before" share a tile only when
     there is one frame per side."""
     seen = {}
-    monkeypatch.setattr(script, "contact_sheet", lambda tiles, columns, names: seen.update(names=names, columns=columns))
+    monkeypatch.setattr(script, "contact_sheet",
+                        lambda tiles, columns, names: seen.update(names=names, columns=columns))
     frames_of = [np.zeros((frames, 4, 4, 3), np.uint8)]
     script.edit_strip(frames_of, frames_of, ["#0 seed 4"])
     assert seen == {"names": expected, "columns": 2 * frames}
