@@ -22,9 +22,12 @@ script measures:
 how the distance falls with the sample count. ``--from-training-z S ...`` adds, per S, a row of ``n``
 avatars generated with S reverse steps from the latents the prior trained on (``n`` training subjects
 spread over the set, avatar i with seed i): what a perfect latent prior would give with this base model
-and upsampler, which tells the prior's share of the gap from the base model's. Run on a trained store:
-``.venv/bin/python benchmarks/frechet_references.py --out data/small --n 64 --steps 5 25 [--prefixes 16 32]
-[--from-training-z 25] [--json PATH]``.
+and upsampler, which tells the prior's share of the gap from the base model's. ``--from-fitted-low-res S ...``
+splits the rest between the base model and the upsampler (§3.3): the fitted tri-planes of the same ``n`` subjects,
+brought down to the base resolution as the base model's training data are, then up again, bilinearly (one row) and
+by the trained upsampler with S reverse steps (one row per S, avatar i with seed i): what a perfect base model
+would give. Run on a trained store: ``.venv/bin/python benchmarks/frechet_references.py --out data/small --n 64
+--steps 5 25 [--prefixes 16 32] [--from-training-z 25] [--from-fitted-low-res 25] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -57,10 +60,16 @@ from rodin_core.evaluation.sample_quality import (
     render_planes,
     subject_floor,
 )
-from rodin_core.generation import SampleOptions
+from rodin_core.generation import GenerationPipeline, SampleOptions
 from rodin_core.generation.job import load_pipeline
+from rodin_core.generation.pipeline import stage_respacing
+from rodin_core.generation.sampling import sample_upsampler
 from rodin_core.storage import open_store
 from rodin_core.training.latents import read_latents
+from rodin_core.triplane.rescale import downsample_planes, upsample_planes
+
+BILINEAR = 0
+"""``steps`` of a ``fitted low-res`` row that goes back up bilinearly instead of through the upsampler."""
 
 
 def spread_positions(count: int, n: int) -> list[int]:
@@ -97,12 +106,32 @@ def training_z_samples(pipeline, out: str, n: int, steps: int) -> tuple[list[tor
     return [pipeline.generate(z, seed=i, options=SampleOptions(steps=steps)) for i, z in enumerate(picked)], picked
 
 
+def fitted_low_res_samples(pipeline: GenerationPipeline, fitted: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """Raw tri-planes (3, C, H, H), one per fitted raw tri-plane of ``fitted`` (n, 3, C, H, H), brought down to
+    the base resolution h as the base model trains on them (normalised, then area-downsampled), then up again:
+    bilinearly for ``steps`` :data:`BILINEAR`, else by the upsampler with ``steps`` reverse steps and seed i for
+    the i-th (a perfect base model's samples)."""
+    stats, cfg = pipeline.stats, pipeline.cfg
+    low = downsample_planes(stats.normalize(fitted.float()), pipeline.base_resolution)  # (n, 3, C, h, h) normalised
+    if steps == BILINEAR:
+        return list(stats.denormalize(upsample_planes(low, pipeline.resolution)))  # n x (3, C, H, H)
+    respacing = stage_respacing(cfg, "upsampler", SampleOptions(steps=steps))
+    raw_low = stats.denormalize(low)  # (n, 3, C, h, h)
+    with torch.no_grad():
+        return [sample_upsampler(pipeline.upsampler, cfg, stats, raw_low[i:i + 1],
+                                 generator=torch.Generator().manual_seed(i), respacing=respacing)[0].float().cpu()
+                for i in range(len(raw_low))]  # n x (3, C, H, H)
+
+
 def measure(out: str, n: int, steps: list[int], views: int = 4, features: str | ImageFeatures = "vgg",
-            prefixes: list[int] | None = None, training_z_steps: list[int] | None = None) -> dict:
+            prefixes: list[int] | None = None, training_z_steps: list[int] | None = None,
+            low_res_steps: list[int] | None = None) -> dict:
     """The references and one row per entry of ``steps`` for the checkpoints and fitted subjects of ``out``;
     each row also gives the Fréchet distance of the first ``p`` samples for every ``p`` of ``prefixes``.
     ``training_z_steps``: one more row per entry, the samples of :func:`training_z_samples`
-    (``source`` ``"training z"``; the prior's rows are ``"prior"``)."""
+    (``source`` ``"training z"``; the prior's rows are ``"prior"``). ``low_res_steps``: one row per entry, the
+    :func:`fitted_low_res_samples` of the same ``n`` subjects (``source`` ``"fitted low-res"``, ``steps`` 0 for
+    the bilinear one)."""
     pipeline = load_pipeline(out, None, None, "cpu")
     sources = renders_index(open_store(out).stage(RENDERS_STAGE))
     training = training_subjects(out, trained_held_out(out), list(sources))
@@ -116,13 +145,18 @@ def measure(out: str, n: int, steps: list[int], views: int = 4, features: str | 
                   loo_median=float(np.median(leave_one_out_neighbours(strips, "psnr").best_score)),
                   references_s=round(time.perf_counter() - start, 1), samples=[])
     rows = [("prior", count) for count in steps] + [("training z", count) for count in training_z_steps or []]
+    rows += [("fitted low-res", count) for count in low_res_steps or []]
+    picked = spread_positions(len(reference.subject_ids), n)
     for source, count in rows:
         start = time.perf_counter()
+        latents = None
         if source == "prior":
             avatars = pipeline.sample(n, seed=0, options=SampleOptions(steps=count))
             planes, latents = [a.planes for a in avatars], torch.stack([a.z for a in avatars])  # n x (3, C, H, W), (n, D)
-        else:
+        elif source == "training z":
             planes, latents = training_z_samples(pipeline, out, n, count)
+        else:
+            planes = fitted_low_res_samples(pipeline, reference.planes[picked], count)
         renders = np.stack([render_planes(pipeline, p, reference.c2w, reference.intrinsics, *reference.size)
                             for p in planes])  # (n, V, H, W, 3)
         sample_features = extractor(as_images(renders))  # (n * V, F), sample-major
@@ -132,7 +166,7 @@ def measure(out: str, n: int, steps: list[int], views: int = 4, features: str | 
         nearest = nearest_neighbours(as_strips(renders), strips, "psnr")
         result["samples"].append({"source": source, "steps": count, "frechet": distance, "frechet_first": by_count,
                                   "nn_median": float(np.median(nearest.best_score)),
-                                  "z_norm_mean": float(latents.norm(dim=1).mean()),
+                                  "z_norm_mean": None if latents is None else float(latents.norm(dim=1).mean()),
                                   "seconds": round(time.perf_counter() - start, 1)})
         print(f"{source}, {count} steps: {result['samples'][-1]}", flush=True)
     return result
@@ -149,15 +183,20 @@ def main() -> None:
     parser.add_argument("--from-training-z", type=int, nargs="*", default=[], metavar="STEPS",
                         help="rows generated with these reverse steps from the latents of n training subjects "
                              "(a perfect latent prior)")
+    parser.add_argument("--from-fitted-low-res", type=int, nargs="*", default=None, metavar="STEPS",
+                        help="rows from the fitted tri-planes of n training subjects at the base resolution, brought "
+                             "up bilinearly and by the upsampler with these reverse steps (a perfect base model)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the result as JSON to this path")
     args = parser.parse_args()
-    if args.n < 2 or any(s < 2 for s in args.steps + args.from_training_z):
-        raise SystemExit(f"error: --n and every --steps and --from-training-z must be at least 2, got {args.n}, "
-                         f"{args.steps} and {args.from_training_z}")
+    low_res = args.from_fitted_low_res
+    if args.n < 2 or any(s < 2 for s in args.steps + args.from_training_z + (low_res or [])):
+        raise SystemExit(f"error: --n and every --steps, --from-training-z and --from-fitted-low-res must be at least "
+                         f"2, got {args.n}, {args.steps}, {args.from_training_z} and {low_res}")
     torch.set_num_threads(args.threads)
     result = measure(args.out, args.n, args.steps, args.views, prefixes=args.prefixes,
-                     training_z_steps=args.from_training_z)
+                     training_z_steps=args.from_training_z,
+                     low_res_steps=None if low_res is None else [BILINEAR, *low_res])
     print(f"floor (two halves of the subjects' truth) {result['floor']:.2f}; all {result['subjects']} fitted subjects "
           f"{result['fitted_all']:.2f}; {args.n} fitted subjects {result['fitted_n']:.2f}; their ground truth "
           f"{result['truth_n']:.2f}; leave-one-out nearest "

@@ -50,9 +50,9 @@ from rodin_core.datasets.layout import (
 from rodin_core.storage import open_store, pipe_atomic
 
 RECORD = "small-run/timings.json"
+"""Where, under ``--out``, the finished stages are recorded."""
 RUNNING = "running"
 """Status of a stage in flight (or of one whose run was killed: its seconds count towards the next attempt)."""
-"""Where, under ``--out``, the finished stages are recorded."""
 DEFAULT_CONFIG = "configs/small-cpu.yaml"
 DEFAULT_SAMPLES = 64
 """Unconditional samples of the evaluation: enough for the Fréchet distance to settle at this size."""

@@ -104,3 +104,34 @@ def test_the_training_z_row_generates_from_the_latents_the_prior_trained_on(scri
     assert training["z_norm_mean"] == pytest.approx(float(z[[0, 4]].norm(dim=1).mean()), rel=1e-6)  # spread: 0, 4
     assert training["frechet"] != prior["frechet"] and math.isfinite(training["frechet"])
     assert torch.equal(used, z[[0, 4]]) and all(torch.equal(a, b) for a, b in zip(made, direct, strict=True))
+
+
+def test_the_fitted_low_res_rows_bring_the_fitted_planes_down_and_up_again(script, tmp_path: Path) -> None:
+    with torch_threads(1):
+        root = make_reconstruction_root(tmp_path / "data", generation_config(*HOLDOUT), stages=STAGE_NAMES,
+                                        stats=True)
+        pipeline = load_pipeline(str(root), None, None, "cpu")
+        channels, side = pipeline.cfg.triplane.channels, pipeline.resolution
+        level = torch.linspace(-1.0, 1.0, 3 * channels).reshape(1, 3, channels, 1, 1)
+        flat = level.expand(2, 3, channels, side, side).clone()  # (2, 3, C, H, H): one value per plane channel
+        noisy = flat + torch.randn(flat.shape, generator=torch.Generator().manual_seed(0))  # (2, 3, C, H, H)
+        smooth = script.fitted_low_res_samples(pipeline, flat, script.BILINEAR)
+        blurred = script.fitted_low_res_samples(pipeline, noisy, script.BILINEAR)
+        upsampled = script.fitted_low_res_samples(pipeline, noisy, 2)
+        again = script.fitted_low_res_samples(pipeline, noisy, 2)
+        low = script.downsample_planes(pipeline.stats.normalize(noisy[1:]), pipeline.base_resolution)  # (1, 3, C, h, h)
+        direct = script.sample_upsampler(pipeline.upsampler, pipeline.cfg, pipeline.stats,
+                                         pipeline.stats.denormalize(low), generator=torch.Generator().manual_seed(1),
+                                         respacing=script.stage_respacing(pipeline.cfg, "upsampler",
+                                                                          script.SampleOptions(steps=2)))[0]
+        features = VGGFeatures(image_size=VGG_SIZE, batch_size=8)
+        result = script.measure(root, n=2, steps=[], views=1, features=features, low_res_steps=[script.BILINEAR, 2])
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(smooth, flat, strict=True))  # nothing to lose
+    assert all(a.shape == (3, channels, side, side) for a in blurred + upsampled)
+    assert all(b.std() < n.std() for b, n in zip(blurred, noisy, strict=True))  # the noise above h/2 is gone
+    assert all(torch.equal(a, b) for a, b in zip(upsampled, again, strict=True))  # avatar i: seed i, every time
+    assert torch.allclose(upsampled[1], direct, atol=1e-6) and not torch.equal(upsampled[1], blurred[1])
+    rows = result["samples"]
+    assert [(row["source"], row["steps"]) for row in rows] == [("fitted low-res", 0), ("fitted low-res", 2)]
+    assert all(row["z_norm_mean"] is None and math.isfinite(row["frechet"]) for row in rows)
+    assert rows[0]["frechet"] != rows[1]["frechet"]
