@@ -112,6 +112,7 @@ def run_training(
     if stage_name not in TRAINED_STAGES:
         raise ValueError(f"unknown training stage {stage_name!r}; choose one of {TRAINED_STAGES}")
     out = absolute_uri(out)  # the workers run in Ray Train's own working directories
+    cfg = with_absolute_paths(cfg)
     store = open_store(out, storage_options)
     storage_path, filesystem = ray_storage(store)
     train = train_config_for(stage_name, cfg)
@@ -186,6 +187,16 @@ def fit_with_progress(trainer: TorchTrainer, relay: Any, on_progress: Callable[[
             for line in ray.get(relay.drain.remote()):
                 on_progress(line)
         return future.result()
+
+
+def with_absolute_paths(cfg: RodinConfig) -> RodinConfig:
+    """``cfg`` with a relative local ``encoder.avatar_clip_weights`` made absolute against this process's working
+    directory (:func:`~rodin_core.storage.absolute_uri`): the workers, which read it, run in Ray Train's own
+    working directories. Other URIs and every other field are unchanged; ``cfg`` itself is not modified."""
+    weights = cfg.encoder.avatar_clip_weights
+    if cfg.encoder.kind != "avatar_clip" or not weights:
+        return cfg
+    return dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, avatar_clip_weights=absolute_uri(weights)))
 
 
 def ray_storage(store: Store) -> tuple[str, pyarrow.fs.FileSystem | None]:

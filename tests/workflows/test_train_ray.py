@@ -27,6 +27,7 @@ from workflows.train_ray import (
     TrainingError,
     input_data_error,
     run_training,
+    with_absolute_paths,
 )
 from workflows.train_worker import (
     ResumeMismatchError,
@@ -82,6 +83,22 @@ def test_a_worker_failing_on_its_data_names_the_repair_not_a_resume() -> None:
     assert str(error) == f"training base stopped on its input data: {damaged}"
     assert input_data_error("base", WorkerGroupError("worker 0 died", {0: RuntimeError("segfault")})) is None
     assert not retry_unless_a_setup_error(None, None, Failed(data=error))
+
+
+def test_a_relative_avatar_clip_path_reaches_the_workers_absolute(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config()
+    cfg.encoder.kind, cfg.encoder.latent_dim = "avatar_clip", 128
+    cfg.encoder.avatar_clip_weights = "data/text_embedding/avatar_clip.safetensors"
+    resolved = with_absolute_paths(cfg)
+    assert resolved.encoder.avatar_clip_weights == str(tmp_path / "data/text_embedding/avatar_clip.safetensors")
+    assert cfg.encoder.avatar_clip_weights == "data/text_embedding/avatar_clip.safetensors"  # the caller's is kept
+    assert resolved.to_dict() | {"encoder": None} == cfg.to_dict() | {"encoder": None}  # nothing else changes
+    for uri in ("s3://bucket/avatar_clip.safetensors", "/abs/avatar_clip.safetensors"):
+        cfg.encoder.avatar_clip_weights = uri
+        assert with_absolute_paths(cfg).encoder.avatar_clip_weights == uri
+    cfg.encoder.kind, cfg.encoder.avatar_clip_weights = "learned", ""
+    assert with_absolute_paths(cfg) is cfg
 
 
 def test_memory_store_is_refused_before_ray_starts() -> None:
