@@ -141,6 +141,12 @@ def _unavailable(model_name: str, pretrained: str, remedy: str, reason: str) -> 
         f"pretrained={pretrained!r})\", then copy ~/.cache/huggingface), or {remedy}")
 
 
+def names_a_file(pretrained: str) -> bool:
+    """Whether ``encoder.clip_pretrained`` names a local weights file rather than an open_clip tag."""
+    path = Path(pretrained).expanduser()
+    return path.is_file() or path.suffix == ".safetensors" or os.sep in pretrained
+
+
 def resolve_clip_weights(model_name: str, pretrained: str, cache_dir: str | os.PathLike | None = None, *,
                          remedy: str = ENCODER_REMEDY) -> tuple[str, dict]:
     """Local safetensors file of ``pretrained`` (a tag in the HF cache, or a path) and its tag config.
@@ -153,7 +159,7 @@ def resolve_clip_weights(model_name: str, pretrained: str, cache_dir: str | os.P
     from huggingface_hub import try_to_load_from_cache
 
     path = Path(pretrained).expanduser()
-    if path.is_file() or path.suffix == ".safetensors" or os.sep in pretrained:
+    if names_a_file(pretrained):
         if not path.is_file():
             raise _unavailable(model_name, pretrained, remedy, f"the local weights file {str(path)!r} does not exist")
         if path.suffix != ".safetensors":

@@ -53,6 +53,7 @@ from rodin_core.config import RodinConfig, TrainConfig
 from rodin_core.datasets.checkpoints import committed_config, committed_step
 from rodin_core.datasets.errors import StageInputError
 from rodin_core.datasets.layout import CHECKPOINTS_STAGE, RUNS_FOLDER
+from rodin_core.encoders import names_a_file
 from rodin_core.stage_specs import TRAINED_STAGES, train_config_for
 from rodin_core.storage import Store, absolute_uri, open_store
 from rodin_core.training.latents import ensure_latents
@@ -190,13 +191,17 @@ def fit_with_progress(trainer: TorchTrainer, relay: Any, on_progress: Callable[[
 
 
 def with_absolute_paths(cfg: RodinConfig) -> RodinConfig:
-    """``cfg`` with a relative local ``encoder.avatar_clip_weights`` made absolute against this process's working
-    directory (:func:`~rodin_core.storage.absolute_uri`): the workers, which read it, run in Ray Train's own
-    working directories. Other URIs and every other field are unchanged; ``cfg`` itself is not modified."""
-    weights = cfg.encoder.avatar_clip_weights
-    if cfg.encoder.kind != "avatar_clip" or not weights:
-        return cfg
-    return dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, avatar_clip_weights=absolute_uri(weights)))
+    """``cfg`` with the encoder's relative local weights files made absolute against this process's working
+    directory (:func:`~rodin_core.storage.absolute_uri`): the workers, which read them, run in Ray Train's own
+    working directories. Those are ``encoder.avatar_clip_weights`` of ``avatar_clip`` and ``encoder.clip_pretrained``
+    of ``clip`` when it names a file (:func:`~rodin_core.encoders.names_a_file`), not an open_clip tag. Other URIs and
+    every other field are unchanged; ``cfg`` itself is not modified."""
+    encoder = cfg.encoder
+    if encoder.kind == "avatar_clip" and encoder.avatar_clip_weights:
+        encoder = dataclasses.replace(encoder, avatar_clip_weights=absolute_uri(encoder.avatar_clip_weights))
+    elif encoder.kind == "clip" and names_a_file(encoder.clip_pretrained):
+        encoder = dataclasses.replace(encoder, clip_pretrained=absolute_uri(os.path.expanduser(encoder.clip_pretrained)))
+    return cfg if encoder is cfg.encoder else dataclasses.replace(cfg, encoder=encoder)
 
 
 def ray_storage(store: Store) -> tuple[str, pyarrow.fs.FileSystem | None]:

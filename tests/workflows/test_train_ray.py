@@ -85,7 +85,7 @@ def test_a_worker_failing_on_its_data_names_the_repair_not_a_resume() -> None:
     assert not retry_unless_a_setup_error(None, None, Failed(data=error))
 
 
-def test_a_relative_avatar_clip_path_reaches_the_workers_absolute(tmp_path: Path, monkeypatch) -> None:
+def test_relative_encoder_weights_files_reach_the_workers_absolute(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = tiny_config()
     cfg.encoder.kind, cfg.encoder.latent_dim = "avatar_clip", 128
@@ -98,6 +98,10 @@ def test_a_relative_avatar_clip_path_reaches_the_workers_absolute(tmp_path: Path
         cfg.encoder.avatar_clip_weights = uri
         assert with_absolute_paths(cfg).encoder.avatar_clip_weights == uri
     cfg.encoder.kind, cfg.encoder.avatar_clip_weights = "learned", ""
+    assert with_absolute_paths(cfg) is cfg
+    cfg.encoder.kind, cfg.encoder.clip_pretrained = "clip", "weights/clip.safetensors"
+    assert with_absolute_paths(cfg).encoder.clip_pretrained == str(tmp_path / "weights/clip.safetensors")
+    cfg.encoder.clip_pretrained = "openai"  # an open_clip tag, not a file
     assert with_absolute_paths(cfg) is cfg
 
 
