@@ -16,7 +16,9 @@ script measures:
   it is slightly lower than ``n`` new subjects would score);
 - per ``--steps`` S: ``n`` unconditional samples (seeds 0..n-1, as ``rodin sample``) with S reverse
   steps of the base model and the upsampler, their Fréchet distance and the median PSNR to their
-  nearest training subject, beside the training subjects' own leave-one-out median.
+  nearest training subject, beside the training subjects' own leave-one-out median. S is ``N`` (each
+  stage's configured rule, as ``rodin sample --steps N``), ``ddimN`` or ``ancestralN`` (both stages with
+  that sampler, as ``rodin sample --sampler``).
 
 ``--prefixes P ...`` adds, per row, the Fréchet distance of the first P of the ``n`` samples, which shows
 how the distance falls with the sample count. ``--from-training-z S ...`` adds, per S, a row of ``n``
@@ -27,7 +29,7 @@ splits the rest between the base model and the upsampler (§3.3): the fitted tri
 brought down to the base resolution as the base model's training data are, then up again, bilinearly (one row) and
 by the trained upsampler with S reverse steps (one row per S, avatar i with seed i): what a perfect base model
 would give. Run on a trained store: ``.venv/bin/python benchmarks/frechet_references.py --out data/small --n 64
---steps 5 25 [--prefixes 16 32] [--from-training-z 25] [--from-fitted-low-res 25] [--json PATH]``.
+--steps 5 25 [ancestral50] [--prefixes 16 32] [--from-training-z 25] [--from-fitted-low-res 25] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -71,6 +73,20 @@ from rodin_core.triplane.rescale import downsample_planes, upsample_planes
 BILINEAR = 0
 """``steps`` of a ``fitted low-res`` row that goes back up bilinearly instead of through the upsampler."""
 
+SAMPLER_PREFIXES = ("ddim", "ancestral")
+"""Prefixes of a ``--steps`` entry that name the sampler of both stages (:class:`SampleOptions` ``sampler``)."""
+
+
+def sample_setting(text: str | int) -> tuple[str | None, int]:
+    """``(sampler, steps)`` of a row's steps: ``25`` -> ``(None, 25)``, ``"ddim25"`` -> ``("ddim", 25)``,
+    ``"ancestral50"`` -> ``("ancestral", 50)``; ValueError with one line for anything else or fewer than 2 steps."""
+    text = str(text).strip()
+    sampler = next((prefix for prefix in SAMPLER_PREFIXES if text.startswith(prefix)), None)
+    count = text[len(sampler or ""):]
+    if not count.isdigit() or int(count) < 2:
+        raise ValueError(f"steps must be N, ddimN or ancestralN with N >= 2, got {text!r}")
+    return sampler, int(count)
+
 
 def spread_positions(count: int, n: int) -> list[int]:
     """``n`` of the positions 0..count-1, evenly spaced from the first to the last (all of them when n >= count)."""
@@ -97,13 +113,15 @@ def references(reference: ReferenceSet, extractor: ImageFeatures, n: int, seed: 
             "fitted_n_subjects": [reference.subject_ids[p] for p in picked], "truth_features": truth}
 
 
-def training_z_samples(pipeline, out: str, n: int, steps: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+def training_z_samples(pipeline, out: str, n: int, steps: int,
+                       sampler: str | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Tri-planes (3, C, H, W) generated from the latents of ``n`` training subjects spread over the prior's
-    training set, the i-th with seed i and ``steps`` reverse steps (a perfect latent prior's samples), and
-    those latents (n, D)."""
+    training set, the i-th with seed i and ``steps`` reverse steps of ``sampler`` (None: each stage's configured
+    rule), i.e. a perfect latent prior's samples, and those latents (n, D)."""
     _, latents = read_latents(out)  # (N, D)
     picked = latents[spread_positions(len(latents), n)]  # (n, D)
-    return [pipeline.generate(z, seed=i, options=SampleOptions(steps=steps)) for i, z in enumerate(picked)], picked
+    options = SampleOptions(steps=steps, sampler=sampler)
+    return [pipeline.generate(z, seed=i, options=options) for i, z in enumerate(picked)], picked
 
 
 def fitted_low_res_samples(pipeline: GenerationPipeline, fitted: torch.Tensor, steps: int) -> list[torch.Tensor]:
@@ -123,10 +141,11 @@ def fitted_low_res_samples(pipeline: GenerationPipeline, fitted: torch.Tensor, s
                 for i in range(len(raw_low))]  # n x (3, C, H, H)
 
 
-def measure(out: str, n: int, steps: list[int], views: int = 4, features: str | ImageFeatures = "vgg",
-            prefixes: list[int] | None = None, training_z_steps: list[int] | None = None,
+def measure(out: str, n: int, steps: list[int | str], views: int = 4, features: str | ImageFeatures = "vgg",
+            prefixes: list[int] | None = None, training_z_steps: list[int | str] | None = None,
             low_res_steps: list[int] | None = None) -> dict:
-    """The references and one row per entry of ``steps`` for the checkpoints and fitted subjects of ``out``;
+    """The references and one row per entry of ``steps`` (:func:`sample_setting`: the row's ``sampler`` and
+    ``steps``) for the checkpoints and fitted subjects of ``out``;
     each row also gives the Fréchet distance of the first ``p`` samples for every ``p`` of ``prefixes``.
     ``training_z_steps``: one more row per entry, the samples of :func:`training_z_samples`
     (``source`` ``"training z"``; the prior's rows are ``"prior"``). ``low_res_steps``: one row per entry, the
@@ -147,14 +166,15 @@ def measure(out: str, n: int, steps: list[int], views: int = 4, features: str | 
     rows = [("prior", count) for count in steps] + [("training z", count) for count in training_z_steps or []]
     rows += [("fitted low-res", count) for count in low_res_steps or []]
     picked = spread_positions(len(reference.subject_ids), n)
-    for source, count in rows:
+    for source, setting in rows:
         start = time.perf_counter()
         latents = None
+        sampler, count = (None, setting) if source == "fitted low-res" else sample_setting(setting)
         if source == "prior":
-            avatars = pipeline.sample(n, seed=0, options=SampleOptions(steps=count))
+            avatars = pipeline.sample(n, seed=0, options=SampleOptions(steps=count, sampler=sampler))
             planes, latents = [a.planes for a in avatars], torch.stack([a.z for a in avatars])  # n x (3, C, H, W), (n, D)
         elif source == "training z":
-            planes, latents = training_z_samples(pipeline, out, n, count)
+            planes, latents = training_z_samples(pipeline, out, n, count, sampler)
         else:
             planes = fitted_low_res_samples(pipeline, reference.planes[picked], count)
         renders = np.stack([render_planes(pipeline, p, reference.c2w, reference.intrinsics, *reference.size)
@@ -164,11 +184,12 @@ def measure(out: str, n: int, steps: list[int], views: int = 4, features: str | 
         by_count = {p: frechet_distance(sample_features[:p * len(reference.views)], truth, features=extractor.name).value
                     for p in sorted(set(prefixes or [])) if 2 <= p < n}
         nearest = nearest_neighbours(as_strips(renders), strips, "psnr")
-        result["samples"].append({"source": source, "steps": count, "frechet": distance, "frechet_first": by_count,
+        result["samples"].append({"source": source, "steps": count, "sampler": sampler, "frechet": distance,
+                                  "frechet_first": by_count,
                                   "nn_median": float(np.median(nearest.best_score)),
                                   "z_norm_mean": None if latents is None else float(latents.norm(dim=1).mean()),
                                   "seconds": round(time.perf_counter() - start, 1)})
-        print(f"{source}, {count} steps: {result['samples'][-1]}", flush=True)
+        print(f"{source}, {setting} steps: {result['samples'][-1]}", flush=True)
     return result
 
 
@@ -176,11 +197,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="data/small", help="dataset root with checkpoints, renders and tri-planes")
     parser.add_argument("--n", type=int, default=64, help="samples, and fitted subjects of fitted_n (default 64)")
-    parser.add_argument("--steps", type=int, nargs="*", default=[], help="reverse steps of each sample row")
+    parser.add_argument("--steps", nargs="*", default=[],
+                        help="reverse steps of each sample row: N (each stage's configured sampler), ddimN or ancestralN")
     parser.add_argument("--views", type=int, default=4, help="rig views besides the frontal one (default 4)")
     parser.add_argument("--prefixes", type=int, nargs="*", default=[],
                         help="also give the Fréchet distance of the first P samples for each P below --n")
-    parser.add_argument("--from-training-z", type=int, nargs="*", default=[], metavar="STEPS",
+    parser.add_argument("--from-training-z", nargs="*", default=[], metavar="STEPS",
                         help="rows generated with these reverse steps from the latents of n training subjects "
                              "(a perfect latent prior)")
     parser.add_argument("--from-fitted-low-res", type=int, nargs="*", default=None, metavar="STEPS",
@@ -190,9 +212,12 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the result as JSON to this path")
     args = parser.parse_args()
     low_res = args.from_fitted_low_res
-    if args.n < 2 or any(s < 2 for s in args.steps + args.from_training_z + (low_res or [])):
-        raise SystemExit(f"error: --n and every --steps, --from-training-z and --from-fitted-low-res must be at least "
-                         f"2, got {args.n}, {args.steps}, {args.from_training_z} and {low_res}")
+    if args.n < 2 or any(s < 2 for s in low_res or []):
+        raise SystemExit(f"error: --n and every --from-fitted-low-res must be at least 2, got {args.n} and {low_res}")
+    try:
+        [sample_setting(s) for s in args.steps + args.from_training_z]
+    except ValueError as exc:
+        raise SystemExit(f"error: --steps / --from-training-z: {exc}") from None
     torch.set_num_threads(args.threads)
     result = measure(args.out, args.n, args.steps, args.views, prefixes=args.prefixes,
                      training_z_steps=args.from_training_z,

@@ -54,6 +54,15 @@ def test_positions_spread_from_first_to_last_and_rows_follow_the_views(script) -
     assert script.subject_rows([0, 2], 3) == [0, 1, 2, 6, 7, 8]
 
 
+def test_a_rows_steps_name_the_sampler_or_leave_it_to_each_stage(script) -> None:
+    assert script.sample_setting(25) == (None, 25) and script.sample_setting("25") == (None, 25)
+    assert script.sample_setting("ddim5") == ("ddim", 5) and script.sample_setting("ancestral50") == ("ancestral", 50)
+    for bad in ("1", "ddim", "ddim1", "euler20", "25x", "-3", ""):
+        with pytest.raises(ValueError, match="N, ddimN or ancestralN") as caught:
+            script.sample_setting(bad)
+        assert "\n" not in str(caught.value)
+
+
 def test_fitted_subjects_that_are_the_truth_reach_zero_only_all_together(script) -> None:
     exact = script.references(reference_set(12, 3, fitted_is_truth=True), ColourStatistics(), n=4)
     assert exact["fitted_all"] == pytest.approx(0.0, abs=1e-6)
@@ -71,11 +80,12 @@ def test_rows_on_a_trained_store_are_finite_and_repeat(script, tmp_path: Path) -
         root = make_reconstruction_root(tmp_path / "data", generation_config(*HOLDOUT), stages=STAGE_NAMES,
                                         stats=True)
         features = VGGFeatures(image_size=VGG_SIZE, batch_size=8)
-        first = script.measure(root, n=3, steps=[2, 2], views=1, features=features, prefixes=[2, 3, 9])
+        first = script.measure(root, n=3, steps=[2, 2, "ddim2"], views=1, features=features, prefixes=[2, 3, 9])
         drawn = load_pipeline(str(root), None, None, "cpu").sample_latents(3, seed=0)  # (3, D): the samples' z
     assert first["subjects"] == 2 and first["fitted_n"] == pytest.approx(first["fitted_all"])  # n covers both
-    assert [row["steps"] for row in first["samples"]] == [2, 2]
-    again, other = first["samples"]
+    assert [(row["steps"], row["sampler"]) for row in first["samples"]] == [(2, None), (2, None), (2, "ddim")]
+    again, other, ddim = first["samples"]
+    assert ddim["frechet"] != again["frechet"]  # the configured rule of both stages here is ancestral
     assert again["frechet"] == other["frechet"] and again["nn_median"] == other["nn_median"]
     assert list(again["frechet_first"]) == [2] and again["frechet_first"] == other["frechet_first"]  # below n only
     assert math.isfinite(again["frechet_first"][2]) and again["frechet_first"][2] != again["frechet"]
