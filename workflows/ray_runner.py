@@ -20,6 +20,8 @@ import contextlib
 import importlib.util
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self, TypeVar
@@ -60,6 +62,25 @@ def loopback_node_ip() -> Iterator[None]:
         ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
+@contextlib.contextmanager
+def keeping_sigterm_handler() -> Iterator[None]:
+    """Around ``ray.init``: the SIGTERM handler of the process stays the one it had before.
+
+    ``ray.init`` in the main thread installs a handler that exits with status 15 at once; a ``rodin`` command's
+    own handler must stay, so that a stopped command marks its flow run Crashed and ends with its one line and
+    exit status 143. Outside the main thread handlers cannot change and are left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler not installed from Python, which cannot be put back
+            signal.signal(signal.SIGTERM, previous)
+
+
 class RayStartError(RuntimeError):
     """The run's local Ray instance did not start; the message says why and what to do."""
 
@@ -97,13 +118,15 @@ class RodinRayTaskRunner(RayTaskRunner):
 
     def __enter__(self) -> Self:
         if self.init_kwargs.get("address") != "local":
-            return super().__enter__()
+            with keeping_sigterm_handler():
+                return super().__enter__()
 
         def start() -> Self:
             self._started = False  # a retried start enters again
             return super(RodinRayTaskRunner, self).__enter__()
 
-        return start_local_ray(start)
+        with keeping_sigterm_handler():
+            return start_local_ray(start)
 
     @property
     def dashboard_url(self) -> str | None:
@@ -217,7 +240,8 @@ def ray_session(address: str | None) -> Iterator[None]:
         kwargs.update(local_ray_options(os.cpu_count() or 1, dashboard_available()))
     else:
         kwargs["address"] = address
-    context = ray.init(**kwargs) if address is not None else start_local_ray(lambda: ray.init(**kwargs))
+    with keeping_sigterm_handler():
+        context = ray.init(**kwargs) if address is not None else start_local_ray(lambda: ray.init(**kwargs))
     url = getattr(context, "dashboard_url", None)
     log.info("Ray %s; %s", f"cluster at {address}" if address else "started locally",
              f"dashboard (Train tab) at http://{url}" if url else "no dashboard (install ray[default])")

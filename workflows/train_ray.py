@@ -30,8 +30,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
@@ -143,13 +144,18 @@ def run_training(
         )
         log.info("training %s: run %r, %d worker(s) x %d CPU%s, %d steps; Ray run folder %s/%s", stage_name, name,
                  train.workers, threads, " + 1 GPU" if train.use_gpu else "", train.steps, storage_path, name)
+        stopped = False
         try:
             result = fit_with_progress(trainer, relay, on_progress or log.info)
+        except KeyboardInterrupt:  # SIGTERM or Ctrl-C: the relay ends with the Ray session; killed now, the worker
+            stopped = True         # still training would fail on its next line with a traceback of its own
+            raise
         except ray.train.TrainingFailedError as exc:
             raise (input_data_error(stage_name, exc)
                    or TrainingError(failure_message(stage_name, out, storage_options, train, exc))) from exc
         finally:
-            ray.kill(relay)
+            if not stopped:
+                ray.kill(relay)
     summary = result.return_value
     if isinstance(summary, dict) and summary.get("disk_full"):
         raise TrainingDiskFullError(f"training {stage_name} stopped: {summary['disk_full']}; free space on that disk. "
@@ -173,21 +179,33 @@ class ProgressRelay:
 
 
 def fit_with_progress(trainer: TorchTrainer, relay: Any, on_progress: Callable[[str], None]) -> Any:
-    """``trainer.fit()`` in a helper thread while this thread passes the relayed lines to ``on_progress``."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-train-fit") as pool:
-        future = pool.submit(trainer.fit)
-        done = False
-        while not done:
-            try:
-                future.result(timeout=PROGRESS_POLL_S)
-                done = True
-            except FutureTimeout:
-                pass
-            except Exception:  # noqa: BLE001 - the lines before a failure matter most; result() raises it below
-                done = True
-            for line in ray.get(relay.drain.remote()):
-                on_progress(line)
-        return future.result()
+    """``trainer.fit()`` in a helper thread while this thread passes the relayed lines to ``on_progress``.
+
+    The helper is a daemon thread: when this thread is stopped (SIGTERM or Ctrl-C raise here), the stop
+    unwinds at once instead of waiting for a fit that only ends with the Ray session, whose shutdown then
+    ends the run's actors; the run resumes from its last committed checkpoint."""
+    future: Future = Future()
+
+    def fit() -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(trainer.fit())
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
+            future.set_exception(exc)
+
+    threading.Thread(target=fit, name="ray-train-fit", daemon=True).start()
+    done = False
+    while not done:
+        try:
+            future.result(timeout=PROGRESS_POLL_S)
+            done = True
+        except FutureTimeout:
+            pass
+        except Exception:  # noqa: BLE001 - the lines before a failure matter most; result() raises it below
+            done = True
+        for line in ray.get(relay.drain.remote()):
+            on_progress(line)
+    return future.result()
 
 
 def with_absolute_paths(cfg: RodinConfig) -> RodinConfig:

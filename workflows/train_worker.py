@@ -30,7 +30,11 @@ from torch.utils.data import DataLoader
 
 from rodin_core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from rodin_core.config import RodinConfig, TrainConfig, saved_held_out_from
-from rodin_core.datasets.checkpoints import commit_stage_checkpoint, committed_step, read_stage_checkpoint
+from rodin_core.datasets.checkpoints import (
+    commit_stage_checkpoint,
+    committed_step,
+    read_stage_checkpoint,
+)
 from rodin_core.datasets.decoder import load_decoder
 from rodin_core.datasets.layout import CHECKPOINTS_STAGE, STATS_PREFIX
 from rodin_core.datasets.plane_stats import read_plane_stats
@@ -308,9 +312,12 @@ class Progress:
         if self.rank != 0:
             return
         if self.relay is not None:
-            ray.get(self.relay.push.remote(line))  # waited for: the last lines must not be lost at exit
-        else:
-            log.info("%s", line)
+            try:
+                ray.get(self.relay.push.remote(line))  # waited for: the last lines must not be lost at exit
+                return
+            except ray.exceptions.RayActorError:  # the driver is gone (stopped): nobody reads the relay any more
+                self.relay = None
+        log.info("%s", line)
 
     def is_checkpoint_step(self, done: int) -> bool:
         return done % self.train.checkpoint_every == 0 or done == self.train.steps

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +17,7 @@ from tests.s3_server import die_with_parent
 from workflows.ray_runner import (
     LOCAL_HOST,
     build_ray_task_runner,
+    keeping_sigterm_handler,
     local_ray_options,
     ray_runtime_env,
     ray_session,
@@ -69,15 +72,55 @@ def _worker_api_url() -> str | None:
 
 
 def test_ray_session_is_private_and_on_loopback(other_run: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another run's instance (even named by RAY_ADDRESS) is left alone; workers report to this run's Prefect API."""
+    """Another run's instance (even named by RAY_ADDRESS) is left alone; workers report to this run's Prefect API;
+    the process keeps its own SIGTERM handler."""
     assert not ray.is_initialized()
     monkeypatch.setenv("RAY_ADDRESS", other_run)  # e.g. left in the shell by another run
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    with temporary_settings(updates={PREFECT_API_URL: RUN_API_URL}), ray_session(None):
-        gcs = ray.get_runtime_context().gcs_address
-        nodes = [node for node in ray.nodes() if node["Alive"]]
-        worker_api_url = ray.get(_worker_api_url.remote(), timeout=120)
+
+    def ours(signum: int, frame: object) -> None:
+        """A command's own SIGTERM handler."""
+
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: RUN_API_URL}), ray_session(None):
+            handler_in_session = signal.getsignal(signal.SIGTERM)
+            gcs = ray.get_runtime_context().gcs_address
+            nodes = [node for node in ray.nodes() if node["Alive"]]
+            worker_api_url = ray.get(_worker_api_url.remote(), timeout=120)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert handler_in_session is ours  # ray.init's own handler (exit status 15 at once) is not left in place
     assert not ray.is_initialized()
     assert gcs != other_run and gcs.startswith(f"{LOCAL_HOST}:")
     assert [node["NodeManagerAddress"] for node in nodes] == [LOCAL_HOST]
     assert worker_api_url == RUN_API_URL  # not unset: a worker would start a temporary server of its own
+
+
+def test_the_sigterm_handler_is_put_back_in_the_main_thread_and_left_alone_in_others() -> None:
+    def ours(signum: int, frame: object) -> None:
+        """A command's own SIGTERM handler."""
+
+    def replaced(signum: int, frame: object) -> None:
+        """What a library installs."""
+
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        with keeping_sigterm_handler():
+            signal.signal(signal.SIGTERM, replaced)
+        assert signal.getsignal(signal.SIGTERM) is ours
+        errors: list[BaseException] = []
+
+        def elsewhere() -> None:
+            try:
+                with keeping_sigterm_handler():
+                    pass
+            except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+        assert errors == [] and signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)

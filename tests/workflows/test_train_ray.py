@@ -6,7 +6,10 @@ One local Ray instance (2 CPUs) serves the module. Runs use the synthetic corpus
 
 from __future__ import annotations
 
+import _thread
 import statistics
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,7 @@ from workflows.train_flows import retry_unless_a_setup_error
 from workflows.train_ray import (
     TrainingDataError,
     TrainingError,
+    fit_with_progress,
     input_data_error,
     run_training,
     with_absolute_paths,
@@ -103,6 +107,30 @@ def test_relative_encoder_weights_files_reach_the_workers_absolute(tmp_path: Pat
     assert with_absolute_paths(cfg).encoder.clip_pretrained == str(tmp_path / "weights/clip.safetensors")
     cfg.encoder.clip_pretrained = "openai"  # an open_clip tag, not a file
     assert with_absolute_paths(cfg) is cfg
+
+
+def test_a_stopped_driver_leaves_at_once_without_waiting_for_the_fit() -> None:
+    """SIGTERM or Ctrl-C in the driver raise in the thread that waits for ``trainer.fit()``; the stop must unwind
+    at once (the Ray session's shutdown then ends the run), not wait for a fit that does not end by itself."""
+    release = threading.Event()
+
+    class BlockedTrainer:
+        def fit(self) -> str:
+            release.wait(120)
+            return "finished"
+
+    stop = threading.Timer(0.5, _thread.interrupt_main)
+    stop.start()
+    begin = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit_with_progress(BlockedTrainer(), relay=None, on_progress=lambda line: None)
+        seconds = time.monotonic() - begin
+        fitting = [thread for thread in threading.enumerate() if thread.name == "ray-train-fit"]
+    finally:
+        release.set()
+        stop.cancel()
+    assert seconds < 5 and len(fitting) == 1 and fitting[0].daemon  # left running, not joined at exit
 
 
 def test_memory_store_is_refused_before_ray_starts() -> None:
