@@ -214,10 +214,11 @@ def main() -> None:
     low_res = args.from_fitted_low_res
     if args.n < 2 or any(s < 2 for s in low_res or []):
         raise SystemExit(f"error: --n and every --from-fitted-low-res must be at least 2, got {args.n} and {low_res}")
-    try:
-        [sample_setting(s) for s in args.steps + args.from_training_z]
-    except ValueError as exc:
-        raise SystemExit(f"error: --steps / --from-training-z: {exc}") from None
+    for setting in args.steps + args.from_training_z:
+        try:
+            sample_setting(setting)
+        except ValueError as exc:
+            raise SystemExit(f"error: --steps / --from-training-z: {exc}") from None
     torch.set_num_threads(args.threads)
     result = measure(args.out, args.n, args.steps, args.views, prefixes=args.prefixes,
                      training_z_steps=args.from_training_z,

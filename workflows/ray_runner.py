@@ -117,15 +117,13 @@ class RodinRayTaskRunner(RayTaskRunner):
     """:class:`RayTaskRunner` that remembers the dashboard URL of the Ray instance it started."""
 
     def __enter__(self) -> Self:
-        if self.init_kwargs.get("address") != "local":
-            with keeping_sigterm_handler():
-                return super().__enter__()
-
         def start() -> Self:
             self._started = False  # a retried start enters again
             return super(RodinRayTaskRunner, self).__enter__()
 
         with keeping_sigterm_handler():
+            if self.init_kwargs.get("address") != "local":
+                return super().__enter__()
             return start_local_ray(start)
 
     @property

@@ -187,7 +187,6 @@ def fit_with_progress(trainer: TorchTrainer, relay: Any, on_progress: Callable[[
     future: Future = Future()
 
     def fit() -> None:
-        future.set_running_or_notify_cancel()
         try:
             future.set_result(trainer.fit())
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
