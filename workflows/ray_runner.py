@@ -2,7 +2,8 @@
 
 Embedded default: a local Ray instance started with every core of the machine and its dashboard
 when ``ray[default]`` is installed. It is always a new instance of its own (``address="local"``),
-never one another run on the machine started, and it listens on 127.0.0.1 only. With ``address`` (``ray://head:10001`` or ``auto``) the flow
+never one another run on the machine started, and it listens on 127.0.0.1 only; its workers get its
+GCS address as ``RAY_ADDRESS``. With ``address`` (``ray://head:10001`` or ``auto``) the flow
 runs its tasks on that cluster instead. ``threads`` is the in-process alternative for tests and
 for machines without Ray.
 
@@ -21,6 +22,7 @@ import importlib.util
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +45,8 @@ LOCAL_HOST = "127.0.0.1"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 WORKING_DIR_EXCLUDES = [".git", ".venv", "data", "**/__pycache__", "*.egg-info", ".pytest_cache"]
 """Paths left out of the project when it is shipped to a Ray cluster as ``working_dir``."""
+GCS_PORT_VARIABLE = "RAY_GCS_SERVER_PORT"
+"""The variable Ray reads the GCS port of a new head node from (0 or unset: a port of its choosing)."""
 
 
 @contextlib.contextmanager
@@ -97,13 +101,46 @@ LOCAL_START_ATTEMPTS = 2
 """Tries at starting a local Ray instance: Ray waits a fixed 30 s for its node, which a busy machine can miss."""
 
 
-def start_local_ray(start: Callable[[], T]) -> T:
-    """``start()`` (which starts a local Ray instance) with the node address on the loopback. A node that timed
-    out is shut down and started once more; a start that still fails is a one-line :class:`RayStartError`."""
+@contextlib.contextmanager
+def own_gcs_address() -> Iterator[str]:
+    """Around the start of a local instance: its GCS listens on a free loopback port chosen here; yields
+    ``127.0.0.1:port``, which :func:`with_ray_address` gives its workers as ``RAY_ADDRESS``.
+
+    Ray's own helpers that run in workers (Ray Train's placement-group cleaner, the state API) find their
+    instance by ``RAY_ADDRESS``, else by looking for GCS processes on the machine: with a second instance running
+    (two ``rodin`` commands, a test cluster) they fail with "Found multiple active Ray instances", and a
+    ``RAY_ADDRESS`` inherited from the shell would send them to another run's instance. The port is read by
+    Ray from ``RAY_GCS_SERVER_PORT`` at the start of its head node.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOCAL_HOST, 0))
+        port = probe.getsockname()[1]
+    saved = os.environ.get(GCS_PORT_VARIABLE)
+    os.environ[GCS_PORT_VARIABLE] = str(port)
+    try:
+        yield f"{LOCAL_HOST}:{port}"
+    finally:
+        if saved is None:
+            os.environ.pop(GCS_PORT_VARIABLE, None)
+        else:
+            os.environ[GCS_PORT_VARIABLE] = saved
+
+
+def with_ray_address(init_kwargs: dict[str, Any], address: str) -> dict[str, Any]:
+    """``ray.init`` options whose runtime environment gives every worker ``RAY_ADDRESS=address``."""
+    runtime_env = dict(init_kwargs.get("runtime_env") or {})
+    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), "RAY_ADDRESS": address}
+    return {**init_kwargs, "runtime_env": runtime_env}
+
+
+def start_local_ray(start: Callable[[str], T]) -> T:
+    """``start(address)`` (which starts a local Ray instance whose GCS is at ``address``, see
+    :func:`own_gcs_address`) with the node address on the loopback. A node that timed out is shut down and
+    started once more, on a new port; a start that still fails is a one-line :class:`RayStartError`."""
     for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
         try:
-            with loopback_node_ip():
-                return start()
+            with loopback_node_ip(), own_gcs_address() as address:
+                return start(address)
         except Exception as exc:  # Ray raises a bare Exception when its node does not come up
             ray.shutdown()
             if attempt == LOCAL_START_ATTEMPTS or "timed out" not in str(exc):
@@ -117,8 +154,9 @@ class RodinRayTaskRunner(RayTaskRunner):
     """:class:`RayTaskRunner` that remembers the dashboard URL of the Ray instance it started."""
 
     def __enter__(self) -> Self:
-        def start() -> Self:
+        def start(address: str) -> Self:
             self._started = False  # a retried start enters again
+            self.init_kwargs = with_ray_address(self.init_kwargs, address)
             return super(RodinRayTaskRunner, self).__enter__()
 
         with keeping_sigterm_handler():
@@ -239,7 +277,10 @@ def ray_session(address: str | None) -> Iterator[None]:
     else:
         kwargs["address"] = address
     with keeping_sigterm_handler():
-        context = ray.init(**kwargs) if address is not None else start_local_ray(lambda: ray.init(**kwargs))
+        if address is not None:
+            context = ray.init(**kwargs)
+        else:
+            context = start_local_ray(lambda gcs: ray.init(**with_ray_address(kwargs, gcs)))
     url = getattr(context, "dashboard_url", None)
     log.info("Ray %s; %s", f"cluster at {address}" if address else "started locally",
              f"dashboard (Train tab) at http://{url}" if url else "no dashboard (install ray[default])")

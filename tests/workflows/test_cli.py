@@ -468,10 +468,12 @@ def test_a_local_ray_that_times_out_once_is_started_again(monkeypatch):
 
     from workflows.ray_runner import build_ray_task_runner
 
-    calls = []
+    calls, workers = [], []
+    monkeypatch.delenv("RAY_GCS_SERVER_PORT", raising=False)
 
     def slow_then_up(**kwargs):
         calls.append(kwargs["address"])
+        workers.append((kwargs["runtime_env"]["env_vars"], os.environ.get("RAY_GCS_SERVER_PORT")))
         if len(calls) == 1:
             raise Exception("The current node timed out during startup.")  # noqa: TRY002 (Ray's own type)
 
@@ -481,3 +483,6 @@ def test_a_local_ray_that_times_out_once_is_started_again(monkeypatch):
     runner = build_ray_task_runner(None, num_cpus=1, include_dashboard=False)
     assert runner.__enter__() is runner
     assert calls == ["local", "local"]
+    # each start puts its GCS on a port chosen for it and gives that address to its workers, beside their PYTHONPATH
+    assert [env["RAY_ADDRESS"] for env, _ in workers] == [f"127.0.0.1:{port}" for _, port in workers]
+    assert all("PYTHONPATH" in env for env, _ in workers) and "RAY_GCS_SERVER_PORT" not in os.environ

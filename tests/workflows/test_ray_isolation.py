@@ -71,12 +71,23 @@ def _worker_api_url() -> str | None:
     return os.environ.get("PREFECT_API_URL")
 
 
+@ray.remote
+def _worker_instance() -> tuple[str | None, str | None]:
+    """The worker's RAY_ADDRESS, and the id of the node the state API finds for the worker's own node (None if
+    the state API looks at another instance), as Ray Train's placement-group cleaner queries it."""
+    from ray.util.state import get_node
+
+    node = get_node(ray.get_runtime_context().get_node_id(), timeout=60)
+    return os.environ.get("RAY_ADDRESS"), None if node is None else node.node_id
+
+
 def test_ray_session_is_private_and_on_loopback(other_run: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Another run's instance (even named by RAY_ADDRESS) is left alone; workers report to this run's Prefect API;
-    the process keeps its own SIGTERM handler."""
+    """Another run's instance (even named by RAY_ADDRESS) is left alone; workers report to this run's Prefect API
+    and find this run's instance; the process keeps its own SIGTERM handler."""
     assert not ray.is_initialized()
     monkeypatch.setenv("RAY_ADDRESS", other_run)  # e.g. left in the shell by another run
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("RAY_GCS_SERVER_PORT", raising=False)
 
     def ours(signum: int, frame: object) -> None:
         """A command's own SIGTERM handler."""
@@ -88,6 +99,8 @@ def test_ray_session_is_private_and_on_loopback(other_run: str, monkeypatch: pyt
             gcs = ray.get_runtime_context().gcs_address
             nodes = [node for node in ray.nodes() if node["Alive"]]
             worker_api_url = ray.get(_worker_api_url.remote(), timeout=120)
+            worker_ray_address, state_node = ray.get(_worker_instance.remote(), timeout=120)
+            node_id = ray.get_runtime_context().get_node_id()
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert handler_in_session is ours  # ray.init's own handler (exit status 15 at once) is not left in place
@@ -95,6 +108,10 @@ def test_ray_session_is_private_and_on_loopback(other_run: str, monkeypatch: pyt
     assert gcs != other_run and gcs.startswith(f"{LOCAL_HOST}:")
     assert [node["NodeManagerAddress"] for node in nodes] == [LOCAL_HOST]
     assert worker_api_url == RUN_API_URL  # not unset: a worker would start a temporary server of its own
+    # Ray's helpers in the workers find this run's instance, not the shell's RAY_ADDRESS nor "multiple instances"
+    assert worker_ray_address == gcs
+    assert state_node == node_id
+    assert "RAY_GCS_SERVER_PORT" not in os.environ  # only the start of this run's head node saw it
 
 
 def test_the_sigterm_handler_is_put_back_in_the_main_thread_and_left_alone_in_others() -> None:
