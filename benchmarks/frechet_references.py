@@ -27,7 +27,8 @@ spread over the set, avatar i with seed i): what a perfect latent prior would gi
 and upsampler, which tells the prior's share of the gap from the base model's. ``--from-fitted-low-res S ...``
 splits the rest between the base model and the upsampler (§3.3): the fitted tri-planes of the same ``n`` subjects,
 brought down to the base resolution as the base model's training data are, then up again, bilinearly (one row) and
-by the trained upsampler with S reverse steps (one row per S, avatar i with seed i): what a perfect base model
+by the trained upsampler with S reverse steps (one row per S, ``N``, ``ddimN`` or ``ancestralN`` as for
+``--steps``; avatar i with seed i): what a perfect base model
 would give. Run on a trained store: ``.venv/bin/python benchmarks/frechet_references.py --out data/small --n 64
 --steps 5 25 [ancestral50] [--prefixes 16 32] [--from-training-z 25] [--from-fitted-low-res 25] [--json PATH]``.
 """
@@ -124,16 +125,17 @@ def training_z_samples(pipeline, out: str, n: int, steps: int,
     return [pipeline.generate(z, seed=i, options=options) for i, z in enumerate(picked)], picked
 
 
-def fitted_low_res_samples(pipeline: GenerationPipeline, fitted: torch.Tensor, steps: int) -> list[torch.Tensor]:
+def fitted_low_res_samples(pipeline: GenerationPipeline, fitted: torch.Tensor, steps: int,
+                           sampler: str | None = None) -> list[torch.Tensor]:
     """Raw tri-planes (3, C, H, H), one per fitted raw tri-plane of ``fitted`` (n, 3, C, H, H), brought down to
     the base resolution h as the base model trains on them (normalised, then area-downsampled), then up again:
-    bilinearly for ``steps`` :data:`BILINEAR`, else by the upsampler with ``steps`` reverse steps and seed i for
-    the i-th (a perfect base model's samples)."""
+    bilinearly for ``steps`` :data:`BILINEAR`, else by the upsampler with ``steps`` reverse steps of ``sampler``
+    (None: its configured rule) and seed i for the i-th (a perfect base model's samples)."""
     stats, cfg = pipeline.stats, pipeline.cfg
     low = downsample_planes(stats.normalize(fitted.float()), pipeline.base_resolution)  # (n, 3, C, h, h) normalised
     if steps == BILINEAR:
         return list(stats.denormalize(upsample_planes(low, pipeline.resolution)))  # n x (3, C, H, H)
-    respacing = stage_respacing(cfg, "upsampler", SampleOptions(steps=steps))
+    respacing = stage_respacing(cfg, "upsampler", SampleOptions(steps=steps, sampler=sampler))
     raw_low = stats.denormalize(low)  # (n, 3, C, h, h)
     with torch.no_grad():
         return [sample_upsampler(pipeline.upsampler, cfg, stats, raw_low[i:i + 1],
@@ -143,14 +145,14 @@ def fitted_low_res_samples(pipeline: GenerationPipeline, fitted: torch.Tensor, s
 
 def measure(out: str, n: int, steps: list[int | str], views: int = 4, features: str | ImageFeatures = "vgg",
             prefixes: list[int] | None = None, training_z_steps: list[int | str] | None = None,
-            low_res_steps: list[int] | None = None) -> dict:
+            low_res_steps: list[int | str] | None = None) -> dict:
     """The references and one row per entry of ``steps`` (:func:`sample_setting`: the row's ``sampler`` and
     ``steps``) for the checkpoints and fitted subjects of ``out``;
     each row also gives the Fréchet distance of the first ``p`` samples for every ``p`` of ``prefixes``.
     ``training_z_steps``: one more row per entry, the samples of :func:`training_z_samples`
     (``source`` ``"training z"``; the prior's rows are ``"prior"``). ``low_res_steps``: one row per entry, the
     :func:`fitted_low_res_samples` of the same ``n`` subjects (``source`` ``"fitted low-res"``, ``steps`` 0 for
-    the bilinear one)."""
+    the bilinear one; the others are :func:`sample_setting` entries)."""
     pipeline = load_pipeline(out, None, None, "cpu")
     sources = renders_index(open_store(out).stage(RENDERS_STAGE))
     training = training_subjects(out, trained_held_out(out), list(sources))
@@ -169,14 +171,15 @@ def measure(out: str, n: int, steps: list[int | str], views: int = 4, features: 
     for source, setting in rows:
         start = time.perf_counter()
         latents = None
-        sampler, count = (None, setting) if source == "fitted low-res" else sample_setting(setting)
+        bilinear = source == "fitted low-res" and setting == BILINEAR
+        sampler, count = (None, BILINEAR) if bilinear else sample_setting(setting)
         if source == "prior":
             avatars = pipeline.sample(n, seed=0, options=SampleOptions(steps=count, sampler=sampler))
             planes, latents = [a.planes for a in avatars], torch.stack([a.z for a in avatars])  # n x (3, C, H, W), (n, D)
         elif source == "training z":
             planes, latents = training_z_samples(pipeline, out, n, count, sampler)
         else:
-            planes = fitted_low_res_samples(pipeline, reference.planes[picked], count)
+            planes = fitted_low_res_samples(pipeline, reference.planes[picked], count, sampler)
         renders = np.stack([render_planes(pipeline, p, reference.c2w, reference.intrinsics, *reference.size)
                             for p in planes])  # (n, V, H, W, 3)
         sample_features = extractor(as_images(renders))  # (n * V, F), sample-major
@@ -205,20 +208,21 @@ def main() -> None:
     parser.add_argument("--from-training-z", nargs="*", default=[], metavar="STEPS",
                         help="rows generated with these reverse steps from the latents of n training subjects "
                              "(a perfect latent prior)")
-    parser.add_argument("--from-fitted-low-res", type=int, nargs="*", default=None, metavar="STEPS",
+    parser.add_argument("--from-fitted-low-res", nargs="*", default=None, metavar="STEPS",
                         help="rows from the fitted tri-planes of n training subjects at the base resolution, brought "
-                             "up bilinearly and by the upsampler with these reverse steps (a perfect base model)")
+                             "up bilinearly and by the upsampler with these reverse steps, N, ddimN or ancestralN "
+                             "(a perfect base model)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the result as JSON to this path")
     args = parser.parse_args()
     low_res = args.from_fitted_low_res
-    if args.n < 2 or any(s < 2 for s in low_res or []):
-        raise SystemExit(f"error: --n and every --from-fitted-low-res must be at least 2, got {args.n} and {low_res}")
-    for setting in args.steps + args.from_training_z:
+    if args.n < 2:
+        raise SystemExit(f"error: --n must be at least 2, got {args.n}")
+    for setting in args.steps + args.from_training_z + (low_res or []):
         try:
             sample_setting(setting)
         except ValueError as exc:
-            raise SystemExit(f"error: --steps / --from-training-z: {exc}") from None
+            raise SystemExit(f"error: --steps / --from-training-z / --from-fitted-low-res: {exc}") from None
     torch.set_num_threads(args.threads)
     result = measure(args.out, args.n, args.steps, args.views, prefixes=args.prefixes,
                      training_z_steps=args.from_training_z,

@@ -129,19 +129,22 @@ def test_the_fitted_low_res_rows_bring_the_fitted_planes_down_and_up_again(scrip
         blurred = script.fitted_low_res_samples(pipeline, noisy, script.BILINEAR)
         upsampled = script.fitted_low_res_samples(pipeline, noisy, 2)
         again = script.fitted_low_res_samples(pipeline, noisy, 2)
+        ddim = script.fitted_low_res_samples(pipeline, noisy, 2, "ddim")
         low = script.downsample_planes(pipeline.stats.normalize(noisy[1:]), pipeline.base_resolution)  # (1, 3, C, h, h)
         direct = script.sample_upsampler(pipeline.upsampler, pipeline.cfg, pipeline.stats,
                                          pipeline.stats.denormalize(low), generator=torch.Generator().manual_seed(1),
                                          respacing=script.stage_respacing(pipeline.cfg, "upsampler",
                                                                           script.SampleOptions(steps=2)))[0]
         features = VGGFeatures(image_size=VGG_SIZE, batch_size=8)
-        result = script.measure(root, n=2, steps=[], views=1, features=features, low_res_steps=[script.BILINEAR, 2])
+        result = script.measure(root, n=2, steps=[], views=1, features=features, low_res_steps=[script.BILINEAR, 2, "ddim2"])
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(smooth, flat, strict=True))  # nothing to lose
     assert all(a.shape == (3, channels, side, side) for a in blurred + upsampled)
     assert all(b.std() < n.std() for b, n in zip(blurred, noisy, strict=True))  # the noise above h/2 is gone
     assert all(torch.equal(a, b) for a, b in zip(upsampled, again, strict=True))  # avatar i: seed i, every time
     assert torch.allclose(upsampled[1], direct, atol=1e-6) and not torch.equal(upsampled[1], blurred[1])
     rows = result["samples"]
-    assert [(row["source"], row["steps"]) for row in rows] == [("fitted low-res", 0), ("fitted low-res", 2)]
+    assert not any(torch.equal(a, b) for a, b in zip(upsampled, ddim, strict=True))  # the sampler is the row's
+    assert [(row["source"], row["steps"], row["sampler"]) for row in rows] == [
+        ("fitted low-res", 0, None), ("fitted low-res", 2, None), ("fitted low-res", 2, "ddim")]
     assert all(row["z_norm_mean"] is None and math.isfinite(row["frechet"]) for row in rows)
-    assert rows[0]["frechet"] != rows[1]["frechet"]
+    assert rows[0]["frechet"] != rows[1]["frechet"] != rows[2]["frechet"]
