@@ -212,6 +212,8 @@ def main() -> None:
                         help="rows from the fitted tri-planes of n training subjects at the base resolution, brought "
                              "up bilinearly and by the upsampler with these reverse steps, N, ddimN or ancestralN "
                              "(a perfect base model)")
+    parser.add_argument("--no-bilinear", action="store_true",
+                        help="leave out the bilinear row of --from-fitted-low-res (it depends on the data only)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the result as JSON to this path")
     args = parser.parse_args()
@@ -226,7 +228,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     result = measure(args.out, args.n, args.steps, args.views, prefixes=args.prefixes,
                      training_z_steps=args.from_training_z,
-                     low_res_steps=None if low_res is None else [BILINEAR, *low_res])
+                     low_res_steps=None if low_res is None else ([] if args.no_bilinear else [BILINEAR]) + low_res)
     print(f"floor (two halves of the subjects' truth) {result['floor']:.2f}; all {result['subjects']} fitted subjects "
           f"{result['fitted_all']:.2f}; {args.n} fitted subjects {result['fitted_n']:.2f}; their ground truth "
           f"{result['truth_n']:.2f}; leave-one-out nearest "

@@ -63,6 +63,25 @@ def test_a_rows_steps_name_the_sampler_or_leave_it_to_each_stage(script) -> None
         assert "\n" not in str(caught.value)
 
 
+def test_the_command_line_asks_for_the_low_res_rows_with_or_without_the_bilinear_one(script, monkeypatch) -> None:
+    asked = []
+
+    def measure(*args, low_res_steps=None, **kwargs):
+        asked.append(low_res_steps)
+        raise KeyboardInterrupt  # stop before anything is loaded
+
+    monkeypatch.setattr(script, "measure", measure)
+    for argv, rows in ((["--from-fitted-low-res", "25", "ddim25"], [script.BILINEAR, "25", "ddim25"]),
+                       (["--from-fitted-low-res", "ddim25", "--no-bilinear"], ["ddim25"]), ([], None)):
+        monkeypatch.setattr("sys.argv", ["frechet_references.py", *argv])
+        with pytest.raises(KeyboardInterrupt):
+            script.main()
+        assert asked.pop() == rows
+    monkeypatch.setattr("sys.argv", ["frechet_references.py", "--from-fitted-low-res", "euler9"])
+    with pytest.raises(SystemExit, match="--from-fitted-low-res: steps must be N, ddimN or ancestralN"):
+        script.main()
+
+
 def test_fitted_subjects_that_are_the_truth_reach_zero_only_all_together(script) -> None:
     exact = script.references(reference_set(12, 3, fitted_is_truth=True), ColourStatistics(), n=4)
     assert exact["fitted_all"] == pytest.approx(0.0, abs=1e-6)
