@@ -150,6 +150,12 @@ def start_local_ray(start: Callable[[str], T]) -> T:
     raise AssertionError("unreachable")
 
 
+def init_local_ray(init_kwargs: dict[str, Any]) -> Any:
+    """``ray.init(**init_kwargs)`` of a local instance through :func:`start_local_ray`, its workers given its address;
+    returns Ray's context."""
+    return start_local_ray(lambda address: ray.init(**with_ray_address(init_kwargs, address)))
+
+
 class RodinRayTaskRunner(RayTaskRunner):
     """:class:`RayTaskRunner` that remembers the dashboard URL of the Ray instance it started."""
 
@@ -280,7 +286,7 @@ def ray_session(address: str | None) -> Iterator[None]:
         if address is not None:
             context = ray.init(**kwargs)
         else:
-            context = start_local_ray(lambda gcs: ray.init(**with_ray_address(kwargs, gcs)))
+            context = init_local_ray(kwargs)
     url = getattr(context, "dashboard_url", None)
     log.info("Ray %s; %s", f"cluster at {address}" if address else "started locally",
              f"dashboard (Train tab) at http://{url}" if url else "no dashboard (install ray[default])")

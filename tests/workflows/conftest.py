@@ -9,13 +9,7 @@ import pytest
 import ray
 from prefect.testing.utilities import prefect_test_harness
 
-from workflows.ray_runner import (
-    local_ray_options,
-    loopback_node_ip,
-    own_gcs_address,
-    ray_runtime_env,
-    with_ray_address,
-)
+from workflows.ray_runner import init_local_ray, local_ray_options, ray_runtime_env
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +26,7 @@ def prefect_server() -> Iterator[float]:
 def local_ray() -> Iterator[None]:
     """A local Ray instance on 2 CPUs for one test module, with the project importable by its workers, which find
     this instance beside any other on the machine (as a command's own instance)."""
-    options = {**local_ray_options(2, include_dashboard=False), "runtime_env": ray_runtime_env(None)}
-    with loopback_node_ip(), own_gcs_address() as gcs:
-        ray.init(**with_ray_address(options, gcs))
+    init_local_ray({**local_ray_options(2, include_dashboard=False), "runtime_env": ray_runtime_env(None)})
     try:
         yield
     finally:
