@@ -77,15 +77,22 @@ BILINEAR = 0
 SAMPLER_PREFIXES = ("ddim", "ancestral")
 """Prefixes of a ``--steps`` entry that name the sampler of both stages (:class:`SampleOptions` ``sampler``)."""
 
+CONFIGURED = "config"
+"""A ``--steps`` entry that samples each stage as its config says (``diffusion.sampling_steps``)."""
 
-def sample_setting(text: str | int) -> tuple[str | None, int]:
+
+def sample_setting(text: str | int) -> tuple[str | None, int | None]:
     """``(sampler, steps)`` of a row's steps: ``25`` -> ``(None, 25)``, ``"ddim25"`` -> ``("ddim", 25)``,
-    ``"ancestral50"`` -> ``("ancestral", 50)``; ValueError with one line for anything else or fewer than 2 steps."""
+    ``"ancestral50"`` -> ``("ancestral", 50)``, ``"config"`` -> ``(None, None)`` (each stage's configured
+    ``diffusion.sampling_steps``, as ``rodin sample`` without ``--steps``); ValueError with one line for anything
+    else or fewer than 2 steps."""
     text = str(text).strip()
+    if text == CONFIGURED:
+        return None, None
     sampler = next((prefix for prefix in SAMPLER_PREFIXES if text.startswith(prefix)), None)
     count = text[len(sampler or ""):]
     if not count.isdigit() or int(count) < 2:
-        raise ValueError(f"steps must be N, ddimN or ancestralN with N >= 2, got {text!r}")
+        raise ValueError(f"steps must be N, ddimN, ancestralN with N >= 2 or {CONFIGURED!r}, got {text!r}")
     return sampler, int(count)
 
 
@@ -114,7 +121,7 @@ def references(reference: ReferenceSet, extractor: ImageFeatures, n: int, seed: 
             "fitted_n_subjects": [reference.subject_ids[p] for p in picked], "truth_features": truth}
 
 
-def training_z_samples(pipeline, out: str, n: int, steps: int,
+def training_z_samples(pipeline, out: str, n: int, steps: int | None,
                        sampler: str | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Tri-planes (3, C, H, W) generated from the latents of ``n`` training subjects spread over the prior's
     training set, the i-th with seed i and ``steps`` reverse steps of ``sampler`` (None: each stage's configured
@@ -125,7 +132,7 @@ def training_z_samples(pipeline, out: str, n: int, steps: int,
     return [pipeline.generate(z, seed=i, options=options) for i, z in enumerate(picked)], picked
 
 
-def fitted_low_res_samples(pipeline: GenerationPipeline, fitted: torch.Tensor, steps: int,
+def fitted_low_res_samples(pipeline: GenerationPipeline, fitted: torch.Tensor, steps: int | None,
                            sampler: str | None = None) -> list[torch.Tensor]:
     """Raw tri-planes (3, C, H, H), one per fitted raw tri-plane of ``fitted`` (n, 3, C, H, H), brought down to
     the base resolution h as the base model trains on them (normalised, then area-downsampled), then up again:
@@ -201,7 +208,8 @@ def main() -> None:
     parser.add_argument("--out", default="data/small", help="dataset root with checkpoints, renders and tri-planes")
     parser.add_argument("--n", type=int, default=64, help="samples, and fitted subjects of fitted_n (default 64)")
     parser.add_argument("--steps", nargs="*", default=[],
-                        help="reverse steps of each sample row: N (each stage's configured sampler), ddimN or ancestralN")
+                        help="reverse steps of each sample row: N (each stage's configured sampler), ddimN, ancestralN, or "
+                             "config (each stage's configured diffusion.sampling_steps)")
     parser.add_argument("--views", type=int, default=4, help="rig views besides the frontal one (default 4)")
     parser.add_argument("--prefixes", type=int, nargs="*", default=[],
                         help="also give the Fréchet distance of the first P samples for each P below --n")

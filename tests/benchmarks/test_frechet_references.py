@@ -57,8 +57,9 @@ def test_positions_spread_from_first_to_last_and_rows_follow_the_views(script) -
 def test_a_rows_steps_name_the_sampler_or_leave_it_to_each_stage(script) -> None:
     assert script.sample_setting(25) == (None, 25) and script.sample_setting("25") == (None, 25)
     assert script.sample_setting("ddim5") == ("ddim", 5) and script.sample_setting("ancestral50") == ("ancestral", 50)
-    for bad in ("1", "ddim", "ddim1", "euler20", "25x", "-3", ""):
-        with pytest.raises(ValueError, match="N, ddimN or ancestralN") as caught:
+    assert script.sample_setting("config") == (None, None)  # each stage's configured sampling_steps
+    for bad in ("1", "ddim", "ddim1", "euler20", "25x", "-3", "", "configured", "ddimconfig"):
+        with pytest.raises(ValueError, match="N, ddimN, ancestralN with N >= 2 or 'config'") as caught:
             script.sample_setting(bad)
         assert "\n" not in str(caught.value)
 
@@ -78,7 +79,7 @@ def test_the_command_line_asks_for_the_low_res_rows_with_or_without_the_bilinear
             script.main()
         assert asked.pop() == rows
     monkeypatch.setattr("sys.argv", ["frechet_references.py", "--from-fitted-low-res", "euler9"])
-    with pytest.raises(SystemExit, match="--from-fitted-low-res: steps must be N, ddimN or ancestralN"):
+    with pytest.raises(SystemExit, match="--from-fitted-low-res: steps must be N, ddimN, ancestralN"):
         script.main()
 
 
@@ -110,6 +111,19 @@ def test_rows_on_a_trained_store_are_finite_and_repeat(script, tmp_path: Path) -
     assert math.isfinite(again["frechet_first"][2]) and again["frechet_first"][2] != again["frechet"]
     assert again["z_norm_mean"] == other["z_norm_mean"] == pytest.approx(float(drawn.norm(dim=1).mean()), rel=1e-6)
     assert all(math.isfinite(first[k]) for k in ("floor", "fitted_all", "loo_median"))
+
+
+def test_a_config_row_samples_each_stage_as_configured(script, tmp_path: Path) -> None:
+    with torch_threads(1):  # base: DDIM 2 steps, upsampler: ancestral 2 steps
+        root = make_reconstruction_root(tmp_path / "data", generation_config(*HOLDOUT, "base.diffusion.sampling_steps=ddim2",
+                                                                          "upsampler.diffusion.sampling_steps=2"),
+                                        stages=STAGE_NAMES, stats=True)
+        features = VGGFeatures(image_size=VGG_SIZE, batch_size=8)
+        rows = script.measure(root, n=2, steps=["config", 2, "ancestral2"], views=1, features=features)["samples"]
+    configured, two, ancestral = rows
+    assert [(row["steps"], row["sampler"]) for row in rows] == [(None, None), (2, None), (2, "ancestral")]
+    assert (configured["frechet"], configured["nn_median"]) == (two["frechet"], two["nn_median"])  # same sampling
+    assert ancestral["frechet"] != configured["frechet"]  # the base stage samples otherwise
 
 
 def test_the_training_z_row_generates_from_the_latents_the_prior_trained_on(script, tmp_path: Path) -> None:
