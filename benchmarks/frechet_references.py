@@ -20,6 +20,10 @@ script measures:
   stage's configured rule, as ``rodin sample --steps N``), ``ddimN`` or ``ancestralN`` (both stages with
   that sampler, as ``rodin sample --sampler``).
 
+``--guidance G`` samples the prior and training-z rows with the base model's classifier-free guidance scale G
+(Eq. 3, as ``rodin sample --cfg G``) instead of the checkpoint's ``base.guidance_scale``; every row records the
+scale it used.
+
 ``--prefixes P ...`` adds, per row, the Fréchet distance of the first P of the ``n`` samples, which shows
 how the distance falls with the sample count. ``--from-training-z S ...`` adds, per S, a row of ``n``
 avatars generated with S reverse steps from the latents the prior trained on (``n`` training subjects
@@ -30,7 +34,7 @@ brought down to the base resolution as the base model's training data are, then 
 by the trained upsampler with S reverse steps (one row per S, ``N``, ``ddimN`` or ``ancestralN`` as for
 ``--steps``; avatar i with seed i): what a perfect base model
 would give. Run on a trained store: ``.venv/bin/python benchmarks/frechet_references.py --out data/small --n 64
---steps 5 25 [ancestral50] [--prefixes 16 32] [--from-training-z 25] [--from-fitted-low-res 25] [--json PATH]``.
+--steps 5 25 [ancestral50] [--prefixes 16 32] [--from-training-z 25] [--from-fitted-low-res 25] [--guidance G] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -121,14 +125,15 @@ def references(reference: ReferenceSet, extractor: ImageFeatures, n: int, seed: 
             "fitted_n_subjects": [reference.subject_ids[p] for p in picked], "truth_features": truth}
 
 
-def training_z_samples(pipeline, out: str, n: int, steps: int | None,
-                       sampler: str | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+def training_z_samples(pipeline, out: str, n: int, steps: int | None, sampler: str | None = None,
+                       guidance: float | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Tri-planes (3, C, H, W) generated from the latents of ``n`` training subjects spread over the prior's
     training set, the i-th with seed i and ``steps`` reverse steps of ``sampler`` (None: each stage's configured
-    rule), i.e. a perfect latent prior's samples, and those latents (n, D)."""
+    rule) and guidance scale ``guidance`` (None: the configured one), i.e. a perfect latent prior's samples, and
+    those latents (n, D)."""
     _, latents = read_latents(out)  # (N, D)
     picked = latents[spread_positions(len(latents), n)]  # (n, D)
-    options = SampleOptions(steps=steps, sampler=sampler)
+    options = SampleOptions(guidance_scale=guidance, steps=steps, sampler=sampler)
     return [pipeline.generate(z, seed=i, options=options) for i, z in enumerate(picked)], picked
 
 
@@ -152,14 +157,16 @@ def fitted_low_res_samples(pipeline: GenerationPipeline, fitted: torch.Tensor, s
 
 def measure(out: str, n: int, steps: list[int | str], views: int = 4, features: str | ImageFeatures = "vgg",
             prefixes: list[int] | None = None, training_z_steps: list[int | str] | None = None,
-            low_res_steps: list[int | str] | None = None) -> dict:
+            low_res_steps: list[int | str] | None = None, guidance: float | None = None) -> dict:
     """The references and one row per entry of ``steps`` (:func:`sample_setting`: the row's ``sampler`` and
     ``steps``) for the checkpoints and fitted subjects of ``out``;
     each row also gives the Fréchet distance of the first ``p`` samples for every ``p`` of ``prefixes``.
     ``training_z_steps``: one more row per entry, the samples of :func:`training_z_samples`
     (``source`` ``"training z"``; the prior's rows are ``"prior"``). ``low_res_steps``: one row per entry, the
     :func:`fitted_low_res_samples` of the same ``n`` subjects (``source`` ``"fitted low-res"``, ``steps`` 0 for
-    the bilinear one; the others are :func:`sample_setting` entries)."""
+    the bilinear one; the others are :func:`sample_setting` entries). ``guidance``: the base model's guidance
+    scale of the prior and training-z rows (None: the checkpoint's); each row records the scale its base model
+    used (``guidance``, None for the fitted low-res rows, which skip the base model)."""
     pipeline = load_pipeline(out, None, None, "cpu")
     sources = renders_index(open_store(out).stage(RENDERS_STAGE))
     training = training_subjects(out, trained_held_out(out), list(sources))
@@ -180,11 +187,13 @@ def measure(out: str, n: int, steps: list[int | str], views: int = 4, features: 
         latents = None
         bilinear = source == "fitted low-res" and setting == BILINEAR
         sampler, count = (None, BILINEAR) if bilinear else sample_setting(setting)
+        options = None if source == "fitted low-res" else SampleOptions(guidance_scale=guidance, steps=count,
+                                                                        sampler=sampler)
         if source == "prior":
-            avatars = pipeline.sample(n, seed=0, options=SampleOptions(steps=count, sampler=sampler))
+            avatars = pipeline.sample(n, seed=0, options=options)
             planes, latents = [a.planes for a in avatars], torch.stack([a.z for a in avatars])  # n x (3, C, H, W), (n, D)
         elif source == "training z":
-            planes, latents = training_z_samples(pipeline, out, n, count, sampler)
+            planes, latents = training_z_samples(pipeline, out, n, count, sampler, guidance)
         else:
             planes = fitted_low_res_samples(pipeline, reference.planes[picked], count, sampler)
         renders = np.stack([render_planes(pipeline, p, reference.c2w, reference.intrinsics, *reference.size)
@@ -194,7 +203,9 @@ def measure(out: str, n: int, steps: list[int | str], views: int = 4, features: 
         by_count = {p: frechet_distance(sample_features[:p * len(reference.views)], truth, features=extractor.name).value
                     for p in sorted(set(prefixes or [])) if 2 <= p < n}
         nearest = nearest_neighbours(as_strips(renders), strips, "psnr")
-        result["samples"].append({"source": source, "steps": count, "sampler": sampler, "frechet": distance,
+        scale = None if options is None else pipeline.guidance_scale(options)
+        result["samples"].append({"source": source, "steps": count, "sampler": sampler, "guidance": scale,
+                                  "frechet": distance,
                                   "frechet_first": by_count,
                                   "nn_median": float(np.median(nearest.best_score)),
                                   "z_norm_mean": None if latents is None else float(latents.norm(dim=1).mean()),
@@ -222,12 +233,17 @@ def main() -> None:
                              "(a perfect base model)")
     parser.add_argument("--no-bilinear", action="store_true",
                         help="leave out the bilinear row of --from-fitted-low-res (it depends on the data only)")
+    parser.add_argument("--guidance", type=float, default=None, metavar="G",
+                        help="classifier-free guidance scale of the base model in the prior and training-z rows "
+                             "(default: the checkpoint's base.guidance_scale)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the result as JSON to this path")
     args = parser.parse_args()
     low_res = args.from_fitted_low_res
     if args.n < 2:
         raise SystemExit(f"error: --n must be at least 2, got {args.n}")
+    if args.guidance is not None and not (np.isfinite(args.guidance) and args.guidance >= 0):
+        raise SystemExit(f"error: --guidance must be a finite number >= 0, got {args.guidance}")
     for setting in args.steps + args.from_training_z + (low_res or []):
         try:
             sample_setting(setting)
@@ -236,7 +252,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     result = measure(args.out, args.n, args.steps, args.views, prefixes=args.prefixes,
                      training_z_steps=args.from_training_z,
-                     low_res_steps=None if low_res is None else ([] if args.no_bilinear else [BILINEAR]) + low_res)
+                     low_res_steps=None if low_res is None else ([] if args.no_bilinear else [BILINEAR]) + low_res,
+                     guidance=args.guidance)
     print(f"floor (two halves of the subjects' truth) {result['floor']:.2f}; all {result['subjects']} fitted subjects "
           f"{result['fitted_all']:.2f}; {args.n} fitted subjects {result['fitted_n']:.2f}; their ground truth "
           f"{result['truth_n']:.2f}; leave-one-out nearest "

@@ -126,6 +126,30 @@ def test_a_config_row_samples_each_stage_as_configured(script, tmp_path: Path) -
     assert ancestral["frechet"] != configured["frechet"]  # the base stage samples otherwise
 
 
+def test_a_guidance_scale_reaches_the_base_model_of_the_sampled_rows_only(script, tmp_path: Path) -> None:
+    with torch_threads(1):
+        root = make_reconstruction_root(tmp_path / "data", generation_config(*HOLDOUT), stages=STAGE_NAMES,
+                                        stats=True)
+        configured = load_pipeline(str(root), None, None, "cpu").cfg.base.guidance_scale
+        features = VGGFeatures(image_size=VGG_SIZE, batch_size=8)
+        rows = {scale: script.measure(root, n=2, steps=[2], views=1, features=features, low_res_steps=[2],
+                                      guidance=scale)["samples"] for scale in (None, configured, configured + 2.0)}
+    assert [[row["guidance"] for row in rows[scale]] for scale in rows] == [
+        [configured, None], [configured, None], [configured + 2.0, None]]  # the low-res row skips the base model
+    default, same, stronger = rows.values()
+    assert default == [{**row, "seconds": d["seconds"]} for row, d in zip(same, default, strict=True)]
+    assert stronger[0]["frechet"] != default[0]["frechet"] and math.isfinite(stronger[0]["frechet"])
+    assert stronger[1]["frechet"] == default[1]["frechet"]
+
+
+def test_a_negative_or_infinite_guidance_is_a_one_line_error(script, monkeypatch) -> None:
+    for bad in ("-0.5", "inf", "nan"):
+        monkeypatch.setattr("sys.argv", ["frechet_references.py", "--steps", "25", "--guidance", bad])
+        with pytest.raises(SystemExit, match="--guidance must be a finite number >= 0") as caught:
+            script.main()
+        assert "\n" not in str(caught.value)
+
+
 def test_the_training_z_row_generates_from_the_latents_the_prior_trained_on(script, tmp_path: Path) -> None:
     with torch_threads(1):
         root = make_reconstruction_root(tmp_path / "data", generation_config(*HOLDOUT), stages=STAGE_NAMES,
