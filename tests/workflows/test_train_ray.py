@@ -7,6 +7,7 @@ One local Ray instance (2 CPUs) serves the module. Runs use the synthetic corpus
 from __future__ import annotations
 
 import _thread
+import signal
 import statistics
 import threading
 import time
@@ -127,6 +128,9 @@ def test_a_stopped_driver_leaves_at_once_without_waiting_for_the_fit(monkeypatch
 
     monkeypatch.setattr("workflows.train_ray.ray.get", lambda refs: refs)
 
+    # Ctrl-C raises KeyboardInterrupt as in a driver started from a terminal (a shell starts background jobs with
+    # SIGINT ignored, and interrupt_main then does nothing)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     stop = threading.Timer(0.5, _thread.interrupt_main)
     stop.start()
     begin = time.monotonic()
@@ -138,6 +142,7 @@ def test_a_stopped_driver_leaves_at_once_without_waiting_for_the_fit(monkeypatch
     finally:
         release.set()
         stop.cancel()
+        signal.signal(signal.SIGINT, handler)
     assert seconds < 5 and len(fitting) == 1 and fitting[0].daemon  # left running, not joined at exit
 
 
