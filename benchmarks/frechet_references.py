@@ -67,7 +67,7 @@ from rodin_core.evaluation.sample_quality import (
     render_planes,
     subject_floor,
 )
-from rodin_core.generation import GenerationPipeline, SampleOptions
+from rodin_core.generation import GenerationError, GenerationPipeline, SampleOptions
 from rodin_core.generation.job import load_pipeline
 from rodin_core.generation.pipeline import stage_respacing
 from rodin_core.generation.sampling import sample_upsampler
@@ -125,15 +125,13 @@ def references(reference: ReferenceSet, extractor: ImageFeatures, n: int, seed: 
             "fitted_n_subjects": [reference.subject_ids[p] for p in picked], "truth_features": truth}
 
 
-def training_z_samples(pipeline, out: str, n: int, steps: int | None, sampler: str | None = None,
-                       guidance: float | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+def training_z_samples(pipeline, out: str, n: int,
+                       options: SampleOptions) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Tri-planes (3, C, H, W) generated from the latents of ``n`` training subjects spread over the prior's
-    training set, the i-th with seed i and ``steps`` reverse steps of ``sampler`` (None: each stage's configured
-    rule) and guidance scale ``guidance`` (None: the configured one), i.e. a perfect latent prior's samples, and
-    those latents (n, D)."""
+    training set, the i-th with seed i and sampled as ``options`` say (steps, sampler, guidance scale), i.e. a
+    perfect latent prior's samples, and those latents (n, D)."""
     _, latents = read_latents(out)  # (N, D)
     picked = latents[spread_positions(len(latents), n)]  # (n, D)
-    options = SampleOptions(guidance_scale=guidance, steps=steps, sampler=sampler)
     return [pipeline.generate(z, seed=i, options=options) for i, z in enumerate(picked)], picked
 
 
@@ -193,7 +191,7 @@ def measure(out: str, n: int, steps: list[int | str], views: int = 4, features: 
             avatars = pipeline.sample(n, seed=0, options=options)
             planes, latents = [a.planes for a in avatars], torch.stack([a.z for a in avatars])  # n x (3, C, H, W), (n, D)
         elif source == "training z":
-            planes, latents = training_z_samples(pipeline, out, n, count, sampler, guidance)
+            planes, latents = training_z_samples(pipeline, out, n, options)
         else:
             planes = fitted_low_res_samples(pipeline, reference.planes[picked], count, sampler)
         renders = np.stack([render_planes(pipeline, p, reference.c2w, reference.intrinsics, *reference.size)
@@ -242,8 +240,10 @@ def main() -> None:
     low_res = args.from_fitted_low_res
     if args.n < 2:
         raise SystemExit(f"error: --n must be at least 2, got {args.n}")
-    if args.guidance is not None and not (np.isfinite(args.guidance) and args.guidance >= 0):
-        raise SystemExit(f"error: --guidance must be a finite number >= 0, got {args.guidance}")
+    try:
+        SampleOptions(guidance_scale=args.guidance)  # the pipeline's own check of the scale
+    except GenerationError as exc:
+        raise SystemExit(f"error: --guidance: {exc}") from None
     for setting in args.steps + args.from_training_z + (low_res or []):
         try:
             sample_setting(setting)

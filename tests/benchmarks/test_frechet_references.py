@@ -145,7 +145,7 @@ def test_a_guidance_scale_reaches_the_base_model_of_the_sampled_rows_only(script
 def test_a_negative_or_infinite_guidance_is_a_one_line_error(script, monkeypatch) -> None:
     for bad in ("-0.5", "inf", "nan"):
         monkeypatch.setattr("sys.argv", ["frechet_references.py", "--steps", "25", "--guidance", bad])
-        with pytest.raises(SystemExit, match="--guidance must be a finite number >= 0") as caught:
+        with pytest.raises(SystemExit, match="--guidance: guidance_scale must be a finite number >= 0") as caught:
             script.main()
         assert "\n" not in str(caught.value)
 
@@ -164,7 +164,7 @@ def test_the_training_z_row_generates_from_the_latents_the_prior_trained_on(scri
         result = script.measure(root, n=2, steps=[2], views=1, features=features, training_z_steps=[2])
         direct = [pipeline.generate(latents[p], seed=i, options=script.SampleOptions(steps=2))
                   for i, p in enumerate(script.spread_positions(len(latents), 2))]
-        made, used = script.training_z_samples(pipeline, str(root), 2, 2)
+        made, used = script.training_z_samples(pipeline, str(root), 2, script.SampleOptions(steps=2))
     assert [(row["source"], row["steps"]) for row in result["samples"]] == [("prior", 2), ("training z", 2)]
     prior, training = result["samples"]
     assert torch.equal(latents, z)
