@@ -69,6 +69,10 @@ class BaseStageConfig:
     latent_conditioning: bool = True
     """Condition the U-Net on z from the frontal view (§3.2); false: an unconditional model with no encoder, the
     baseline of Table 2 (``unet.latent_dim`` becomes 0; ``cfg_drop`` and ``guidance_scale`` are then unused)."""
+    latent_noise: float = 0.0
+    """Largest std of the Gaussian noise added to each training z before it is brought back to the sphere of radius
+    sqrt(D), in units of z's per-dimension RMS, drawn per sample in [0, latent_noise]
+    (:func:`rodin_core.training.augment.noisy_latents`); 0: z as encoded (the paper's)."""
 
     def validate(self, where: str = "base") -> None:
         """Raise :class:`ConfigError` naming the first bad key, its value and the valid range."""
@@ -77,6 +81,7 @@ class BaseStageConfig:
                               "bool; set true or false")
         _check_stage(where, "unet", self)
         check_range(f"{where}.cfg_drop", self.cfg_drop, low=0.0, high=1.0)
+        check_range(f"{where}.latent_noise", self.latent_noise, low=0.0, high=10.0)
         check_range(f"{where}.guidance_scale", self.guidance_scale, low=0.0)
 
 

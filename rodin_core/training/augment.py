@@ -7,6 +7,12 @@ on a low-resolution tri-plane; to close the gap between ground-truth low-resolut
 training) and the base model's samples (seen at inference), §3.3 degrades the condition with "a
 random combination of random downsampling, Gaussian blurring and Gaussian noises"
 (:func:`degrade_condition`), the condition-augmentation idea of cascaded diffusion (Ho et al. 2021).
+
+The same idea applies to the base model's other condition, the latent z (§3.2): at sampling time z comes from
+the latent prior (appendix B.4), whose draws are near, not on, the latents the base model trained on.
+:func:`noisy_latents` perturbs the training z and brings it back to the encoders' sphere of radius sqrt(D), so
+that the base model learns a map from a neighbourhood of each training z, not from the point alone (the noise
+augmentation unCLIP-style decoders apply to their image embedding; Ramesh et al. 2022).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rodin_core.encoders import scale_to_sphere
 from rodin_core.triplane.rescale import rescale_planes
 
 DEGRADATIONS = ("downscale", "blur", "noise")
@@ -93,3 +100,25 @@ def degrade_condition(
             x = x + a_noise * noise_std_max * noise[b:b + 1]
         out.append(x)
     return torch.cat(out)  # (B, 3, C, h, w)
+
+
+def noisy_latents(z: Tensor, max_std: float, generator: torch.Generator) -> Tensor:
+    """z (B, D) on the sphere of radius sqrt(D), perturbed per sample and brought back to that sphere.
+
+    Each sample draws a std s ~ U(0, ``max_std``) and becomes ``scale_to_sphere(z + s * ε)``, ε ~ N(0, I): s is in
+    units of z's per-dimension RMS (1 on the sphere), so s = 1 adds noise as long as z itself (cosine to the
+    clean z about 0.71 in high dimension). Rows that are all zero (the unconditional samples of classifier-free
+    guidance, §3.2) stay zero; ``max_std`` 0 returns z unchanged. The draws (B stds, then B x D normals) come from
+    ``generator`` in that order, so a seed fixes the result. Differentiable in ``z``.
+    """
+    if z.dim() != 2:
+        raise ValueError(f"z must be (B, D), got shape {tuple(z.shape)}")
+    if not math.isfinite(max_std) or max_std < 0:
+        raise ValueError(f"latent noise std must be a finite number >= 0, got {max_std!r} (base.latent_noise)")
+    if max_std == 0:
+        return z
+    device = generator.device
+    stds = torch.rand(z.shape[0], 1, generator=generator, device=device).to(z.device, z.dtype) * max_std  # (B, 1)
+    eps = torch.randn(z.shape, generator=generator, device=device).to(z.device, z.dtype)  # (B, D)
+    kept = (z.abs().sum(dim=1, keepdim=True) > 0).to(z.dtype)  # (B, 1): 0 for CFG-dropped rows
+    return scale_to_sphere(z + stds * eps) * kept  # (B, D)

@@ -5,6 +5,7 @@ The base model generates the rolled-out tri-plane at the base resolution h = ``t
 
     x_0 = roll_out(down_h(normalize(planes)))                 (B, C, h, 3h)   §3.2 roll-out
     z   = E(frontal) · keep,  keep_i ~ Bernoulli(1 - cfg_drop) (B, D)          §3.2 latent, CFG drop 20%
+    z   = sphere(z + s·ε), s ~ U(0, latent_noise)              (B, D)          only with base.latent_noise > 0
     L   = L_simple(ε) + λ L_vlb                                               §3.2 hybrid loss (Eq. 2 + [41])
 
 ε is predicted by the tri-plane U-Net with AdaGN latent conditioning; its learned-range variance is
@@ -13,7 +14,9 @@ with ``encoder.kind = learned`` the image encoder is trained jointly, in the sam
 EMA (the autoencoder reading of §3.2); with ``clip`` it is frozen and z is cached per subject id.
 Dropped samples get z = 0 (``keep`` multiplies z), the unconditional branch of classifier-free
 guidance (Eq. 3). The random draws of a step come from :func:`~.stages.step_generator` in the
-order: keep mask, timesteps, noise. With ``base.latent_conditioning`` false (the baseline of Table 2)
+order: keep mask, timesteps, noise, then the latent noise of ``base.latent_noise`` (condition augmentation of z,
+:func:`~rodin_core.training.augment.noisy_latents`; the paper has none, so its draws come last and a model without
+it trains exactly as before). With ``base.latent_conditioning`` false (the baseline of Table 2)
 there is no encoder and no z; the keep mask is still drawn, so that the timesteps and noise of every
 step are those of the conditioned model with the same seed.
 """
@@ -27,6 +30,7 @@ from rodin_core.config import RodinConfig
 from rodin_core.datasets.triplanes import TriplaneBatch
 from rodin_core.encoders import build_encoder
 from rodin_core.networks import TriplaneUNet
+from rodin_core.training.augment import noisy_latents
 from rodin_core.training.optimisation import (
     seeded_init,
 )
@@ -107,6 +111,8 @@ class BaseStage(DiffusionStage):
             z = self.encode(batch.frontal, batch.subject_ids) * keep[:, None].to(x0.dtype)  # (B, D)
         t = torch.randint(0, self.diffusion.num_timesteps, (size,), generator=generator, device=self.device)
         noise = torch.randn(x0.shape, generator=generator, device=self.device)  # (B, C, h, 3h)
+        if z is not None and self.cfg.base.latent_noise > 0:
+            z = noisy_latents(z, self.cfg.base.latent_noise, generator)  # (B, D), CFG-dropped rows stay 0
         terms = self.diffusion.training_losses(self._forward, x0, t, noise=noise, model_kwargs={"z": z})
         loss = terms["loss"].mean()
         update = self.optimisation.step(loss, step, terms, self.name)

@@ -1,9 +1,10 @@
-"""Base-resolution planes and the upsampler's condition augmentation (paper §3.3)."""
+"""Base-resolution planes, the upsampler's condition augmentation (paper §3.3) and the base model's noisy z."""
 
 import pytest
 import torch
 
-from rodin_core.training.augment import degrade_condition, gaussian_blur
+from rodin_core.encoders import scale_to_sphere
+from rodin_core.training.augment import degrade_condition, gaussian_blur, noisy_latents
 from rodin_core.triplane.rescale import downsample_planes
 
 
@@ -57,3 +58,39 @@ def test_bad_arguments_are_rejected() -> None:
         degrade_condition(planes(), torch.Generator(), 1.0, 0.1, ops=("jpeg",))
     with pytest.raises(ValueError, match="aug_noise_std"):
         degrade_condition(planes(), torch.Generator(), 1.0, -0.1)
+
+
+def sphere_latents(batch: int = 64, dim: int = 128) -> torch.Tensor:
+    return scale_to_sphere(torch.randn(batch, dim, generator=torch.Generator().manual_seed(3)))  # (B, D)
+
+
+def test_noisy_latents_stay_on_the_sphere_and_move_further_with_more_noise() -> None:
+    z = sphere_latents()
+    mean_cosine = []
+    for max_std in (0.1, 0.5, 2.0):
+        noisy = noisy_latents(z, max_std, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(noisy.norm(dim=1), torch.full((64,), 128 ** 0.5))
+        mean_cosine.append(torch.nn.functional.cosine_similarity(noisy, z, dim=1).mean().item())
+    # std s ~ U(0, m): cosine 1 / sqrt(1 + s^2), so about 0.998, 0.96 and 0.62 on average
+    assert mean_cosine[0] > 0.99 and 0.93 < mean_cosine[1] < 0.98 and 0.5 < mean_cosine[2] < 0.75
+
+
+def test_noisy_latents_keep_dropped_rows_zero_and_follow_the_seed() -> None:
+    z = sphere_latents(8)
+    z[[1, 5]] = 0.0  # the unconditional samples of classifier-free guidance
+    a = noisy_latents(z, 1.0, torch.Generator().manual_seed(7))
+    b = noisy_latents(z, 1.0, torch.Generator().manual_seed(7))
+    c = noisy_latents(z, 1.0, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[[1, 5]], torch.zeros(2, 128))
+    assert all(not torch.equal(a[i], z[i]) for i in (0, 2, 3, 4, 6, 7))
+    assert noisy_latents(z, 0.0, torch.Generator()) is z
+
+
+def test_noisy_latents_reject_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="base.latent_noise"):
+        noisy_latents(sphere_latents(2), -0.5, torch.Generator())
+    with pytest.raises(ValueError, match="base.latent_noise"):
+        noisy_latents(sphere_latents(2), float("nan"), torch.Generator())
+    with pytest.raises(ValueError, match=r"\(B, D\)"):
+        noisy_latents(torch.ones(2, 3, 4), 0.5, torch.Generator())

@@ -59,6 +59,32 @@ def test_cfg_dropout_zeroes_exactly_the_chosen_samples():
     assert abs(cfg_dropout_mask(4000, 0.2, torch.Generator().manual_seed(1)).float().mean().item() - 0.8) < 0.03
 
 
+def test_latent_noise_feeds_the_model_perturbed_z_on_the_sphere():
+    cfg = small_config("base.cfg_drop=0.5", "base.latent_noise=0.5")
+    clean_cfg = small_config("base.cfg_drop=0.5")
+    stages = {name: build_stage("base", c, plane_stats(c)) for name, c in (("noisy", cfg), ("clean", clean_cfg))}
+    seen: dict[str, list[Tensor]] = {"noisy": [], "clean": []}
+    for name, stage in stages.items():
+        stage.model.register_forward_pre_hook(
+            lambda module, args, kwargs, name=name: seen[name].append(kwargs["z"].detach().clone()), with_kwargs=True)
+    batch = synthetic_batch(cfg, 8)
+    stages["noisy"].train_step(batch, 3)
+    stages["clean"].train_step(batch, 3)
+    noisy, clean = seen["noisy"][0], seen["clean"][0]  # (8, D) each
+    kept = clean.abs().sum(dim=1) > 0
+    assert 0 < int(kept.sum()) < 8
+    assert torch.equal(noisy.abs().sum(dim=1) > 0, kept)  # the same samples are dropped for guidance
+    dim = noisy.shape[1]
+    torch.testing.assert_close(noisy[kept].norm(dim=1), torch.full((int(kept.sum()),), dim ** 0.5))
+    cosine = torch.nn.functional.cosine_similarity(noisy[kept], clean[kept], dim=1)
+    assert bool(((cosine > 0.5) & (cosine < 1 - 1e-4)).all()), cosine
+
+
+def test_a_negative_latent_noise_is_a_one_line_config_error():
+    with pytest.raises(ValueError, match=r"base\.latent_noise.*-0\.1"):
+        small_config("base.latent_noise=-0.1")
+
+
 def test_conditional_and_unconditional_predictions_differ_after_brief_training():
     cfg = small_config("base.train.lr=2e-3", "base.cfg_drop=0.5")
     stage = build_stage("base", cfg, plane_stats(cfg))
