@@ -22,7 +22,8 @@ from rodin_core.imaging import LABEL_HEIGHT, decode_png, encode_png
 from rodin_core.mesh import density_grid, extract_mesh
 from rodin_core.mesh_preview import mesh_preview
 from rodin_core.storage import open_store
-from workflows.cli import SAMPLER_CHOICES, main
+from workflows.cli import main
+from workflows.cli_parser import SAMPLER_CHOICES
 
 from ..generation_data import generation_config, make_generation_root
 

@@ -17,7 +17,8 @@ from rodin_core.networks.refiner import ConvRefiner, RefinerConfig, bilinear_ups
 from rodin_core.networks.refiner_io import TrainedRefiner
 from rodin_core.rendering.renderer import render_image
 from rodin_core.turntable import orbit_cameras
-from workflows.cli import build_parser, main
+from workflows.cli import main
+from workflows.cli_parser import build_parser
 
 from ..refiner_data import LOW_SIDE, make_refiner_corpora
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
-COMMAND_LINE = {"cli.py", "avatar_commands.py", "text_edit.py", "text_commands.py", "store_commands.py",
-                "flow_config.py"}
-"""The ``rodin`` command, the plain functions behind its avatar (``rodin edit`` included), text and store commands,
-and the mapping from its flags to a config that the command line and the flows share."""
+COMMAND_LINE = {"cli.py", "cli_parser.py", "avatar_commands.py", "text_edit.py", "text_commands.py",
+                "store_commands.py", "flow_config.py"}
+"""The ``rodin`` command and its argument parser, the plain functions behind its avatar (``rodin edit`` included),
+text and store commands, and the mapping from its flags to a config that the command line and the flows share."""
 
 
 def orchestration_imports(source: str) -> set[str]:
