@@ -1,5 +1,7 @@
 """The docs name real code: every repository path written in backticks in docs/architecture.md and
-docs/data-contracts.md exists, and every ``path.py:Name`` is defined in its file.
+docs/data-contracts.md exists, and every ``path.py:Name`` is defined in its file. Every relative markdown link
+of README.md and docs/*.md (``[text](target#anchor)``, pictures too) leads to a file of the repository and, where
+it names an anchor, to a heading of that file.
 
 A backticked token is a repository path when it is made of path characters and either starts with
 one of the repository's top-level folders (``rodin_core/``, ``render/``, ``workflows/``, ``infra/``, ...) or
@@ -29,6 +31,9 @@ _FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
 _INLINE_CODE = re.compile(r"`([^`\n]+)`")
 _TOKEN = re.compile(r"(?P<path>[\w.{},*/-]+?)(?:::?(?P<name>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*))?")
 _BRACES = re.compile(r"\{([^{}]*)\}")
+_LINK = re.compile(r"\]\((?P<target>[^()\s]+)\)")
+_HEADING = re.compile(r"^#{1,6}[ \t]+(?P<title>.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
+LINKED_DOCS = ("README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")))
 
 
 @dataclass(frozen=True)
@@ -167,3 +172,60 @@ Store paths are not repository paths: `renders/`, `data/tiny`, `s3://bucket/pref
                      ("rodin_core/cameras.py", None), ("rodin_core/imaging.py", None), ("pyproject.toml", None),
                      ("rodin_core/checkpoint.py", None), ("rodin_core/gone_again.py", None)]
     assert problems(text) == ["`rodin_core/gone_again.py`: rodin_core/gone_again.py does not exist"]
+
+
+def heading_anchor(title: str) -> str:
+    """The anchor GitHub gives a heading: lower case, inline code marks and punctuation dropped (hyphens and
+    underscores kept), each space a hyphen."""
+    return re.sub(r"[^\w\- ]", "", title.replace("`", "").lower()).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors of a markdown ``text``'s headings outside fenced code, repeats numbered as GitHub does."""
+    seen: dict[str, int] = {}
+    found = set()
+    for match in _HEADING.finditer(_FENCE.sub("", text)):
+        anchor = heading_anchor(match.group("title"))
+        found.add(anchor if anchor not in seen else f"{anchor}-{seen[anchor]}")
+        seen[anchor] = seen.get(anchor, 0) + 1
+    return found
+
+
+def broken_links(doc: Path, root: Path = REPO) -> list[str]:
+    """The relative links of the markdown file ``doc`` whose file or heading does not exist."""
+    text = doc.read_text(encoding="utf-8")
+    found = []
+    for match in _LINK.finditer(_FENCE.sub("", text)):
+        target = match.group("target")
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:, ...
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (doc.parent / path).resolve() if path else doc
+        if not linked.exists() or root.resolve() not in linked.parents:
+            found.append(f"{target}: {path} is not a file of the repository")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked.read_text(encoding="utf-8")):
+            found.append(f"{target}: {linked.name} has no heading with the anchor #{anchor}")
+    return found
+
+
+@pytest.mark.parametrize("doc", LINKED_DOCS)
+def test_doc_links_resolve(doc: str) -> None:
+    wrong = broken_links(REPO / doc)
+    assert not wrong, f"{doc} has broken links:\n" + "\n".join(wrong)
+
+
+def test_heading_anchors_follow_github() -> None:
+    text = "# The small run\n## Text to avatar (appendix B.5)\n## `rodin edit`: z + s·δ\n## Text to avatar (appendix B.5)\n"
+    assert anchors(text) == {"the-small-run", "text-to-avatar-appendix-b5", "rodin-edit-z--sδ",
+                             "text-to-avatar-appendix-b5-1"}
+
+
+def test_a_broken_link_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "page.md").write_text("# A page\n## Some section\n", encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text("[ok](docs/page.md#some-section) [gone](docs/none.md) [bad anchor](docs/page.md#other) "
+                      "[web](https://example.org/x) ![pic](docs/page.md)\n```\n[in code](docs/none.md)\n```\n",
+                      encoding="utf-8")
+    assert broken_links(readme, tmp_path) == ["docs/none.md: docs/none.md is not a file of the repository",
+                                              "docs/page.md#other: page.md has no heading with the anchor #other"]
