@@ -142,7 +142,7 @@ def train_text_embedding(renders: str, out: str | None = None, section: TextEmbe
         "heldout": caption_retrieval(model, held),
         "train": caption_retrieval(model, train),
         "steps": cfg.steps, "loss_first": float(np.mean(losses[:10])), "loss_last": float(np.mean(losses[-10:])),
-        "temperature": float(1.0 / model.scale()), "train_subjects": len(train_ids), "heldout_subjects": held_ids,
+        "temperature": float(1.0 / model.scale().detach()), "train_subjects": len(train_ids), "heldout_subjects": held_ids,
     }
     if all(partial):
         metrics["heldout_partial"] = caption_retrieval(
