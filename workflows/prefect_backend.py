@@ -4,7 +4,10 @@ With ``PREFECT_API_URL`` set, flows report to that server. Without it, :func:`pr
 starts a temporary server on 127.0.0.1 for the run, instead of Prefect's own on-demand one: its
 URL is set for this process and handed to Ray workers (:func:`workflows.ray_runner.ray_runtime_env`),
 so every task of the run is recorded on the same server and no worker starts a server of its own.
-On Linux the server dies with the process that started it, even when that process is SIGKILLed.
+On Linux the server dies with the process that started it, even when that process is SIGKILLed. It runs in a
+session of its own, so a signal to the run's process group (Ctrl-C in a terminal, ``kill -- -PGID``, a
+supervisor stopping the group) stops the run and not the server under it: the run still reports how it ended,
+then stops the server. Had the server died with the group, the run would retry a server that is gone for minutes.
 """
 
 from __future__ import annotations
@@ -47,13 +50,14 @@ def _free_port() -> int:
 
 
 def start_server(port: int) -> subprocess.Popen:
-    """The Prefect API server (no UI) on ``HOST:port`` as a child that dies with this process."""
+    """The Prefect API server (no UI) on ``HOST:port`` as a child that dies with this process, in a session of its
+    own so that signals to this process's group do not reach it (the module's docstring)."""
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT_SERVER_UI_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
                "prefect.server.api.server:create_app", "--host", HOST, "--port", str(port),
                "--log-level", "error", "--lifespan", "on"]
-    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
                             preexec_fn=die_with_parent)  # noqa: PLW1509 (the CLI starts it before any thread)
 
 

@@ -72,7 +72,9 @@ def keeping_sigterm_handler() -> Iterator[None]:
 
     ``ray.init`` in the main thread installs a handler that exits with status 15 at once; a ``rodin`` command's
     own handler must stay, so that a stopped command marks its flow run Crashed and ends with its one line and
-    exit status 143. Outside the main thread handlers cannot change and are left alone.
+    exit status 143. A SIGTERM that lands while ``ray.init`` runs (it can take tens of seconds on a busy machine)
+    meets Ray's handler: the ``SystemExit(15)`` it raises is handed to the previous handler as the SIGTERM it was.
+    Outside the main thread handlers cannot change and are left alone.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -80,6 +82,15 @@ def keeping_sigterm_handler() -> Iterator[None]:
     previous = signal.getsignal(signal.SIGTERM)
     try:
         yield
+    except SystemExit as exited:
+        if exited.code != signal.SIGTERM or not callable(previous):
+            raise
+        signal.signal(signal.SIGTERM, previous)
+        try:
+            previous(signal.SIGTERM, None)
+        except BaseException as handled:  # the handler's own way of stopping, raised in its place
+            raise handled from None
+        raise
     finally:
         if previous is not None:  # None: a handler not installed from Python, which cannot be put back
             signal.signal(signal.SIGTERM, previous)

@@ -46,7 +46,7 @@ def test_configured_api_is_used_without_starting_a_server() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the server dies with its parent on Linux")
-def test_server_dies_with_a_sigkilled_driver(tmp_path: Path) -> None:
+def test_server_runs_in_its_own_session_and_dies_with_a_sigkilled_driver(tmp_path: Path) -> None:
     env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}  # a fresh database is migrated first
     env.pop("PREFECT_API_URL", None)
@@ -57,6 +57,8 @@ def test_server_dies_with_a_sigkilled_driver(tmp_path: Path) -> None:
         assert len(line) == 2 and line[0] == line[1], f"no server URL from the driver (exit {driver.poll()})"
         assert line[0].startswith("http://127.0.0.1:")
         (server,) = _children(driver.pid)
+        # a session of its own: a signal to the driver's process group (Ctrl-C, kill -- -PGID) does not reach it
+        assert os.getsid(server) == server != os.getsid(driver.pid)
         driver.send_signal(signal.SIGKILL)
         driver.wait(timeout=30)
         deadline = time.monotonic() + 30

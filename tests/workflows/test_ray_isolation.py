@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -139,5 +140,32 @@ def test_the_sigterm_handler_is_put_back_in_the_main_thread_and_left_alone_in_ot
         thread.start()
         thread.join()
         assert errors == [] and signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_sigterm_while_ray_starts_goes_to_the_handler_the_process_had() -> None:
+    class Stop(BaseException):
+        """How a command's own handler stops it."""
+
+    def ours(signum: int, frame: object) -> None:
+        raise Stop(signum)
+
+    def rays(signum: int, frame: object) -> None:
+        """The handler ``ray.init`` installs in the main thread."""
+        sys.exit(signum)
+
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        with pytest.raises(Stop) as stopped, keeping_sigterm_handler():
+            signal.signal(signal.SIGTERM, rays)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs here and interrupts the sleep
+        assert stopped.value.args == (signal.SIGTERM,)
+        assert stopped.value.__suppress_context__  # no "during handling of SystemExit" in a traceback
+        assert signal.getsignal(signal.SIGTERM) is ours
+        with pytest.raises(SystemExit) as exited, keeping_sigterm_handler():  # any other exit passes through
+            sys.exit(3)
+        assert exited.value.code == 3 and signal.getsignal(signal.SIGTERM) is ours
     finally:
         signal.signal(signal.SIGTERM, previous)
