@@ -9,6 +9,7 @@ Ray Train tests (no render or fit needed); the run reports to a Prefect server o
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -30,8 +31,11 @@ STOP_S = 30
 """Most seconds from SIGTERM to exit: the flow run marked Crashed, the local Ray instance shut down."""
 
 
-def test_sigterm_mid_training_is_one_line_and_keeps_the_committed_checkpoint(prefect_template: Path,
-                                                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["process", pytest.param("group", marks=pytest.mark.chaos_long)])
+def test_sigterm_mid_training_is_one_line_and_keeps_the_committed_checkpoint(prefect_template: Path, tmp_path: Path,
+                                                                            target: str) -> None:
+    """``process``: the signal a supervisor sends to the command; ``group`` (``make chaos``): ``kill -TERM -- -PGID``,
+    which also reaches the Ray processes the command started in its group before the command can stop them."""
     out = make_corpus(tmp_path / "store", tiny_config())
     args = ["train", "base", "--out", out, "--preset", "tiny", "--cpus-per-worker", "1",
             *(arg for item in TRAIN_SETTINGS for arg in ("--set", item))]
@@ -40,7 +44,10 @@ def test_sigterm_mid_training_is_one_line_and_keeps_the_committed_checkpoint(pre
     with ProcessTree(process.pid) as tree:
         try:
             wait_for(lambda: committed_step(out, "base") is not None, 900, "a committed checkpoint", process)
-            process.send_signal(signal.SIGTERM)
+            if target == "group":
+                os.killpg(process.pid, signal.SIGTERM)
+            else:
+                process.send_signal(signal.SIGTERM)
             begin = time.monotonic()
             err = process.communicate(timeout=120)[1]
             seconds = time.monotonic() - begin
